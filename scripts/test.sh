@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every test of ternlm, from a fresh clone on a fresh machine: installs what it needs itself.
+# This is the README's test command; .ci/run calls it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain: wasm32 target, rustfmt, clippy"
+rustup target add wasm32-unknown-unknown
+rustup component add rustfmt clippy
+
+step "test models (PyPI) into .cache, sha256-verified"
+bash scripts/fetch-models.sh
+
+step "format and lints (native and wasm32)"
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --lib --locked --target wasm32-unknown-unknown --no-default-features -- -D warnings
+
+step "library builds for wasm32"
+cargo build --lib --locked --target wasm32-unknown-unknown --no-default-features
+
+step "native tests"
+cargo test --locked

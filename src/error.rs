@@ -1,0 +1,163 @@
+//! The one error type of ternlm, grouped by area (STYLE.md practice 11).
+//!
+//! Every failure that input can cause is a variant here, never a panic. Each variant has a stable
+//! machine-readable [`Error::code`] that the wasm adapter turns into a JS `Error.code`.
+
+use thiserror::Error as ThisError;
+
+/// Crate-wide result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// All errors of ternlm.
+#[derive(Debug, ThisError)]
+pub enum Error {
+    #[error("gguf: {0}")]
+    Gguf(#[from] GgufError),
+    #[error("quant: {0}")]
+    Quant(#[from] QuantError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// A stable code for programs (and for JS `Error.code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Gguf(e) => e.code(),
+            Error::Quant(e) => e.code(),
+            Error::Io { .. } => "io",
+            Error::Usage(_) => "usage",
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Errors of the GGUF container: framing, metadata, tensor table, split sets.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError)]
+pub enum GgufError {
+    #[error("truncated: {what} needs {need} bytes at offset {offset}, only {have} remain")]
+    Truncated {
+        what: String,
+        offset: u64,
+        need: u64,
+        have: u64,
+    },
+    #[error("not a GGUF file (magic {found:02x?})")]
+    BadMagic { found: [u8; 4] },
+    #[error("big-endian GGUF files are not supported")]
+    BigEndian,
+    #[error("unsupported GGUF version {0} (2 and 3 are supported)")]
+    UnsupportedVersion(u32),
+    #[error("{what} = {value} exceeds the limit {limit}")]
+    TooLarge {
+        what: String,
+        value: u64,
+        limit: u64,
+    },
+    #[error("{what} at offset {offset} is not valid UTF-8")]
+    InvalidUtf8 { what: String, offset: u64 },
+    #[error("metadata key '{key}' has unknown value type {type_id}")]
+    UnknownValueType { key: String, type_id: u32 },
+    #[error("duplicate metadata key '{0}'")]
+    DuplicateKey(String),
+    #[error("metadata key '{key}' is {found}, expected {expected}")]
+    WrongType {
+        key: String,
+        expected: &'static str,
+        found: String,
+    },
+    #[error("metadata key '{key}' value {value} is out of range for {expected}")]
+    OutOfRange {
+        key: String,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("missing metadata key '{0}'")]
+    MissingKey(String),
+    #[error("general.alignment = {0} is not a non-zero power of two")]
+    BadAlignment(u64),
+    #[error("tensor '{name}': unknown ggml type id {type_id}")]
+    UnknownTensorType { name: String, type_id: u32 },
+    #[error("tensor '{name}': {reason}")]
+    BadTensor { name: String, reason: String },
+    #[error("duplicate tensor name '{0}'")]
+    DuplicateTensor(String),
+    #[error("tensors '{first}' and '{second}' overlap (offset {second_offset} < end {first_end})")]
+    Overlap {
+        first: String,
+        second: String,
+        first_end: u64,
+        second_offset: u64,
+    },
+    #[error(
+        "tensor '{name}': type 30 data span {found} B matches a ruvllm BITNET_T158 tensor \
+         ({expected} B), not BF16 ({bf16} B); enable accept_ruvllm_t158"
+    )]
+    LooksLikeRuvllm {
+        name: String,
+        found: u64,
+        expected: u64,
+        bf16: u64,
+    },
+    #[error("split set: {0}")]
+    Split(String),
+}
+
+impl GgufError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            GgufError::Truncated { .. } => "gguf_truncated",
+            GgufError::BadMagic { .. } => "gguf_bad_magic",
+            GgufError::BigEndian => "gguf_big_endian",
+            GgufError::UnsupportedVersion(_) => "gguf_version",
+            GgufError::TooLarge { .. } => "gguf_too_large",
+            GgufError::InvalidUtf8 { .. } => "gguf_utf8",
+            GgufError::UnknownValueType { .. } => "gguf_value_type",
+            GgufError::DuplicateKey(_) => "gguf_duplicate_key",
+            GgufError::WrongType { .. } => "gguf_wrong_type",
+            GgufError::OutOfRange { .. } => "gguf_out_of_range",
+            GgufError::MissingKey(_) => "gguf_missing_key",
+            GgufError::BadAlignment(_) => "gguf_alignment",
+            GgufError::UnknownTensorType { .. } => "gguf_tensor_type",
+            GgufError::BadTensor { .. } => "gguf_bad_tensor",
+            GgufError::DuplicateTensor(_) => "gguf_duplicate_tensor",
+            GgufError::Overlap { .. } => "gguf_overlap",
+            GgufError::LooksLikeRuvllm { .. } => "gguf_ruvllm",
+            GgufError::Split(_) => "gguf_split",
+        }
+    }
+}
+
+/// Errors of the weight codecs.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError)]
+pub enum QuantError {
+    #[error("tensor '{name}': type {type_name} (id {type_id}) is recognised but not supported")]
+    Unsupported {
+        name: String,
+        type_name: &'static str,
+        type_id: u32,
+    },
+    #[error("tensor '{name}': {reason}")]
+    Shape { name: String, reason: String },
+}
+
+impl QuantError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            QuantError::Unsupported { .. } => "quant_unsupported",
+            QuantError::Shape { .. } => "quant_shape",
+        }
+    }
+}
