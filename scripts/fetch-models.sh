@@ -137,4 +137,45 @@ else
     log "$GEMMA_FILE ok"
 fi
 
+# ---- llama.cpp's tokenizer suite and chat templates (llama-cpp-python sdist) ----
+# vocab-only GGUFs with .inp/.out tokenization pairs -> CACHE/vocab, *.jinja -> CACHE/templates
+SDIST_PKG="llama-cpp-python==0.3.36"
+SDIST_FILE="llama_cpp_python-0.3.36.tar.gz"
+SDIST_SHA256="832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+SDIST_DIR="$CACHE/sdist"
+if [ -f "$CACHE/vocab/.done-$SDIST_SHA256" ]; then
+    log "vocab suite ok"
+else
+    if ! has_sha "$SDIST_DIR/$SDIST_FILE" "$SDIST_SHA256"; then
+        mkdir -p "$SDIST_DIR"
+        log "pip download $SDIST_PKG (sdist)"
+        "$PY" -m pip download --quiet --no-deps --no-binary llama-cpp-python -d "$SDIST_DIR" "$SDIST_PKG"
+        got="$(sha256_of "$SDIST_DIR/$SDIST_FILE")"
+        [ "$got" = "$SDIST_SHA256" ] || die "$SDIST_FILE sha256 mismatch: got $got, want $SDIST_SHA256"
+    fi
+    log "extracting the vocab suite and templates"
+    rm -rf "$CACHE/vocab" "$CACHE/templates"
+    mkdir -p "$CACHE/vocab" "$CACHE/templates"
+    "$PY" - "$SDIST_DIR/$SDIST_FILE" "$CACHE" <<'PY'
+import os, sys, tarfile
+src, cache = sys.argv[1], sys.argv[2]
+with tarfile.open(src) as t:
+    for m in t.getmembers():
+        parts = m.name.split("/")
+        if not m.isfile() or "vendor" not in parts:
+            continue
+        rel = parts[parts.index("vendor") + 1:]
+        if rel[:2] == ["llama.cpp", "models"] and len(rel) == 3 and rel[2].startswith("ggml-vocab-"):
+            dest = os.path.join(cache, "vocab", rel[2])
+        elif rel[:3] == ["llama.cpp", "models", "templates"] and len(rel) == 4:
+            dest = os.path.join(cache, "templates", rel[3])
+        else:
+            continue
+        with t.extractfile(m) as f, open(dest, "wb") as out:
+            out.write(f.read())
+PY
+    touch "$CACHE/vocab/.done-$SDIST_SHA256"
+    log "vocab suite in $CACHE/vocab, templates in $CACHE/templates"
+fi
+
 log "models in $MODELS"

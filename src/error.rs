@@ -15,6 +15,8 @@ pub enum Error {
     Gguf(#[from] GgufError),
     #[error("quant: {0}")]
     Quant(#[from] QuantError),
+    #[error("tokenizer: {0}")]
+    Tokenizer(#[from] TokenizerError),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -31,6 +33,7 @@ impl Error {
         match self {
             Error::Gguf(e) => e.code(),
             Error::Quant(e) => e.code(),
+            Error::Tokenizer(e) => e.code(),
             Error::Io { .. } => "io",
             Error::Usage(_) => "usage",
         }
@@ -158,6 +161,36 @@ impl QuantError {
         match self {
             QuantError::Unsupported { .. } => "quant_unsupported",
             QuantError::Shape { .. } => "quant_shape",
+        }
+    }
+}
+
+/// Errors of tokenizers, chat templates and detokenization.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError)]
+pub enum TokenizerError {
+    #[error("unsupported tokenizer model '{0}'")]
+    UnknownModel(String),
+    #[error("unsupported pre-tokenizer '{0}'")]
+    UnknownPre(String),
+    #[error("bad vocabulary: {0}")]
+    BadVocab(String),
+    #[error("token id {id} is outside the vocabulary of {n_vocab}")]
+    TokenOutOfRange { id: u32, n_vocab: usize },
+    #[error("chat template: {0}")]
+    Template(String),
+    #[error("chat template exceeded its {what} limit")]
+    TemplateLimit { what: &'static str },
+}
+
+impl TokenizerError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            TokenizerError::UnknownModel(_) => "tokenizer_unknown_model",
+            TokenizerError::UnknownPre(_) => "tokenizer_unknown_pre",
+            TokenizerError::BadVocab(_) => "tokenizer_bad_vocab",
+            TokenizerError::TokenOutOfRange { .. } => "tokenizer_token_range",
+            TokenizerError::Template(_) => "template",
+            TokenizerError::TemplateLimit { .. } => "template_limit",
         }
     }
 }

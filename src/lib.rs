@@ -10,5 +10,6 @@ pub mod error;
 pub mod gguf;
 pub mod inspect;
 pub mod quant;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
