@@ -11,7 +11,12 @@ files. All quantized variants of one family share the same underlying f32
 weights, so they can be compared with each other.
 
 Models written (all with the same byte-level GPT-2 style vocabulary, see
-`tokenizer_kv`):
+`tokenizer_kv`). Weights are Gaussian / sqrt(fan_in), norm weights
+1 + 0.1 N. Except in the bitnet files, every 2-D weight (token_embd and
+output included) has the file's type and 1-D tensors are F32. Every model has
+GQA (group > 1). The 32-block families other than tiny-llama use n_embd 96 or
+160 (multiples of 32, not of 64); K-quant and TQ families need multiples of
+256.
 
   tiny-llama-{f32,f16,q4_0,q4_1,q5_0,q5_1,q8_0}
       arch llama, n_embd 64, n_ff 192, 2 blocks, 4 heads / 2 kv heads
@@ -21,17 +26,57 @@ Models written (all with the same byte-level GPT-2 style vocabulary, see
   tiny-split-0000{1,2}-of-00002
       tiny-llama-f32's tensors split over two files (split.no / split.count /
       split.tensors.count; all other metadata only in the first file).
-  tiny-llama256-f32
-      arch llama, n_embd 256, n_ff 512 (ffn_down rows hold 2 super-blocks),
-      2 blocks, 4 heads / 2 kv heads (head_dim 64), tied output. Input for
-      llama-quantize. It is about 5 MB, so it is NOT written to OUTDIR (whose
-      files are committed) but to --scratch DIR (default: a temporary
-      directory removed at the end); it is only written when --scratch or
-      --llama-quantize is given. Being deterministic, it can be regenerated
-      at any time with --scratch.
-  tiny-llama256-{q2_k,q3_k,q4_k,q5_k,q6_k}   (only with --llama-quantize)
-      llama-quantize --pure of tiny-llama256-f32 with Q2_K, Q3_K_M, Q4_K_M,
-      Q5_K_M, Q6_K: every 2-D weight gets that K-quant type.
+  tiny-llama3-{f32,q8_0}
+      arch llama, n_embd 96, n_ff 128, 2 blocks, 6 heads / 2 kv heads
+      (head_dim 16), untied, Llama-3 RoPE scaling as convert_hf_to_gguf
+      writes it: a `rope_freqs.weight` {8} tensor (factor 8, low 1, high 4,
+      original context 64, so all three bands occur) and no rope.scaling.*
+      keys.
+  tiny-llamatied-{f32,q8_0}
+      arch llama, n_embd 160, n_ff 128, 2 blocks, 5 heads / 1 kv head
+      (head_dim 32, MQA), tied output, rope base 100000.
+  tiny-qwen2-{f32,f16,q8_0,q4_0}
+      arch qwen2, n_embd 96, n_ff 160, 2 blocks, 6 heads / 2 kv heads
+      (head_dim 16), attn_{q,k,v}.bias (0.5 N(0,1), F32), tied, rope base
+      1e6, eps 1e-6. Like the HF converter: no key_length and no
+      rope.dimension_count.
+  tiny-qwen3-{f32,f16,q8_0,q4_0}
+      arch qwen3, n_embd 96, n_ff 160, 2 blocks, 4 heads / 2 kv heads,
+      key_length = value_length = 32 (H*hd = 128 != n_embd), attn_q_norm /
+      attn_k_norm {32}, untied, rope base 1e6, eps 1e-6, no
+      rope.dimension_count.
+  tiny-gemma3-{f32,f16,q8_0,q4_0}
+      arch gemma3, n_embd 96, n_ff 64, 6 blocks, 4 heads / 2 kv heads,
+      key_length 16 (!= n_embd/H = 24), q/k norms, post_attention_norm /
+      post_ffw_norm, tied (no output.weight), sliding_window 8, rope base 1e6.
+      Like the real gemma-3-270m file there is no sliding_window_pattern
+      (llama.cpp default 6: blocks 0-4 local, block 5 global) and no
+      rope.freq_base_swa (default 10000 on local blocks) or
+      rope.dimension_count.
+  K-quant families: an F32 source <prefix>-f32 (about 5 MB, so NOT written
+  to OUTDIR but to --scratch DIR, default a temporary directory; written only
+  when --scratch or --llama-quantize is given), then llama-quantize --pure
+  (only with --llama-quantize): every 2-D weight gets the K-quant type, 1-D
+  tensors stay F32. The script fails if llama-quantize falls back to another
+  type for any tensor.
+    tiny-llama256-{q2_k,q3_k,q4_k,q5_k,q6_k}
+        arch llama, n_embd 256, n_ff 512 (ffn_down rows hold 2 super-blocks),
+        2 blocks, 4 heads / 2 kv heads (head_dim 64), tied output;
+        Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, Q6_K.
+    tiny-qwen2k-{q4_k,q6_k}
+        qwen2 as above at n_embd 256, n_ff 256, 4 / 2 heads (head_dim 64).
+    tiny-qwen3k-{q4_k,q6_k}
+        qwen3 as above at n_embd 256, n_ff 256, 4 / 1 heads, key_length 128
+        (H*hd = 512).
+    tiny-gemma3k-{q4_k,q6_k}
+        gemma3 at n_embd 256, n_ff 256, 3 blocks, 2 / 1 heads, key_length
+        128, sliding_window 8, with explicit keys:
+        sliding_window_pattern = 3 (u32: blocks 0, 1 local, block 2 global)
+        and rope.freq_base_swa = 20000.
+  tiny-bitnet-f32   (scratch only, with --scratch / --llama-quantize)
+      the tiny-bitnet values below (t*s, token_embd's F16 values) all F32;
+      5 MB, not committed; its llama.cpp logits are committed as a golden
+      (scripts/gen_logit_golden.py --extra-model).
   tiny-bitnet-{tq1_0,tq2_0,i2_s}
       arch bitnet, n_embd 256, n_ff 512, 2 blocks, 4 heads / 2 kv heads,
       attn_sub_norm / ffn_sub_norm, no output.weight (tied). The same ternary
@@ -158,42 +203,142 @@ def ternary(family_seed: int, name: str, ne: tuple[int, int]) -> tuple[np.ndarra
 # --------------------------------------------------------------------------
 
 class Cfg:
+    """One model family. `head_dim` defaults to n_embd / n_head.
+
+    Metadata follows what llama.cpp's HF converter writes for the arch:
+    `key_length` writes attention.key_length / value_length (= head_dim),
+    `rope_dim` writes rope.dimension_count (= head_dim); `extra_kv` is a list
+    of (GGUFWriter method name, value) written after rope.freq_base.
+    Tensor extras: `qkv_bias` (qwen2), `qk_norm` (qwen3, gemma3),
+    `post_norms` (gemma3), `sub_norms` (bitnet), `llama3` (a dict with
+    factor / low_freq_factor / high_freq_factor / original_context_length:
+    writes `rope_freqs.weight` as convert_hf_to_gguf does)."""
+
     def __init__(self, arch, n_embd, n_ff, n_layer, n_head, n_head_kv, tied, seed,
-                 ctx=512, rope_base=10000.0, eps=1e-5):
+                 ctx=512, rope_base=10000.0, eps=1e-5, head_dim=None, key_length=False,
+                 rope_dim=True, extra_kv=(), qkv_bias=False, qk_norm=False,
+                 post_norms=False, llama3=None):
         self.arch, self.n_embd, self.n_ff, self.n_layer = arch, n_embd, n_ff, n_layer
         self.n_head, self.n_head_kv, self.tied, self.seed = n_head, n_head_kv, tied, seed
         self.ctx, self.rope_base, self.eps = ctx, rope_base, eps
-        self.head_dim = n_embd // n_head
+        self.head_dim = head_dim if head_dim is not None else n_embd // n_head
+        self.key_length, self.rope_dim, self.extra_kv = key_length, rope_dim, list(extra_kv)
+        self.qkv_bias, self.qk_norm, self.post_norms = qkv_bias, qk_norm, post_norms
+        self.sub_norms = arch == "bitnet"
+        self.llama3 = llama3
 
 
 TINY = Cfg("llama", 64, 192, 2, 4, 2, tied=False, seed=1001)
 TINY256 = Cfg("llama", 256, 512, 2, 4, 2, tied=True, seed=1002)
 BITNET = Cfg("bitnet", 256, 512, 2, 4, 2, tied=True, seed=1003)
 
+# llama with Llama-3 RoPE scaling baked into rope_freqs.weight. With head_dim
+# 16 and base 10000 the 8 wavelengths are 6.3 .. 19869; original context 64
+# (high_wl 16, low_wl 64) puts pair 0 in the "keep" band, pairs 1-2 in the
+# smooth band and pairs 3-7 in the "divide by factor" band.
+LLAMA3_SCALING = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_context_length": 64}
+LLAMA3 = Cfg("llama", 96, 128, 2, 6, 2, tied=False, seed=1004, rope_base=10000.0,
+             llama3=LLAMA3_SCALING)
+LLAMATIED = Cfg("llama", 160, 128, 2, 5, 1, tied=True, seed=1005, rope_base=100000.0)
+QWEN2 = Cfg("qwen2", 96, 160, 2, 6, 2, tied=True, seed=1006, rope_base=1e6, eps=1e-6,
+            rope_dim=False, qkv_bias=True)
+QWEN2K = Cfg("qwen2", 256, 256, 2, 4, 2, tied=True, seed=1007, rope_base=1e6, eps=1e-6,
+             rope_dim=False, qkv_bias=True)
+QWEN3 = Cfg("qwen3", 96, 160, 2, 4, 2, tied=False, seed=1008, rope_base=1e6, eps=1e-6,
+            head_dim=32, key_length=True, rope_dim=False, qk_norm=True)
+QWEN3K = Cfg("qwen3", 256, 256, 2, 4, 1, tied=False, seed=1009, rope_base=1e6, eps=1e-6,
+             head_dim=128, key_length=True, rope_dim=False, qk_norm=True)
+GEMMA3_WINDOW = 8
+# As the real gemma-3-270m file: no sliding_window_pattern (llama.cpp's
+# default 6: layers 0-4 local, layer 5 global) and no rope.freq_base_swa
+# (default 10000 for local layers); rope.freq_base 1e6 for global layers.
+GEMMA3 = Cfg("gemma3", 96, 64, 6, 4, 2, tied=True, seed=1010, rope_base=1e6, eps=1e-6,
+             head_dim=16, key_length=True, rope_dim=False, qk_norm=True, post_norms=True,
+             extra_kv=[("add_sliding_window", GEMMA3_WINDOW)])
+# Explicit keys instead: pattern 3 (layers 0, 1 local, layer 2 global) and
+# rope.freq_base_swa 20000.
+GEMMA3K = Cfg("gemma3", 256, 256, 3, 2, 1, tied=True, seed=1011, rope_base=1e6, eps=1e-6,
+              head_dim=128, key_length=True, rope_dim=False, qk_norm=True, post_norms=True,
+              extra_kv=[("add_sliding_window", GEMMA3_WINDOW),
+                        ("add_sliding_window_pattern", 3),
+                        ("add_rope_freq_base_swa", 20000.0)])
 
-def tensor_specs(c: Cfg) -> list[tuple[str, tuple[int, ...]]]:
-    """(name, ne) in file order. 1-D tensors are norms."""
+# kinds: "w" (2-D weight, Gaussian), "norm" (1 + 0.1 N), "bias" (0.5 N),
+# "freqs" (rope_freqs factors)
+Spec = tuple[str, tuple[int, ...], str]
+
+
+def tensor_specs(c: Cfg) -> list[Spec]:
+    """(name, ne, kind) in file order."""
+    q = c.n_head * c.head_dim
     kv = c.n_head_kv * c.head_dim
-    out: list[tuple[str, tuple[int, ...]]] = [("token_embd.weight", (c.n_embd, N_VOCAB)),
-                                              ("output_norm.weight", (c.n_embd,))]
+    out: list[Spec] = [("token_embd.weight", (c.n_embd, N_VOCAB), "w"),
+                       ("output_norm.weight", (c.n_embd,), "norm")]
     if not c.tied:
-        out.append(("output.weight", (c.n_embd, N_VOCAB)))
+        out.append(("output.weight", (c.n_embd, N_VOCAB), "w"))
+    if c.llama3 is not None:
+        out.append(("rope_freqs.weight", (c.head_dim // 2,), "freqs"))
     for i in range(c.n_layer):
         p = f"blk.{i}."
-        out += [(p + "attn_norm.weight", (c.n_embd,)),
-                (p + "attn_q.weight", (c.n_embd, c.n_head * c.head_dim)),
-                (p + "attn_k.weight", (c.n_embd, kv)),
-                (p + "attn_v.weight", (c.n_embd, kv)),
-                (p + "attn_output.weight", (c.n_head * c.head_dim, c.n_embd))]
-        if c.arch == "bitnet":
-            out.append((p + "attn_sub_norm.weight", (c.n_embd,)))
-        out += [(p + "ffn_norm.weight", (c.n_embd,)),
-                (p + "ffn_gate.weight", (c.n_embd, c.n_ff)),
-                (p + "ffn_up.weight", (c.n_embd, c.n_ff)),
-                (p + "ffn_down.weight", (c.n_ff, c.n_embd))]
-        if c.arch == "bitnet":
-            out.append((p + "ffn_sub_norm.weight", (c.n_ff,)))
+        out.append((p + "attn_norm.weight", (c.n_embd,), "norm"))
+        for t, n in (("q", q), ("k", kv), ("v", kv)):
+            out.append((p + f"attn_{t}.weight", (c.n_embd, n), "w"))
+            if c.qkv_bias:
+                out.append((p + f"attn_{t}.bias", (n,), "bias"))
+        if c.qk_norm:
+            out += [(p + "attn_q_norm.weight", (c.head_dim,), "norm"),
+                    (p + "attn_k_norm.weight", (c.head_dim,), "norm")]
+        out.append((p + "attn_output.weight", (q, c.n_embd), "w"))
+        if c.sub_norms:
+            out.append((p + "attn_sub_norm.weight", (c.n_embd,), "norm"))
+        if c.post_norms:
+            out.append((p + "post_attention_norm.weight", (c.n_embd,), "norm"))
+        out += [(p + "ffn_norm.weight", (c.n_embd,), "norm"),
+                (p + "ffn_gate.weight", (c.n_embd, c.n_ff), "w"),
+                (p + "ffn_up.weight", (c.n_embd, c.n_ff), "w"),
+                (p + "ffn_down.weight", (c.n_ff, c.n_embd), "w")]
+        if c.sub_norms:
+            out.append((p + "ffn_sub_norm.weight", (c.n_ff,), "norm"))
+        if c.post_norms:
+            out.append((p + "post_ffw_norm.weight", (c.n_embd,), "norm"))
     return out
+
+
+def bias_weight(family_seed: int, name: str, n: int) -> np.ndarray:
+    x = rng_for(family_seed, name).standard_normal((n,), dtype=np.float32)
+    return (0.5 * x).astype(np.float32)
+
+
+def llama3_rope_factors(c: Cfg) -> np.ndarray:
+    """convert_hf_to_gguf's LlamaModel.generate_extra_tensors: per rotary pair
+    i, the divisor of theta_i (1, factor, or the smooth blend)."""
+    p = c.llama3
+    dim = c.head_dim
+    freqs = 1.0 / (np.float32(c.rope_base) ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)))
+    orig = p["original_context_length"]
+    lo, hi, factor = p["low_freq_factor"], p["high_freq_factor"], p["factor"]
+    low_wl, high_wl = orig / lo, orig / hi
+    out = []
+    for f in freqs.astype(np.float64):
+        wl = 2 * np.pi / f
+        if wl < high_wl:
+            out.append(1.0)
+        elif wl > low_wl:
+            out.append(factor)
+        else:
+            smooth = (orig / wl - lo) / (hi - lo)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def small_tensor(c: Cfg, name: str, ne: tuple[int, ...], kind: str) -> np.ndarray:
+    if kind == "norm":
+        return norm_weight(c.seed, name, ne[0])
+    if kind == "bias":
+        return bias_weight(c.seed, name, ne[0])
+    assert kind == "freqs"
+    return llama3_rope_factors(c)
 
 
 def hparams_kv(w: gguf.GGUFWriter, c: Cfg, name: str, ftype: int) -> None:
@@ -207,9 +352,15 @@ def hparams_kv(w: gguf.GGUFWriter, c: Cfg, name: str, ftype: int) -> None:
     w.add_feed_forward_length(c.n_ff)
     w.add_head_count(c.n_head)
     w.add_head_count_kv(c.n_head_kv)
+    if c.key_length:
+        w.add_key_length(c.head_dim)
+        w.add_value_length(c.head_dim)
     w.add_layer_norm_rms_eps(c.eps)
     w.add_rope_freq_base(c.rope_base)
-    w.add_rope_dimension_count(c.head_dim)
+    for method, value in c.extra_kv:
+        getattr(w, method)(value)
+    if c.rope_dim:
+        w.add_rope_dimension_count(c.head_dim)
     w.add_vocab_size(N_VOCAB)
     tokenizer_kv(w)
 
@@ -221,15 +372,17 @@ def finish(w: gguf.GGUFWriter) -> None:
     w.close()
 
 
-def write_llama(c: Cfg, path: Path, qtype: QT, ftype: int, alignment: int | None = None,
+def write_model(c: Cfg, path: Path, qtype: QT, ftype: int, alignment: int | None = None,
                 split_max_tensors: int = 0) -> list[Path]:
+    """Every 2-D weight in `qtype` (F32 / F16 / a gguf.quants type), 1-D
+    tensors F32."""
     w = gguf.GGUFWriter(path, c.arch, split_max_tensors=split_max_tensors)
     if alignment is not None:
         w.add_custom_alignment(alignment)
     hparams_kv(w, c, path.stem if not split_max_tensors else "tiny-split", ftype)
-    for name, ne in tensor_specs(c):
-        if len(ne) == 1:
-            w.add_tensor(name, norm_weight(c.seed, name, ne[0]))
+    for name, ne, kind in tensor_specs(c):
+        if kind != "w":
+            w.add_tensor(name, small_tensor(c, name, ne, kind))
             continue
         x = gaussian(c.seed, name, ne)
         if qtype == QT.F32:
@@ -261,15 +414,19 @@ def pack_i2_s(t: np.ndarray, scale: float) -> bytes:
 
 
 def write_bitnet(c: Cfg, path: Path, kind: str) -> None:
-    ftype = {"tq1_0": FT.MOSTLY_TQ1_0, "tq2_0": FT.MOSTLY_TQ2_0, "i2_s": I2_S_FTYPE}[kind]
+    """kind tq1_0 / tq2_0 / i2_s, or f32: the same values (t*s, and the F16
+    token_embd widened) with every tensor F32 (scratch only: 5 MB)."""
+    ftype = {"tq1_0": FT.MOSTLY_TQ1_0, "tq2_0": FT.MOSTLY_TQ2_0, "i2_s": I2_S_FTYPE,
+             "f32": FT.ALL_F32}[kind]
     w = gguf.GGUFWriter(path, c.arch)
     hparams_kv(w, c, path.stem, int(ftype))
-    for name, ne in tensor_specs(c):
-        if len(ne) == 1:
-            w.add_tensor(name, norm_weight(c.seed, name, ne[0]))
+    for name, ne, k in tensor_specs(c):
+        if k != "w":
+            w.add_tensor(name, small_tensor(c, name, ne, k))
             continue
         if name == "token_embd.weight":
-            w.add_tensor(name, gaussian(c.seed, name, ne).astype(np.float16))
+            e = gaussian(c.seed, name, ne).astype(np.float16)
+            w.add_tensor(name, e.astype(np.float32) if kind == "f32" else e)
             continue
         t, s = ternary(c.seed, name, ne)
         if kind == "i2_s":
@@ -279,6 +436,8 @@ def write_bitnet(c: Cfg, path: Path, kind: str) -> None:
             # order) it writes the shape as given and the raw type id as u32.
             w.add_tensor(name, raw, raw_shape=tuple(reversed(ne)),
                          raw_dtype=I2_S_TYPE_ID)  # type: ignore[arg-type]
+        elif kind == "f32":
+            w.add_tensor(name, t.astype(np.float32) * np.float32(s))
         else:
             qt = QT.TQ1_0 if kind == "tq1_0" else QT.TQ2_0
             x = t.astype(np.float32) * np.float32(s)
@@ -288,8 +447,31 @@ def write_bitnet(c: Cfg, path: Path, kind: str) -> None:
     finish(w)
 
 
+# (file suffix, llama-quantize type name); with --pure every 2-D weight gets
+# the K-quant type (Q4_K_M -> Q4_K, ...)
 KQUANTS = [("q2_k", "Q2_K"), ("q3_k", "Q3_K_M"), ("q4_k", "Q4_K_M"),
            ("q5_k", "Q5_K_M"), ("q6_k", "Q6_K")]
+KQUANTS_46 = [("q4_k", "Q4_K_M"), ("q6_k", "Q6_K")]
+
+TYPES = {"f32": (QT.F32, FT.ALL_F32), "f16": (QT.F16, FT.MOSTLY_F16),
+         "q4_0": (QT.Q4_0, FT.MOSTLY_Q4_0), "q4_1": (QT.Q4_1, FT.MOSTLY_Q4_1),
+         "q5_0": (QT.Q5_0, FT.MOSTLY_Q5_0), "q5_1": (QT.Q5_1, FT.MOSTLY_Q5_1),
+         "q8_0": (QT.Q8_0, FT.MOSTLY_Q8_0)}
+
+# (file prefix, config, types) of the families written directly by gguf-py
+DIRECT = [("tiny-llama", TINY, ["f32", "f16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0"]),
+          ("tiny-llama3", LLAMA3, ["f32", "q8_0"]),
+          ("tiny-llamatied", LLAMATIED, ["f32", "q8_0"]),
+          ("tiny-qwen2", QWEN2, ["f32", "f16", "q8_0", "q4_0"]),
+          ("tiny-qwen3", QWEN3, ["f32", "f16", "q8_0", "q4_0"]),
+          ("tiny-gemma3", GEMMA3, ["f32", "f16", "q8_0", "q4_0"])]
+
+# (file prefix, config, K-quants) of the llama-quantize families; their F32
+# source <prefix>-f32.gguf goes to the scratch directory
+KFAMILIES = [("tiny-llama256", TINY256, KQUANTS),
+             ("tiny-qwen2k", QWEN2K, KQUANTS_46),
+             ("tiny-qwen3k", QWEN3K, KQUANTS_46),
+             ("tiny-gemma3k", GEMMA3K, KQUANTS_46)]
 
 
 def main() -> int:
@@ -298,23 +480,22 @@ def main() -> int:
     ap.add_argument("--llama-quantize", type=Path, default=None,
                     help="path to llama.cpp's llama-quantize; enables the K-quant models")
     ap.add_argument("--scratch", type=Path, default=None,
-                    help="directory for tiny-llama256-f32.gguf (not committed); "
-                         "default: a temporary directory")
+                    help="directory for the F32 sources of the K-quant families and "
+                         "tiny-bitnet-f32 (not committed); default: a temporary directory")
     args = ap.parse_args()
     out: Path = args.outdir
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
 
-    llama_types = [("f32", QT.F32, FT.ALL_F32), ("f16", QT.F16, FT.MOSTLY_F16),
-                   ("q4_0", QT.Q4_0, FT.MOSTLY_Q4_0), ("q4_1", QT.Q4_1, FT.MOSTLY_Q4_1),
-                   ("q5_0", QT.Q5_0, FT.MOSTLY_Q5_0), ("q5_1", QT.Q5_1, FT.MOSTLY_Q5_1),
-                   ("q8_0", QT.Q8_0, FT.MOSTLY_Q8_0)]
-    for suffix, qt, ft in llama_types:
-        p = out / f"tiny-llama-{suffix}.gguf"
-        written += write_llama(TINY, p, qt, int(ft), alignment=F16_ALIGNMENT if qt == QT.F16 else None)
+    for prefix, cfg, types in DIRECT:
+        for suffix in types:
+            qt, ft = TYPES[suffix]
+            p = out / f"{prefix}-{suffix}.gguf"
+            align = F16_ALIGNMENT if (cfg is TINY and qt == QT.F16) else None
+            written += write_model(cfg, p, qt, int(ft), alignment=align)
 
     n_tensors = len(tensor_specs(TINY))
-    written += write_llama(TINY, out / "tiny-split.gguf", QT.F32, int(FT.ALL_F32),
+    written += write_model(TINY, out / "tiny-split.gguf", QT.F32, int(FT.ALL_F32),
                            split_max_tensors=(n_tensors + 1) // 2)
 
     for kind in ("tq1_0", "tq2_0", "i2_s"):
@@ -330,18 +511,26 @@ def main() -> int:
         else:
             scratch = args.scratch
             scratch.mkdir(parents=True, exist_ok=True)
-        f32_256 = scratch / "tiny-llama256-f32.gguf"
-        written += write_llama(TINY256, f32_256, QT.F32, int(FT.ALL_F32))
+        for prefix, cfg, _ in KFAMILIES:
+            written += write_model(cfg, scratch / f"{prefix}-f32.gguf", QT.F32, int(FT.ALL_F32))
+        p = scratch / "tiny-bitnet-f32.gguf"
+        write_bitnet(BITNET, p, "f32")
+        written.append(p)
 
     if args.llama_quantize is not None:
-        for suffix, qname in KQUANTS:
-            p = out / f"tiny-llama256-{suffix}.gguf"
-            cmd = [str(args.llama_quantize), "--pure", str(f32_256), str(p), qname]
-            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            if r.returncode != 0:
-                sys.stderr.write(r.stdout)
-                raise SystemExit(f"llama-quantize failed for {qname}")
-            written.append(p)
+        for prefix, _, kquants in KFAMILIES:
+            src = scratch / f"{prefix}-f32.gguf"
+            for suffix, qname in kquants:
+                p = out / f"{prefix}-{suffix}.gguf"
+                cmd = [str(args.llama_quantize), "--pure", str(src), str(p), qname]
+                r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                if r.returncode != 0:
+                    sys.stderr.write(r.stdout)
+                    raise SystemExit(f"llama-quantize failed for {p.name}")
+                if "fallback" in r.stdout:
+                    sys.stderr.write(r.stdout)
+                    raise SystemExit(f"llama-quantize used a fallback type for {p.name}")
+                written.append(p)
     else:
         print("note: --llama-quantize not given; K-quant models not written", file=sys.stderr)
 

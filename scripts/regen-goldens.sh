@@ -11,6 +11,7 @@
 #   LLAMA_CPP_BIN  an existing llama.cpp build/bin directory (llama-quantize
 #                  etc.) to use instead of building one
 #   JOBS           parallel build jobs (default 2)
+#   GOLDEN_BIN     where to build our golden tool (default CACHE_DIR/golden/golden)
 #
 # Steps:
 #   1. scripts/fetch-models.sh: venv with gguf 0.19.0, SmolLM2 + gemma3 models
@@ -23,12 +24,21 @@
 #        cmake --build build -j2 --target llama-simple llama-quantize llama-tokenize llama-eval-callback
 #      (needs cmake and a C++ compiler; about 5 min on 2 cores)
 #   3. scripts/make_synthetic.py tests/data/models --llama-quantize <bin>/llama-quantize
-#      and tests/data/models/SHA256SUMS
+#      --scratch CACHE_DIR/synthetic-scratch (the uncommitted F32 sources and
+#      tiny-bitnet-f32) and tests/data/models/SHA256SUMS
 #   4. scripts/gguf_dump.py --out-dir tests/data/dumps on the real models and
 #      every synthetic model
 #   5. scripts/gen_quant_golden.py tests/data/quant
 #   6. smoke check: llama-simple loads and runs every synthetic model except
 #      tiny-bitnet-i2_s (upstream llama.cpp does not know type 36)
+#   7. tools/golden/build.sh builds our `golden` tool against that llama.cpp
+#      (binary: $GOLDEN_BIN, default CACHE_DIR/golden/golden), then
+#      scripts/gen_tokenizer_golden.py writes tests/data/tokenizer/ (and
+#      cross-checks a sample against llama-tokenize)
+#   8. scripts/gen_logit_golden.py writes tests/data/golden/ (logits/: llama.cpp
+#      logits of 3 fixed sequences + a 16-step greedy run for every synthetic
+#      model and the scratch tiny-bitnet-f32; real/: 5 prompts x 64 greedy
+#      steps with top-20 logits for SmolLM2 and gemma3); see its README.md
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -79,7 +89,8 @@ for t in "${TARGETS[@]}"; do [ -x "$BIN/$t" ] || die "missing $BIN/$t"; done
 # ---- 3. synthetic models --------------------------------------------------
 FIX="tests/data/models"
 mkdir -p "$FIX"
-"$PY" scripts/make_synthetic.py "$FIX" --llama-quantize "$BIN/llama-quantize"
+SCRATCH="$CACHE_DIR/synthetic-scratch"
+"$PY" scripts/make_synthetic.py "$FIX" --llama-quantize "$BIN/llama-quantize" --scratch "$SCRATCH"
 (cd "$FIX" && "$PY" -c "
 import glob, hashlib
 with open('SHA256SUMS', 'w') as out:
@@ -108,4 +119,18 @@ for m in "$FIX"/*.gguf; do
     fi
 done
 [ "$fail" = 0 ] || die "some synthetic models do not run in llama.cpp"
+
+# ---- 7. golden tool and tokenizer goldens --------------------------------
+# The llama.cpp source tree is the parent of build/bin (headers + libs).
+LLAMA_SRC="$(cd "$BIN/../.." && pwd)"
+[ -f "$LLAMA_SRC/include/llama.h" ] || die "no llama.cpp source tree above $BIN (need include/llama.h)"
+GOLDEN_BIN="${GOLDEN_BIN:-$CACHE_DIR/golden/golden}"
+tools/golden/build.sh "$LLAMA_SRC" "$GOLDEN_BIN"
+"$PY" scripts/gen_tokenizer_golden.py "$GOLDEN_BIN" tests/data/tokenizer \
+    --models-dir "$MODELS" --llama-tokenize "$BIN/llama-tokenize"
+
+# ---- 8. logit goldens -----------------------------------------------------
+"$PY" scripts/gen_logit_golden.py "$GOLDEN_BIN" "$FIX" tests/data/golden \
+    --extra-model "$SCRATCH/tiny-bitnet-f32.gguf" --real-models "$MODELS"
+
 log "done; review and commit tests/data/"

@@ -17,6 +17,10 @@ pub enum Error {
     Quant(#[from] QuantError),
     #[error("tokenizer: {0}")]
     Tokenizer(#[from] TokenizerError),
+    #[error("model: {0}")]
+    Model(#[from] ModelError),
+    #[error("session: {0}")]
+    Session(#[from] SessionError),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -34,12 +38,14 @@ impl Error {
             Error::Gguf(e) => e.code(),
             Error::Quant(e) => e.code(),
             Error::Tokenizer(e) => e.code(),
+            Error::Model(e) => e.code(),
+            Error::Session(e) => e.code(),
             Error::Io { .. } => "io",
             Error::Usage(_) => "usage",
         }
     }
 
-    pub(crate) fn io(path: impl Into<String>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
             source,
@@ -191,6 +197,71 @@ impl TokenizerError {
             TokenizerError::TokenOutOfRange { .. } => "tokenizer_token_range",
             TokenizerError::Template(_) => "template",
             TokenizerError::TemplateLimit { .. } => "template_limit",
+        }
+    }
+}
+
+/// Errors of model loading and the forward pass.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError)]
+pub enum ModelError {
+    #[error("unsupported architecture '{0}'")]
+    UnsupportedArch(String),
+    #[error("missing tensor '{0}'")]
+    MissingTensor(String),
+    #[error("tensor '{name}' has shape {found:?}, expected {expected:?}")]
+    TensorShape {
+        name: String,
+        expected: Vec<u64>,
+        found: Vec<u64>,
+    },
+    #[error("model does not match its metadata: {0}")]
+    Mismatch(String),
+    #[error("token id {id} is outside the vocabulary of {n_vocab}")]
+    TokenOutOfRange { id: u32, n_vocab: usize },
+    #[error("backend '{0}' is not available")]
+    BackendUnavailable(String),
+}
+
+impl ModelError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ModelError::UnsupportedArch(_) => "model_unsupported_arch",
+            ModelError::MissingTensor(_) => "model_missing_tensor",
+            ModelError::TensorShape { .. } => "model_tensor_shape",
+            ModelError::Mismatch(_) => "model_mismatch",
+            ModelError::TokenOutOfRange { .. } => "model_token_range",
+            ModelError::BackendUnavailable(_) => "backend_unavailable",
+        }
+    }
+}
+
+/// Errors of sessions: context, state, generation.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError)]
+pub enum SessionError {
+    #[error("prompt of {n_prompt} tokens does not fit the context of {n_ctx} (with {reserve} reserved for generation)")]
+    ContextOverflow {
+        n_prompt: usize,
+        n_ctx: usize,
+        reserve: usize,
+    },
+    #[error("position {pos} is beyond the {len} cached tokens")]
+    BadPosition { pos: usize, len: usize },
+    #[error("bad session state: {0}")]
+    BadState(String),
+    #[error("generation cancelled")]
+    Cancelled,
+    #[error("bad sampling parameters: {0}")]
+    BadParams(String),
+}
+
+impl SessionError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            SessionError::ContextOverflow { .. } => "context_overflow",
+            SessionError::BadPosition { .. } => "session_position",
+            SessionError::BadState(_) => "session_state",
+            SessionError::Cancelled => "cancelled",
+            SessionError::BadParams(_) => "session_params",
         }
     }
 }

@@ -1,0 +1,470 @@
+//! The fast CPU matmul path: activations quantized to int8 per 32-block and weight rows unpacked
+//! once to int8 codes with per-group f32 scale and offset, then integer dot products that the
+//! compiler vectorizes (llama.cpp's `vec_dot_type` scheme, spec/architectures.md §6 "activation
+//! quantization"; STYLE.md practice 3 keeps the scalar reference beside it: [`dot_reference`]).
+//!
+//! - Activation block (32 values): `d = max|x|/127`, `q = round(x/d)` (half away from zero, as
+//!   ggml's `quantize_row_q8_0`), plus `Σq` per 16 values for formats with offsets. Unlike
+//!   ggml we keep `d` in f32 (ggml rounds it to f16) and use 32-blocks for the K-quants too
+//!   (ggml's Q8_K uses one scale per 256), which is slightly more precise.
+//! - Weight row: every supported quantized format decodes to `w = s_g·q + m_g` with `q` an i8
+//!   and `(s_g, m_g)` per group of `G = 16` or `32` values (`m_g = 0` for symmetric formats).
+//!   `s_g·q + m_g` reproduces the reference decoder bit for bit (tested).
+//! - Dot: `Σ_b d_b · Σ_{g∈b} (s_g·Σ q·a + m_g·Σ a)`, integer inner sums.
+//!
+//! A weight row is unpacked once and dotted with every token of a batch, so prefill decodes each
+//! weight once per batch. F32/F16/BF16 weights never take this path (the f32 kernel keeps them
+//! exact).
+
+use crate::quant::kquants::{scale_min_k4, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
+use crate::quant::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+use crate::quant::ternary::{code_value, BlockTQ1_0, BlockTQ2_0};
+use crate::quant::{f16_to_f32, GgmlType};
+
+/// Activation block size.
+pub const QB: usize = 32;
+
+/// `n` rows of `k` activations quantized per 32-block.
+#[derive(Debug, Clone, Default)]
+pub struct Q8Acts {
+    pub k: usize,
+    /// `[n][k]` codes.
+    pub qs: Vec<i8>,
+    /// `[n][k/32]` scales.
+    pub d: Vec<f32>,
+    /// `[n][k/16]` sums of the codes of each 16 values.
+    pub sum16: Vec<i32>,
+}
+
+impl Q8Acts {
+    /// Quantizes `x` (`[n][k]`, `k` a multiple of 32).
+    pub fn quantize(x: &[f32], k: usize) -> Q8Acts {
+        debug_assert!(k % QB == 0 && x.len() % k == 0);
+        let nb = x.len() / QB;
+        let mut a = Q8Acts {
+            k,
+            qs: vec![0; x.len()],
+            d: vec![0.0; nb],
+            sum16: vec![0; 2 * nb],
+        };
+        for (b, (xs, qs)) in x.chunks_exact(QB).zip(a.qs.chunks_exact_mut(QB)).enumerate() {
+            let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            for (q, &v) in qs.iter_mut().zip(xs) {
+                *q = (v * id).round() as i8;
+            }
+            a.d[b] = d;
+            a.sum16[2 * b] = qs[..16].iter().map(|&q| q as i32).sum();
+            a.sum16[2 * b + 1] = qs[16..].iter().map(|&q| q as i32).sum();
+        }
+        a
+    }
+
+    /// Token `t`'s codes, scales and 16-sums.
+    #[inline]
+    pub fn row(&self, t: usize) -> (&[i8], &[f32], &[i32]) {
+        let (k, nb) = (self.k, self.k / QB);
+        (
+            &self.qs[t * k..(t + 1) * k],
+            &self.d[t * nb..(t + 1) * nb],
+            &self.sum16[2 * t * nb..2 * (t + 1) * nb],
+        )
+    }
+}
+
+/// The unpacked shape of a format: group size and whether it has offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub group: usize,
+    pub offsets: bool,
+}
+
+/// The layout of a quantized type, or `None` for types that take the f32 path.
+pub fn layout(ty: GgmlType) -> Option<Layout> {
+    use GgmlType::*;
+    let (group, offsets) = match ty {
+        Q4_0 | Q5_0 | Q8_0 | TQ1_0 | TQ2_0 | I2_S => (32, false),
+        Q4_1 | Q5_1 | Q4_K | Q5_K => (32, true),
+        Q3_K | Q6_K => (16, false),
+        Q2_K => (16, true),
+        _ => return None,
+    };
+    Some(Layout { group, offsets })
+}
+
+/// One weight row unpacked to `s_g·q + m_g`.
+#[derive(Debug, Clone, Default)]
+pub struct Unpacked {
+    pub q: Vec<i8>,
+    pub s: Vec<f32>,
+    pub m: Vec<f32>,
+}
+
+impl Unpacked {
+    fn reset(&mut self, k: usize, l: Layout) {
+        self.q.resize(k, 0);
+        self.s.resize(k / l.group, 0.0);
+        self.m.resize(if l.offsets { k / l.group } else { 0 }, 0.0);
+    }
+
+    /// The decoded row (for tests).
+    pub fn values(&self, group: usize) -> Vec<f32> {
+        self.q
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| {
+                let g = i / group;
+                let v = self.s[g] * q as f32;
+                if self.m.is_empty() {
+                    v
+                } else {
+                    v + self.m[g]
+                }
+            })
+            .collect()
+    }
+}
+
+#[inline]
+fn blocks<B: bytemuck::Pod>(src: &[u8]) -> &[B] {
+    bytemuck::cast_slice(src)
+}
+
+#[inline]
+fn nib(qs: &[u8; 16], e: usize) -> u8 {
+    if e < 16 {
+        qs[e] & 15
+    } else {
+        qs[e - 16] >> 4
+    }
+}
+
+/// Unpacks one packed row of `k` values of type `ty` (`tensor_mult`: the I2_S scale).
+/// The caller guarantees `src` is a whole row of `ty` with a [`layout`].
+pub fn unpack_row(ty: GgmlType, src: &[u8], k: usize, tensor_mult: f32, u: &mut Unpacked) {
+    let l = layout(ty).expect("unpack_row on a type without a q8 layout");
+    u.reset(k, l);
+    let (q, s, m) = (&mut u.q, &mut u.s, &mut u.m);
+    match ty {
+        GgmlType::Q4_0 => {
+            for (b, blk) in blocks::<BlockQ4_0>(src).iter().enumerate() {
+                s[b] = f16_to_f32(blk.d);
+                for e in 0..32 {
+                    q[32 * b + e] = nib(&blk.qs, e) as i8 - 8;
+                }
+            }
+        }
+        GgmlType::Q4_1 => {
+            for (b, blk) in blocks::<BlockQ4_1>(src).iter().enumerate() {
+                s[b] = f16_to_f32(blk.d);
+                m[b] = f16_to_f32(blk.m);
+                for e in 0..32 {
+                    q[32 * b + e] = nib(&blk.qs, e) as i8;
+                }
+            }
+        }
+        GgmlType::Q5_0 => {
+            for (b, blk) in blocks::<BlockQ5_0>(src).iter().enumerate() {
+                s[b] = f16_to_f32(blk.d);
+                let qh = u32::from_le_bytes(blk.qh);
+                for e in 0..32 {
+                    q[32 * b + e] = (nib(&blk.qs, e) | (((qh >> e) & 1) << 4) as u8) as i8 - 16;
+                }
+            }
+        }
+        GgmlType::Q5_1 => {
+            for (b, blk) in blocks::<BlockQ5_1>(src).iter().enumerate() {
+                s[b] = f16_to_f32(blk.d);
+                m[b] = f16_to_f32(blk.m);
+                let qh = u32::from_le_bytes(blk.qh);
+                for e in 0..32 {
+                    q[32 * b + e] = (nib(&blk.qs, e) | (((qh >> e) & 1) << 4) as u8) as i8;
+                }
+            }
+        }
+        GgmlType::Q8_0 => {
+            for (b, blk) in blocks::<BlockQ8_0>(src).iter().enumerate() {
+                s[b] = f16_to_f32(blk.d);
+                for e in 0..32 {
+                    q[32 * b + e] = blk.qs[e] as i8;
+                }
+            }
+        }
+        GgmlType::Q2_K => {
+            for (b, blk) in blocks::<BlockQ2K>(src).iter().enumerate() {
+                let (d, dmin) = (f16_to_f32(blk.d), f16_to_f32(blk.dmin));
+                for h in 0..2 {
+                    for sh in 0..4 {
+                        for kk in 0..2 {
+                            let j = 8 * h + 2 * sh + kk;
+                            let e0 = 256 * b + 128 * h + 32 * sh + 16 * kk;
+                            s[16 * b + j] = d * (blk.scales[j] & 15) as f32;
+                            m[16 * b + j] = -(dmin * (blk.scales[j] >> 4) as f32);
+                            for i in 0..16 {
+                                q[e0 + i] = ((blk.qs[32 * h + 16 * kk + i] >> (2 * sh)) & 3) as i8;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        GgmlType::Q3_K => {
+            for (b, blk) in blocks::<BlockQ3K>(src).iter().enumerate() {
+                let d = f16_to_f32(blk.d);
+                for h in 0..2 {
+                    for sh in 0..4 {
+                        for kk in 0..2 {
+                            let j = 8 * h + 2 * sh + kk;
+                            let e0 = 256 * b + 128 * h + 32 * sh + 16 * kk;
+                            s[16 * b + j] = d * blk.scale(j) as f32;
+                            for i in 0..16 {
+                                let lo2 = ((blk.qs[32 * h + 16 * kk + i] >> (2 * sh)) & 3) as i8;
+                                let hb = (blk.hmask[16 * kk + i] >> (4 * h + sh)) & 1;
+                                q[e0 + i] = lo2 - if hb != 0 { 0 } else { 4 };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            let is5 = ty == GgmlType::Q5_K;
+            let step = if is5 { 176 } else { 144 };
+            for (b, raw) in src.chunks_exact(step).enumerate() {
+                let (d, dmin, scales, qh, qs): (_, _, &[u8; 12], Option<&[u8; 32]>, &[u8; 128]) =
+                    if is5 {
+                        let blk: &BlockQ5K = bytemuck::from_bytes(raw);
+                        (blk.d, blk.dmin, &blk.scales, Some(&blk.qh), &blk.qs)
+                    } else {
+                        let blk: &BlockQ4K = bytemuck::from_bytes(raw);
+                        (blk.d, blk.dmin, &blk.scales, None, &blk.qs)
+                    };
+                let (d, dmin) = (f16_to_f32(d), f16_to_f32(dmin));
+                for c in 0..4 {
+                    for t in 0..2 {
+                        let j = 2 * c + t;
+                        let (sc, mn) = scale_min_k4(scales, j);
+                        s[8 * b + j] = d * sc as f32;
+                        m[8 * b + j] = -(dmin * mn as f32);
+                        let e0 = 256 * b + 64 * c + 32 * t;
+                        for i in 0..32 {
+                            let byte = qs[32 * c + i];
+                            let lo = if t == 0 { byte & 15 } else { byte >> 4 };
+                            let hi = qh.map_or(0, |qh| (qh[i] >> j) & 1);
+                            q[e0 + i] = (lo | (hi << 4)) as i8;
+                        }
+                    }
+                }
+            }
+        }
+        GgmlType::Q6_K => {
+            for (b, blk) in blocks::<BlockQ6K>(src).iter().enumerate() {
+                let d = f16_to_f32(blk.d);
+                for h in 0..2 {
+                    let (ql, qh) = (&blk.ql[64 * h..64 * h + 64], &blk.qh[32 * h..32 * h + 32]);
+                    for uu in 0..4 {
+                        for half in 0..2 {
+                            let is = 8 * h + 2 * uu + half;
+                            s[16 * b + is] = d * blk.scales[is] as i8 as f32;
+                            let e0 = 256 * b + 128 * h + 32 * uu + 16 * half;
+                            for i in 0..16 {
+                                let l = 16 * half + i;
+                                let byte = ql[l + 32 * (uu % 2)];
+                                let lo = if uu < 2 { byte & 15 } else { byte >> 4 };
+                                let hi = (qh[l] >> (2 * uu)) & 3;
+                                q[e0 + i] = (lo | (hi << 4)) as i8 - 32;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        GgmlType::TQ2_0 => {
+            for (b, blk) in blocks::<BlockTQ2_0>(src).iter().enumerate() {
+                let d = f16_to_f32(blk.d);
+                s[8 * b..8 * b + 8].fill(d);
+                for h in 0..2 {
+                    for l2 in 0..4 {
+                        for mm in 0..32 {
+                            let code = (blk.qs[32 * h + mm] >> (2 * l2)) & 3;
+                            q[256 * b + 128 * h + 32 * l2 + mm] = code_value(code);
+                        }
+                    }
+                }
+            }
+        }
+        GgmlType::TQ1_0 => {
+            for (b, blk) in blocks::<BlockTQ1_0>(src).iter().enumerate() {
+                let d = f16_to_f32(blk.d);
+                s[8 * b..8 * b + 8].fill(d);
+                for (e, &t) in blk.trits().iter().enumerate() {
+                    q[256 * b + e] = t as i8 - 1;
+                }
+            }
+        }
+        GgmlType::I2_S => {
+            s.fill(tensor_mult);
+            for (c, chunk) in src.chunks_exact(32).enumerate() {
+                for e in 0..128 {
+                    let code = (chunk[e % 32] >> (6 - 2 * (e / 32))) & 3;
+                    q[128 * c + e] = code_value(code);
+                }
+            }
+        }
+        _ => unreachable!("checked by layout"),
+    }
+}
+
+/// Σ a·b over equal-length i8 slices (vectorizes to widening multiply-adds).
+#[inline(always)]
+fn idot(a: &[i8], b: &[i8]) -> i32 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| x as i16 as i32 * y as i16 as i32)
+        .sum()
+}
+
+/// Dot product of an unpacked weight row with one quantized activation row.
+#[inline(always)]
+pub fn dot(u: &Unpacked, l: Layout, qa: &[i8], da: &[f32], sum16: &[i32]) -> f32 {
+    let mut acc = 0f32;
+    match (l.group, l.offsets) {
+        (32, false) => {
+            for (b, (wq, aq)) in u.q.chunks_exact(32).zip(qa.chunks_exact(32)).enumerate() {
+                acc += da[b] * u.s[b] * idot(wq, aq) as f32;
+            }
+        }
+        (32, true) => {
+            for (b, (wq, aq)) in u.q.chunks_exact(32).zip(qa.chunks_exact(32)).enumerate() {
+                let sa = (sum16[2 * b] + sum16[2 * b + 1]) as f32;
+                acc += da[b] * (u.s[b] * idot(wq, aq) as f32 + u.m[b] * sa);
+            }
+        }
+        (16, offsets) => {
+            for (b, (wq, aq)) in u.q.chunks_exact(32).zip(qa.chunks_exact(32)).enumerate() {
+                let lo = u.s[2 * b] * idot(&wq[..16], &aq[..16]) as f32;
+                let hi = u.s[2 * b + 1] * idot(&wq[16..], &aq[16..]) as f32;
+                let mut v = lo + hi;
+                if offsets {
+                    v += u.m[2 * b] * sum16[2 * b] as f32 + u.m[2 * b + 1] * sum16[2 * b + 1] as f32;
+                }
+                acc += da[b] * v;
+            }
+        }
+        _ => unreachable!("groups are 16 or 32"),
+    }
+    acc
+}
+
+/// The scalar reference of [`dot`]: decoded weights times decoded activations, in f64.
+pub fn dot_reference(u: &Unpacked, l: Layout, qa: &[i8], da: &[f32]) -> f64 {
+    u.values(l.group)
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| w as f64 * qa[i] as f64 * da[i / QB] as f64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::TensorView;
+
+    /// xorshift64* in [-1, 1).
+    fn rng(seed: u64) -> impl FnMut() -> f32 {
+        let mut s = seed.max(1);
+        move || {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            let v = s.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            ((v >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+    }
+
+    #[test]
+    fn activation_quantization_round_trips() {
+        let mut r = rng(7);
+        let x: Vec<f32> = (0..96).map(|_| r() * 3.0).collect();
+        let a = Q8Acts::quantize(&x, 96);
+        for (i, &v) in x.iter().enumerate() {
+            let back = a.qs[i] as f32 * a.d[i / 32];
+            assert!((back - v).abs() <= a.d[i / 32] * 0.5 + 1e-6);
+        }
+        assert_eq!(a.sum16[0], a.qs[..16].iter().map(|&q| q as i32).sum::<i32>());
+        let z = Q8Acts::quantize(&[0.0; 32], 32);
+        assert!(z.qs.iter().all(|&q| q == 0) && z.d[0] == 0.0);
+    }
+
+    /// Random bytes are valid blocks for every format here except for f16 fields that decode to
+    /// NaN/inf; patch every f16 to a small finite value.
+    fn random_row(ty: GgmlType, k: usize, seed: u64) -> Vec<u8> {
+        let n = ty.row_bytes("t", k as u64).unwrap() as usize
+            + if ty == GgmlType::I2_S { 32 } else { 0 };
+        let mut s = seed;
+        let mut bytes: Vec<u8> = (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (s >> 56) as u8
+            })
+            .collect();
+        let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
+        let bsz = ty.type_size() as usize;
+        let patch: &[usize] = match ty {
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+            GgmlType::Q4_1 | GgmlType::Q5_1 => &[0, 2],
+            GgmlType::Q2_K => &[80, 82],
+            GgmlType::Q3_K => &[108],
+            GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+            GgmlType::Q6_K => &[208],
+            GgmlType::TQ2_0 => &[64],
+            GgmlType::TQ1_0 => &[52],
+            _ => &[],
+        };
+        if ty == GgmlType::I2_S {
+            let at = k / 4;
+            bytes[at..at + 4].copy_from_slice(&0.75f32.to_le_bytes());
+        } else {
+            for (bi, blk) in bytes.chunks_exact_mut(bsz).enumerate() {
+                for &o in patch {
+                    let v = 0.01 + 0.001 * (bi % 7) as f32;
+                    blk[o..o + 2].copy_from_slice(&f16(if o == patch[0] { v } else { -v }));
+                }
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn unpack_matches_the_reference_decoder_and_dot_matches_scalar() {
+        use GgmlType::*;
+        let k = 512;
+        for ty in [
+            Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, TQ1_0, TQ2_0, I2_S,
+        ] {
+            let bytes = random_row(ty, k, ty as u64 + 1);
+            let v = TensorView::new("w", ty, &[k as u64, 1], &bytes).unwrap();
+            let want = v.dequantize().unwrap();
+            let l = layout(ty).unwrap();
+            let mut u = Unpacked::default();
+            let mult = v.i2s_scale().unwrap_or(1.0);
+            unpack_row(ty, v.row_bytes(0), k, mult, &mut u);
+            let got = u.values(l.group);
+            for i in 0..k {
+                assert_eq!(got[i].to_bits(), want[i].to_bits(), "{ty} element {i}");
+            }
+            let mut r = rng(ty as u64);
+            let x: Vec<f32> = (0..k).map(|_| r()).collect();
+            let a = Q8Acts::quantize(&x, k);
+            let (qa, da, s16) = a.row(0);
+            let fast = dot(&u, l, qa, da, s16) as f64;
+            let slow = dot_reference(&u, l, qa, da);
+            let scale: f64 = want.iter().map(|w| w.abs() as f64).sum::<f64>().max(1e-3);
+            assert!((fast - slow).abs() <= 1e-5 * scale, "{ty}: {fast} vs {slow}");
+            // And against the f32 activations: the int8 rounding error only.
+            let exact: f64 = want.iter().zip(&x).map(|(&w, &xv)| w as f64 * xv as f64).sum();
+            assert!((fast - exact).abs() <= 2e-2 * scale, "{ty}: {fast} vs {exact}");
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Compute backends: the small set of ops the generic decoder is written against
+//! (STYLE.md practice 1: the model code talks only to this interface).
+//!
+//! [`cpu`] is the reference implementation and the oracle for every other backend. A GPU backend
+//! implements the same trait by recording each call into one command encoder per token: nothing
+//! in the interface reads a tensor back except [`Backend::read`], which the decoder calls only for
+//! the logits and for debug taps.
+//!
+//! Shapes: a [`Backend::Tensor`] is a row-major `[rows × cols]` f32 matrix, one row per token.
+//! Weights are `{cols = in, rows = out}` ([`Weight`]); `matmul` computes `y[t] = W·x[t]`.
+
+pub mod cpu;
+
+use crate::error::Result;
+use crate::model::arch::{Activation, RopeStyle};
+use crate::model::Weight;
+
+pub use cpu::CpuBackend;
+
+/// RoPE of one layer.
+#[derive(Debug, Clone, Copy)]
+pub struct RopeParams<'a> {
+    pub style: RopeStyle,
+    pub head_dim: usize,
+    /// Rotated dims per head (the first `n_rot`).
+    pub n_rot: usize,
+    /// `θ_i`, `i < n_rot/2`: the angle at position `p` is `p·θ_i` (computed in f64).
+    pub theta: &'a [f64],
+    /// Multiplies cos and sin (1 unless `rope.scaling.attn_factor`).
+    pub attn_factor: f32,
+}
+
+/// Attention of one layer.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnParams {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub head_dim_v: usize,
+    /// Multiplies `q·k` before the softmax.
+    pub scale: f32,
+    /// Sliding window `W`: a query at `i` sees keys `i − W < j ≤ i`.
+    pub window: Option<usize>,
+}
+
+/// The ops of a decoder step.
+pub trait Backend {
+    /// An activation matrix `[rows × cols]`, resident where the backend computes.
+    type Tensor;
+    /// Per-sequence KV storage.
+    type Cache;
+
+    /// `(rows, cols)` of a tensor.
+    fn shape(&self, x: &Self::Tensor) -> (usize, usize);
+    /// Rows `ids` of an embedding table `{cols, rows}` of any supported type. Ids are
+    /// range-checked by the caller.
+    fn embed(&self, w: &Weight, ids: &[u32]) -> Result<Self::Tensor>;
+    /// `y_i[t] = W_i · x[t]` for several weights sharing one input (q/k/v, gate/up), so the
+    /// input is prepared once.
+    fn matmul(&self, ws: &[&Weight], x: &Self::Tensor) -> Result<Vec<Self::Tensor>>;
+    /// `x[t] += b`.
+    fn add_bias(&self, x: &mut Self::Tensor, b: &[f32]);
+    /// `x *= s`.
+    fn scale(&self, x: &mut Self::Tensor, s: f32);
+    /// `x += y` (residual).
+    fn add(&self, x: &mut Self::Tensor, y: &Self::Tensor);
+    /// RMSNorm of each `group`-long slice of each row (`group = cols` for a plain norm,
+    /// `head_dim` for a per-head norm), times `w` (`w.len() == group`) when given.
+    fn rms_norm(&self, x: &Self::Tensor, w: Option<&[f32]>, group: usize, eps: f32)
+        -> Self::Tensor;
+    /// Rotates every head of every row in place; row `t` is at position `pos0 + t`.
+    fn rope(&self, x: &mut Self::Tensor, pos0: usize, p: &RopeParams);
+    /// Writes K and V rows of `layer` at positions `[pos0, pos0 + rows)`.
+    fn store_kv(
+        &self,
+        cache: &mut Self::Cache,
+        layer: usize,
+        pos0: usize,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+    );
+    /// Causal attention of the query rows (row `t` at position `pos0 + t`) over cached rows
+    /// `[0, pos0 + t]`, GQA by index (`kv head = h / (H/Hkv)`). Output `[rows × H·hd_v]`.
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        cache: &Self::Cache,
+        layer: usize,
+        pos0: usize,
+        p: &AttnParams,
+    ) -> Self::Tensor;
+    /// `act(gate) ⊙ up`.
+    fn glu(&self, gate: &Self::Tensor, up: &Self::Tensor, act: Activation) -> Self::Tensor;
+    /// The listed rows, in order.
+    fn select_rows(&self, x: &Self::Tensor, rows: &[usize]) -> Self::Tensor;
+    /// `x ← c·tanh(x/c)`.
+    fn softcap(&self, x: &mut Self::Tensor, cap: f32);
+    /// Copies a tensor to the host, row-major.
+    fn read(&self, x: &Self::Tensor) -> Vec<f32>;
+}
