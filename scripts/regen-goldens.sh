@@ -39,6 +39,9 @@
 #      logits of 3 fixed sequences + a 16-step greedy run for every synthetic
 #      model and the scratch tiny-bitnet-f32; real/: 5 prompts x 64 greedy
 #      steps with top-20 logits for SmolLM2 and gemma3); see its README.md
+#   9. scripts/gen_vocab_golden.sh: tests/data/vocab_golden/ (llama.cpp tokenization and
+#      detokenization of every vocab of the suite and both real models)
+#  10. scripts/gen_chat_golden.py: tests/data/chat/ (jinja2 renderings of every template)
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -132,5 +135,14 @@ tools/golden/build.sh "$LLAMA_SRC" "$GOLDEN_BIN"
 # ---- 8. logit goldens -----------------------------------------------------
 "$PY" scripts/gen_logit_golden.py "$GOLDEN_BIN" "$FIX" tests/data/golden \
     --extra-model "$SCRATCH/tiny-bitnet-f32.gguf" --real-models "$MODELS"
+
+# ---- 9. tokenizer vocabulary goldens (llama.cpp's detokenizer, special handling) ----
+TERNLM_CACHE="$CACHE_DIR" scripts/gen_vocab_golden.sh "$LLAMA_SRC"
+
+# ---- 10. chat-template goldens (Python jinja2, set up as HF transformers does) ----
+CHAT_VENV="$CACHE_DIR/chat-venv"
+[ -x "$CHAT_VENV/bin/python" ] || { python3 -m venv "$CHAT_VENV" && "$CHAT_VENV/bin/pip" install --quiet jinja2 "gguf==0.19.0"; }
+"$CHAT_VENV/bin/python" scripts/gen_chat_golden.py --templates "$CACHE_DIR/templates" --out tests/data/chat \
+    --gguf "$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf" "$CACHE_DIR"/vocab/ggml-vocab-*.gguf
 
 log "done; review and commit tests/data/"

@@ -9,6 +9,11 @@ step "toolchain: wasm32 target, rustfmt, clippy"
 rustup target add wasm32-unknown-unknown
 rustup component add rustfmt clippy
 
+step "wasm-bindgen-cli 0.2.130 (must equal the wasm-bindgen crate's pinned version)"
+if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen 0.2.130" ]; then
+    cargo install wasm-bindgen-cli --version 0.2.130
+fi
+
 step "test models (PyPI) into .cache, sha256-verified"
 bash scripts/fetch-models.sh
 
@@ -22,3 +27,6 @@ cargo build --lib --locked --target wasm32-unknown-unknown --no-default-features
 
 step "native tests"
 cargo test --locked
+
+step "wasm tests under node (the browser's CPU fallback)"
+cargo test --locked --target wasm32-unknown-unknown --no-default-features --test wasm_node

@@ -220,6 +220,8 @@ pub enum ModelError {
     TokenOutOfRange { id: u32, n_vocab: usize },
     #[error("backend '{0}' is not available")]
     BackendUnavailable(String),
+    #[error("no tokens to run")]
+    EmptyInput,
 }
 
 impl ModelError {
@@ -231,6 +233,7 @@ impl ModelError {
             ModelError::Mismatch(_) => "model_mismatch",
             ModelError::TokenOutOfRange { .. } => "model_token_range",
             ModelError::BackendUnavailable(_) => "backend_unavailable",
+            ModelError::EmptyInput => "model_empty_input",
         }
     }
 }

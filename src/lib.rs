@@ -6,10 +6,15 @@
 //! - [`quant`]: every weight format's block type, reference codec and the T2R ternary repack;
 //! - [`inspect`]: the model summary behind `ternlm inspect`.
 
+pub mod backend;
 pub mod error;
 pub mod gguf;
 pub mod inspect;
+pub mod model;
 pub mod quant;
 pub mod tokenizer;
+
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
 
 pub use error::{Error, Result};

@@ -201,9 +201,14 @@ fn goldens_match_llama_cpp() {
     for file in files {
         let name = file.file_stem().unwrap().to_str().unwrap().to_string();
         let path = golden_model(&name);
-        let set = SplitSet::open(&path)
-            .unwrap_or_else(|e| panic!("{name}: {} ({e}): run scripts/fetch-models.sh", path.display()));
-        let tok = Tokenizer::from_metadata(set.metadata()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let set = SplitSet::open(&path).unwrap_or_else(|e| {
+            panic!(
+                "{name}: {} ({e}): run scripts/fetch-models.sh",
+                path.display()
+            )
+        });
+        let tok =
+            Tokenizer::from_metadata(set.metadata()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let text = std::fs::read_to_string(&file).unwrap();
         let mut fail = |what: String| failures.push(format!("{name}: {what}"));
         let (mut n_strings, mut input) = (0, Vec::new());
@@ -232,7 +237,10 @@ fn goldens_match_llama_cpp() {
                     if got[..3] != v[..3] || got[4..] != v[4..] || !eot_ok {
                         fail(format!("vocab facts {got:?}, llama.cpp {v:?}"));
                     } else if got[3] != v[3] {
-                        report.push(format!("{name}: eot {} where llama.cpp picks {}", got[3], v[3]));
+                        report.push(format!(
+                            "{name}: eot {} where llama.cpp picks {}",
+                            got[3], v[3]
+                        ));
                     }
                 }
                 "H" => {
@@ -255,7 +263,10 @@ fn goldens_match_llama_cpp() {
                     n_strings += 1;
                 }
                 "T" => {
-                    let want: Vec<u32> = rest.split_whitespace().map(|x| x.parse().unwrap()).collect();
+                    let want: Vec<u32> = rest
+                        .split_whitespace()
+                        .map(|x| x.parse().unwrap())
+                        .collect();
                     ids = tok.encode(&input_str(), true, true);
                     if ids != want {
                         fail(format!(
@@ -269,7 +280,9 @@ fn goldens_match_llama_cpp() {
                     let got = match tag {
                         "D" => tok.decode_bytes(&ids, false, false),
                         "E" => tok.decode_bytes(&ids, true, true),
-                        _ => tok.decode_bytes(&tok.encode(&input_str(), false, false), false, false),
+                        _ => {
+                            tok.decode_bytes(&tok.encode(&input_str(), false, false), false, false)
+                        }
                     }
                     .unwrap();
                     let want = unhex(rest);

@@ -91,6 +91,8 @@ pub trait Backend {
     ) -> Self::Tensor;
     /// `act(gate) ⊙ up`.
     fn glu(&self, gate: &Self::Tensor, up: &Self::Tensor, act: Activation) -> Self::Tensor;
+    /// Splits the columns into consecutive blocks of the given widths (a fused `[Q | K | V]`).
+    fn split_cols(&self, x: &Self::Tensor, widths: &[usize]) -> Vec<Self::Tensor>;
     /// The listed rows, in order.
     fn select_rows(&self, x: &Self::Tensor, rows: &[usize]) -> Self::Tensor;
     /// `x ← c·tanh(x/c)`.

@@ -21,8 +21,7 @@ const NONE: u32 = u32::MAX;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Bpe {
-    /// `left << 32 | right` → `rank << 32 | merged`.
-    merges: FxMap<u64, u64>,
+    merges: MergeTable,
     /// Merge parts that are not tokens, with ids from `n_vocab` on.
     extra: FxMap<Box<str>, u32>,
     n_vocab: u32,
@@ -37,6 +36,73 @@ pub(crate) struct Bpe {
     pre: PreTokenizer,
 }
 
+/// The merges by left part: the right parts of left id `l` are
+/// `entries[first[l]..first[l + 1]]`, sorted, each with its rank and merged id. Smaller than a
+/// hash map and quick to build (a counting sort).
+#[derive(Debug, Clone, Default)]
+struct MergeTable {
+    first: Vec<u32>,
+    /// `(right, rank, merged)`.
+    entries: Vec<(u32, u32, u32)>,
+}
+
+impl MergeTable {
+    /// From `(left, right, merged)` in rank order; of duplicate pairs the first (lowest rank) wins.
+    fn build(n_ids: usize, merges: &[(u32, u32, u32)]) -> MergeTable {
+        let mut first = vec![0u32; n_ids + 1];
+        for &(l, _, _) in merges {
+            first[l as usize + 1] += 1;
+        }
+        for i in 0..n_ids {
+            first[i + 1] += first[i];
+        }
+        let mut fill = first.clone();
+        let mut entries = vec![(0, 0, 0); merges.len()];
+        for (rank, &(l, r, m)) in merges.iter().enumerate() {
+            let at = &mut fill[l as usize];
+            entries[*at as usize] = (r, rank as u32, m);
+            *at += 1;
+        }
+        // sort each left's run by right part (rank order kept among equals), drop duplicates
+        let mut out = Vec::with_capacity(entries.len());
+        let mut new_first = Vec::with_capacity(n_ids + 1);
+        for l in 0..n_ids {
+            new_first.push(out.len() as u32);
+            let run = &mut entries[first[l] as usize..first[l + 1] as usize];
+            run.sort_unstable_by_key(|&(r, rank, _)| (r, rank));
+            let mut prev = None;
+            for &e in run.iter() {
+                if prev != Some(e.0) {
+                    out.push(e);
+                    prev = Some(e.0);
+                }
+            }
+        }
+        new_first.push(out.len() as u32);
+        MergeTable {
+            first: new_first,
+            entries: out,
+        }
+    }
+
+    /// `(rank, merged)` of the pair, if it merges.
+    #[inline]
+    fn get(&self, l: u32, r: u32) -> Option<(u32, u32)> {
+        let (a, b) = (
+            *self.first.get(l as usize)? as usize,
+            *self.first.get(l as usize + 1)? as usize,
+        );
+        let run = &self.entries[a..b];
+        let i = if run.len() <= 8 {
+            run.iter().position(|e| e.0 == r)?
+        } else {
+            run.binary_search_by_key(&r, |e| e.0).ok()?
+        };
+        let e = run[i];
+        Some((e.1, e.2))
+    }
+}
+
 /// A symbol of the word being merged: a byte range of the (encoded) word.
 #[derive(Debug, Clone, Copy)]
 struct Sym {
@@ -47,6 +113,9 @@ struct Sym {
     id: u32,
 }
 
+/// A queued pair: `(rank, left, right, size, merged)`, smallest rank then leftmost first.
+type Bigram = Reverse<(u32, u32, u32, u32, u32)>;
+
 /// Reusable buffers of [`Bpe::encode`].
 #[derive(Debug, Default)]
 pub(crate) struct BpeScratch {
@@ -54,8 +123,7 @@ pub(crate) struct BpeScratch {
     words: Vec<Range<usize>>,
     enc: String,
     syms: Vec<Sym>,
-    /// `(rank, left, right, size, merged)`, smallest rank then leftmost first.
-    heap: BinaryHeap<Reverse<(u32, u32, u32, u32, u32)>>,
+    heap: BinaryHeap<Bigram>,
 }
 
 impl Bpe {
@@ -87,37 +155,55 @@ impl Bpe {
             extra.insert(s.into(), id);
             id
         };
-        let t0 = std::time::Instant::now();
-        // Pass 1: ids of both parts (every part must have an id before results are resolved).
-        let parts: Vec<(u32, u32)> = merges
-            .iter()
-            .map(|w| {
+        // One pass over the merges, in chunks whose lookups are batched: part ids (texts that are
+        // not tokens get extra ids) and the merged token. A merged text that is not a token may
+        // still be an extra part named by a later merge; those are resolved after the pass.
+        let mut triples: Vec<(u32, u32, u32)> = Vec::with_capacity(merges.len());
+        let mut pending = Vec::new();
+        let mut cuts = Vec::new();
+        let mut cat = String::new();
+        let mut ids = Vec::new();
+        for chunk in merges.chunks(1024) {
+            cuts.clear();
+            cat.clear();
+            for w in chunk {
                 let (a, b) = split(w);
-                (id_of(&w[..a], &mut extra), id_of(&w[b..], &mut extra))
-            })
-            .collect();
-        eprintln!("pass1 {:?}", t0.elapsed());
-        // Pass 2: the id of each merged text; the first of duplicate merges wins.
-        let mut table: FxMap<u64, u64> = FxMap::default();
-        table.reserve(parts.len());
-        let mut buf = String::new();
-        for (rank, (w, &(l, r))) in merges.iter().zip(&parts).enumerate() {
-            let key = (l as u64) << 32 | r as u64;
-            if table.contains_key(&key) {
-                continue;
+                cat.push_str(&w[..a]);
+                cat.push_str(&w[b..]);
+                cuts.push((a, b, cat.len()));
             }
-            let (a, b) = split(w);
-            buf.clear();
-            buf.push_str(&w[..a]);
-            buf.push_str(&w[b..]);
-            let merged = vocab
-                .id(&buf)
-                .or_else(|| extra.get(buf.as_str()).copied())
-                .unwrap_or(NONE);
-            table.insert(key, (rank as u64) << 32 | merged as u64);
+            let mut keys: Vec<&str> = Vec::with_capacity(3 * chunk.len());
+            let mut start = 0;
+            for (w, &(a, b, end)) in chunk.iter().zip(&cuts) {
+                keys.extend([&w[..a], &w[b..], &cat[start..end]]);
+                start = end;
+            }
+            vocab.ids(&keys, &mut ids);
+            for ((w, &(a, b, _)), id) in chunk.iter().zip(&cuts).zip(ids.chunks(3)) {
+                let l = id[0].unwrap_or_else(|| id_of(&w[..a], &mut extra));
+                let r = id[1].unwrap_or_else(|| id_of(&w[b..], &mut extra));
+                let merged = id[2].unwrap_or_else(|| {
+                    pending.push(triples.len());
+                    NONE
+                });
+                triples.push((l, r, merged));
+            }
         }
+        if !extra.is_empty() {
+            let mut buf = String::new();
+            for rank in pending {
+                let w = &merges[rank];
+                let (a, b) = split(w);
+                buf.clear();
+                buf.push_str(&w[..a]);
+                buf.push_str(&w[b..]);
+                if let Some(&id) = extra.get(buf.as_str()) {
+                    triples[rank].2 = id;
+                }
+            }
+        }
+        let table = MergeTable::build(n_vocab as usize + extra.len(), &triples);
 
-        eprintln!("pass2 {:?}", t0.elapsed());
         let lookup = |s: &str| {
             vocab
                 .id(s)
@@ -211,13 +297,13 @@ impl Bpe {
             last.next = -1;
         }
 
-        let whole = if self.ignore_merges {
-            vocab.id(work)
-        } else if self.newline_words && word.bytes().all(|b| b == b'\n') {
-            vocab.id(work)
-        } else {
-            None
-        };
+        // llama3-style vocabularies take a word that is a token whole; gemma4 a run of newlines
+        let whole =
+            if self.ignore_merges || (self.newline_words && word.bytes().all(|b| b == b'\n')) {
+                vocab.id(work)
+            } else {
+                None
+            };
         if let Some(id) = whole {
             out.push(id);
         } else {
@@ -240,13 +326,7 @@ impl Bpe {
     }
 
     #[inline]
-    fn bigram(
-        &self,
-        syms: &[Sym],
-        heap: &mut BinaryHeap<Reverse<(u32, u32, u32, u32, u32)>>,
-        l: i32,
-        r: i32,
-    ) {
+    fn bigram(&self, syms: &[Sym], heap: &mut BinaryHeap<Bigram>, l: i32, r: i32) {
         if l < 0 || r < 0 {
             return;
         }
@@ -254,19 +334,13 @@ impl Bpe {
         if a.id == NONE || b.id == NONE {
             return;
         }
-        if let Some(&v) = self.merges.get(&((a.id as u64) << 32 | b.id as u64)) {
-            heap.push(Reverse((
-                (v >> 32) as u32,
-                l as u32,
-                r as u32,
-                a.len + b.len,
-                v as u32,
-            )));
+        if let Some((rank, merged)) = self.merges.get(a.id, b.id) {
+            heap.push(Reverse((rank, l as u32, r as u32, a.len + b.len, merged)));
         }
     }
 
     /// Merges the symbols of one word in place (merged-away symbols get length 0).
-    fn merge(&self, syms: &mut [Sym], heap: &mut BinaryHeap<Reverse<(u32, u32, u32, u32, u32)>>) {
+    fn merge(&self, syms: &mut [Sym], heap: &mut BinaryHeap<Bigram>) {
         heap.clear();
         for i in 1..syms.len() as i32 {
             self.bigram(syms, heap, i - 1, i);

@@ -3,7 +3,7 @@
 //!
 //! [`Tokenizer::encode`] is `llama_tokenize`: special tokens are first cut out of the text as
 //! whole strings ([`Tokenizer::partition`], llama.cpp's `tokenizer_st_partition`), then each
-//! remaining fragment goes through SentencePiece ([`spm`]) or BPE with its pre-tokenizer ([`bpe`],
+//! remaining fragment goes through SentencePiece (`spm.rs`) or BPE with its pre-tokenizer (`bpe.rs`,
 //! [`pretokenize`]). [`Tokenizer::token_to_piece`] and [`Tokenizer::decode`] are
 //! `llama_token_to_piece` and `llama_detokenize`, byte for byte.
 //!
@@ -29,6 +29,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use bpe::{Bpe, BpeScratch};
 use pretokenize::PreTokenizer;
 use spm::SpmScratch;
+use std::collections::BTreeMap;
 
 /// A piece of the input after special-token partitioning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,11 +166,7 @@ impl Tokenizer {
     /// (user-defined tokens always are).
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
-        let frags = if text.is_empty() {
-            Vec::new()
-        } else {
-            self.partition(text, parse_special)
-        };
+        let frags = self.partition(text, parse_special);
         let flags = self.vocab.flags();
         let sp = self.vocab.special();
         if add_special && flags.add_bos {
@@ -229,6 +226,9 @@ impl Tokenizer {
     /// User-defined tokens are always matched; control and unknown tokens only with
     /// `parse_special`. Tokens with the lstrip/rstrip attribute absorb the whitespace beside them.
     pub fn partition(&self, text: &str, parse_special: bool) -> Vec<Fragment> {
+        if text.is_empty() {
+            return Vec::new();
+        }
         let whole = vec![Fragment::Text(0, text.len())];
         let Some(ac) = &self.specials else {
             return whole;
@@ -251,60 +251,58 @@ impl Tokenizer {
             return whole;
         }
         hits.sort_unstable();
+        // llama.cpp splits every text fragment by one token after the other. Equivalently, taking
+        // each token's occurrences left to right: an occurrence is cut out when it lies wholly
+        // inside a text fragment that is still there (not in a longer token, not overlapping an
+        // earlier occurrence, not in whitespace a token stripped).
         let bytes = text.as_bytes();
-        let mut frags = whole;
-        let mut next = Vec::new();
+        let mut texts: BTreeMap<usize, usize> = BTreeMap::from([(0, text.len())]);
+        let mut tokens: Vec<(usize, u32)> = Vec::new();
         for group in hits.chunk_by(|a, b| a.0 == b.0) {
             let id = order[group[0].0 as usize];
             let tlen = self.vocab.text_unchecked(id).len();
             let attr = self.vocab.attr_unchecked(id);
-            let mut k = 0;
-            next.clear();
-            for &f in &frags {
-                let Fragment::Text(s, e) = f else {
-                    next.push(f);
+            for &(_, m) in group {
+                let m = m as usize;
+                let Some((&s, &e)) = texts.range(..=m).next_back() else {
                     continue;
                 };
-                let mut base = s;
-                loop {
-                    while k < group.len() && (group[k].1 as usize) < base {
-                        k += 1;
+                if m + tlen > e {
+                    continue;
+                }
+                texts.remove(&s);
+                let mut left_end = m;
+                if attr.has(TokenAttr::LSTRIP) {
+                    while left_end > s && c_isspace(bytes[left_end - 1]) {
+                        left_end -= 1;
                     }
-                    let Some(m) = group
-                        .get(k)
-                        .map(|g| g.1 as usize)
-                        .filter(|&m| m + tlen <= e)
-                    else {
-                        if base < e {
-                            next.push(Fragment::Text(base, e));
-                        }
-                        break;
-                    };
-                    let mut left_end = m;
-                    if attr.has(TokenAttr::LSTRIP) {
-                        while left_end > base && c_isspace(bytes[left_end - 1]) {
-                            left_end -= 1;
-                        }
+                }
+                if left_end > s {
+                    texts.insert(s, left_end);
+                }
+                tokens.push((m, id));
+                let mut r = m + tlen;
+                if attr.has(TokenAttr::RSTRIP) {
+                    while r < e && c_isspace(bytes[r]) {
+                        r += 1;
                     }
-                    if left_end > base {
-                        next.push(Fragment::Text(base, left_end));
-                    }
-                    next.push(Fragment::Token(id));
-                    let mut r = m + tlen;
-                    if r >= e {
-                        break;
-                    }
-                    if attr.has(TokenAttr::RSTRIP) {
-                        while r < e && c_isspace(bytes[r]) {
-                            r += 1;
-                        }
-                    }
-                    base = r;
+                }
+                if r < e {
+                    texts.insert(r, e);
                 }
             }
-            std::mem::swap(&mut frags, &mut next);
         }
-        frags
+        tokens.sort_unstable();
+        let mut out = Vec::with_capacity(texts.len() + tokens.len());
+        let mut t = tokens.into_iter().peekable();
+        for (s, e) in texts {
+            while let Some((_, id)) = t.next_if(|&(m, _)| m < s) {
+                out.push(Fragment::Token(id));
+            }
+            out.push(Fragment::Text(s, e));
+        }
+        out.extend(t.map(|(_, id)| Fragment::Token(id)));
+        out
     }
 
     /// `llama_token_to_piece(id, lstrip = 0, special)`: the token's bytes. Control and unknown
@@ -413,7 +411,7 @@ fn escape_whitespace(text: &str, out: &mut String) {
 fn unescape_whitespace(text: &str, out: &mut Vec<u8>) {
     let mut rest = text;
     while let Some(p) = rest.find('▁') {
-        out.extend_from_slice(rest[..p].as_bytes());
+        out.extend_from_slice(&rest.as_bytes()[..p]);
         out.push(b' ');
         rest = &rest[p + '▁'.len_utf8()..];
     }
@@ -518,7 +516,7 @@ pub(crate) fn test_metadata(kv: &[(&str, crate::gguf::Value)]) -> Metadata {
         b.extend((v.value_type() as u32).to_le_bytes());
         v.encode_payload(&mut b);
     }
-    while b.len() % 32 != 0 {
+    while !b.len().is_multiple_of(32) {
         b.push(0);
     }
     crate::gguf::GgufFile::from_bytes(&b)
@@ -628,6 +626,96 @@ mod tests {
                 Fragment::Text(8, 9)
             ]
         );
+    }
+
+    /// llama.cpp's `tokenizer_st_partition`, transcribed naively: every special token in turn
+    /// splits every text fragment.
+    fn naive_partition(t: &Tokenizer, text: &str, parse_special: bool) -> Vec<Fragment> {
+        let mut frags = vec![Fragment::Text(0, text.len())];
+        for &id in t.vocab().special_tokens() {
+            let attr = t.vocab().attr(id).unwrap();
+            if !parse_special && attr.has(TokenAttr::CONTROL | TokenAttr::UNKNOWN) {
+                continue;
+            }
+            let tt = t.vocab().text(id).unwrap();
+            let mut next = Vec::new();
+            for f in frags {
+                let Fragment::Text(s, e) = f else {
+                    next.push(f);
+                    continue;
+                };
+                let mut base = s;
+                while let Some(p) = text[base..e].find(tt) {
+                    let m = base + p;
+                    let mut l = m;
+                    while attr.has(TokenAttr::LSTRIP)
+                        && l > base
+                        && c_isspace(text.as_bytes()[l - 1])
+                    {
+                        l -= 1;
+                    }
+                    if l > base {
+                        next.push(Fragment::Text(base, l));
+                    }
+                    next.push(Fragment::Token(id));
+                    base = m + tt.len();
+                    while attr.has(TokenAttr::RSTRIP)
+                        && base < e
+                        && c_isspace(text.as_bytes()[base])
+                    {
+                        base += 1;
+                    }
+                }
+                if base < e {
+                    next.push(Fragment::Text(base, e));
+                }
+            }
+            frags = next;
+        }
+        frags
+    }
+
+    #[test]
+    fn partition_equals_llama_cpp_algorithm_on_random_text() {
+        let specials = [
+            ("<a>", 4),
+            ("a>", 3),
+            ("<a", 4),
+            ("ab", 3),
+            ("b b", 4),
+            ("<ab>", 3),
+            ("aa", 4),
+        ];
+        let mut t = spm(&["▁", "a", "b"], &specials);
+        // some tokens absorb whitespace
+        for (i, text) in ["a>", "b b", "aa"].into_iter().enumerate() {
+            let id = t.vocab().id(text).unwrap();
+            let extra = [
+                TokenAttr::LSTRIP,
+                TokenAttr::RSTRIP,
+                TokenAttr::LSTRIP | TokenAttr::RSTRIP,
+            ][i];
+            let a = t.vocab().attr(id).unwrap();
+            t.vocab.set_attr_for_tests(id, a | extra);
+        }
+        let mut seed = 0x2545f4914f6cdd1du64;
+        let alphabet = ['a', 'b', '<', '>', ' ', '\n'];
+        for _ in 0..3000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let n = (seed % 24) as usize;
+            let text: String = (0..n)
+                .map(|i| alphabet[((seed >> (i * 2 % 60)) as usize ^ i) % alphabet.len()])
+                .collect();
+            for ps in [false, true] {
+                assert_eq!(
+                    t.partition(&text, ps),
+                    naive_partition(&t, &text, ps),
+                    "{text:?} {ps}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -12,15 +12,17 @@ use super::unicode_data::{ASCII, RANGES, WHITESPACE};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Flags(pub u16);
 
-#[allow(dead_code)] // the full bit layout, for reference
 impl Flags {
+    #[allow(dead_code)] // the full bit layout, for reference
     pub const UNDEFINED: u16 = 0x0001;
     pub const NUMBER: u16 = 0x0002;
     pub const LETTER: u16 = 0x0004;
+    #[allow(dead_code)]
     pub const SEPARATOR: u16 = 0x0008;
     pub const MARK: u16 = 0x0010;
     pub const PUNCTUATION: u16 = 0x0020;
     pub const SYMBOL: u16 = 0x0040;
+    #[allow(dead_code)]
     pub const CONTROL: u16 = 0x0080;
     pub const CATEGORIES: u16 = 0x00ff;
     pub const WHITESPACE: u16 = 0x0100;

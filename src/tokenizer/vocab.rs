@@ -75,14 +75,15 @@ pub(crate) fn fx_hash(bytes: &[u8]) -> u64 {
 }
 
 /// All token texts in one buffer, with an open-addressing index from text to id: one allocation
-/// instead of two per token, which keeps loading a 262k vocabulary fast.
+/// instead of two per token, which keeps loading a 262k vocabulary fast. A slot holds a hash tag
+/// and the id, so a probe reads a text only when the tags agree.
 #[derive(Debug, Clone, Default)]
 struct TokenTexts {
     buf: String,
     /// `buf[offs[i]..offs[i + 1]]` is token i.
     offs: Vec<u32>,
-    /// id + 1 per slot, 0 = empty; linear probing.
-    slots: Vec<u32>,
+    /// `tag << 32 | (id + 1)`; 0 = empty.
+    slots: Vec<u64>,
 }
 
 impl TokenTexts {
@@ -103,36 +104,84 @@ impl TokenTexts {
     fn get(&self, id: usize) -> &str {
         &self.buf[self.offs[id] as usize..self.offs[id + 1] as usize]
     }
+    #[inline]
+    fn hash(t: &str) -> (usize, u64) {
+        let h = fx_hash(t.as_bytes());
+        (h as usize, h & 0xffff_ffff_0000_0000)
+    }
+    /// From slot `i` on: the slot holding `t`, or the empty slot where it would go.
+    #[inline]
+    fn probe_from(&self, t: &str, mut i: usize, tag: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        loop {
+            let s = self.slots[i & mask];
+            if s == 0
+                || (s & 0xffff_ffff_0000_0000 == tag && self.get((s as u32 - 1) as usize) == t)
+            {
+                return i & mask;
+            }
+            i += 1;
+        }
+    }
     /// Appends a token; on a duplicate text returns the earlier id and adds nothing.
     fn push(&mut self, t: &str) -> std::result::Result<(), u32> {
-        let mask = self.slots.len() - 1;
-        let mut i = fx_hash(t.as_bytes()) as usize & mask;
-        while self.slots[i] != 0 {
-            let id = self.slots[i] - 1;
-            if self.get(id as usize) == t {
-                return Err(id);
-            }
-            i = (i + 1) & mask;
+        let (h, tag) = Self::hash(t);
+        let i = self.probe_from(t, h, tag);
+        if self.slots[i] != 0 {
+            return Err(self.slots[i] as u32 - 1);
         }
         let id = self.len() as u32;
-        self.slots[i] = id + 1;
         self.buf.push_str(t);
         self.offs.push(self.buf.len() as u32);
+        self.slots[i] = tag | (id as u64 + 1);
         Ok(())
     }
     #[inline]
     fn find(&self, t: &str) -> Option<u32> {
+        let (h, tag) = Self::hash(t);
+        let s = self.slots[self.probe_from(t, h, tag)];
+        (s != 0).then(|| s as u32 - 1)
+    }
+    /// [`TokenTexts::find`] for many texts at once. The table is larger than the caches, so
+    /// each lookup is a few dependent cache misses; done in stages over a batch, the misses of
+    /// different texts overlap (loading a 280k-merge BPE does about a million lookups).
+    fn find_many(&self, keys: &[&str], out: &mut Vec<Option<u32>>) {
+        const B: usize = 32;
         let mask = self.slots.len() - 1;
-        let mut i = fx_hash(t.as_bytes()) as usize & mask;
-        loop {
-            let s = self.slots[i];
-            if s == 0 {
-                return None;
+        out.clear();
+        for chunk in keys.chunks(B) {
+            let mut hs = [(0usize, 0u64); B];
+            let mut first = [0u64; B];
+            for (k, t) in chunk.iter().enumerate() {
+                hs[k] = Self::hash(t);
             }
-            if self.get(s as usize - 1) == t {
-                return Some(s - 1);
+            // stage 1: the home slots, loads independent of each other
+            for k in 0..chunk.len() {
+                first[k] = self.slots[hs[k].0 & mask];
             }
-            i = (i + 1) & mask;
+            // stage 2: the candidate texts' offsets
+            let mut cand = [(0u32, 0u32); B];
+            for k in 0..chunk.len() {
+                let s = first[k];
+                if s != 0 && s & 0xffff_ffff_0000_0000 == hs[k].1 {
+                    let id = (s as u32 - 1) as usize;
+                    cand[k] = (self.offs[id], self.offs[id + 1]);
+                }
+            }
+            // stage 3: compare, or probe on
+            for (k, t) in chunk.iter().enumerate() {
+                let s = first[k];
+                let (a, b) = cand[k];
+                let hit = if s == 0 {
+                    None
+                } else if b > a && self.buf.as_bytes()[a as usize..b as usize] == *t.as_bytes() {
+                    Some(s as u32 - 1)
+                } else {
+                    let s = self.slots[self.probe_from(t, hs[k].0 + 1, hs[k].1)];
+                    (s != 0).then(|| s as u32 - 1)
+                };
+                out.push(hit);
+            }
         }
     }
 }
@@ -716,8 +765,8 @@ impl Vocab {
         let pos = |eog: &[u32], t: &str| eog.iter().position(|&id| texts.get(id as usize) == t);
         // o200k_harmony and solar-open: "<|end|>" ends a message, not the generation
         let has_call = pos(&eog, "<|call|>").is_some() || pos(&eog, "<|calls|>").is_some();
-        let harmony = pos(&eog, "<|return|>").is_some() && has_call
-            || has_call && pos(&eog, "<|flush|>").is_some();
+        let harmony =
+            has_call && (pos(&eog, "<|return|>").is_some() || pos(&eog, "<|flush|>").is_some());
         if let Some(end) = pos(&eog, "<|end|>").filter(|_| harmony) {
             attrs[eog[end] as usize] = TokenAttr::USER_DEFINED;
             eog.remove(end);
@@ -829,6 +878,10 @@ impl Vocab {
     #[inline]
     pub fn id(&self, text: &str) -> Option<u32> {
         self.texts.find(text)
+    }
+    /// [`Vocab::id`] of many texts (faster than one by one on large vocabularies).
+    pub fn ids(&self, texts: &[&str], out: &mut Vec<Option<u32>>) {
+        self.texts.find_many(texts, out)
     }
     pub fn special(&self) -> &SpecialTokens {
         &self.special

@@ -186,7 +186,9 @@ impl Drop for WaitGuard<'_> {
 
 #[cfg(not(target_arch = "wasm32"))]
 fn worker(s: &Shared) {
-    let mut seen = s.generation.load(Ordering::SeqCst);
+    // Generation 0 is "no job yet": reading the counter here instead could miss a first job
+    // posted before this thread started, and `run` would wait for it forever.
+    let mut seen = 0;
     loop {
         // Spin, then sleep, until a new generation (or shutdown).
         let mut spins = 0u32;

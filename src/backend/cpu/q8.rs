@@ -21,76 +21,157 @@ use crate::quant::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0
 use crate::quant::ternary::{code_value, BlockTQ1_0, BlockTQ2_0};
 use crate::quant::{f16_to_f32, GgmlType};
 
-/// Activation block size.
+/// Activation block size of the dot products (a Q8_K block is handled as eight of them).
 pub const QB: usize = 32;
 
-/// `n` rows of `k` activations quantized per 32-block.
-#[derive(Debug, Clone, Default)]
+/// How activations are quantized: the scheme ggml pairs with each weight type (its
+/// `vec_dot_type`), reproduced as the x86 AVX2 build of the oracle computes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `block_q8_0`/`block_q8_1` (`quantize_row_q8_0`/`_q8_1`, AVX2 path): per 32 values
+    /// `id = 127/max|x|`, `q = round_half_even(x·id)`, scale `d = f16(max|x|/127)`; for Q8_1 also
+    /// `s = f16(d_unrounded·Σq)`. Paired with Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (and our I2_S).
+    Q8_0,
+    /// `block_q8_K` (`quantize_row_q8_K_ref`): per 256 values `iscale = −127/x_m` where `x_m` is
+    /// the first value of largest magnitude, `q = min(127, round_half_even(iscale·x))`,
+    /// `d = 1/iscale` in f32. Paired with the K-quants, TQ1_0 and TQ2_0.
+    Q8K,
+}
+
+/// `n` rows of `k` activations quantized by one [`Scheme`].
+#[derive(Debug, Clone)]
 pub struct Q8Acts {
     pub k: usize,
+    pub scheme: Scheme,
     /// `[n][k]` codes.
     pub qs: Vec<i8>,
-    /// `[n][k/32]` scales.
+    /// `[n][k/32]` scale of each 32 values (a Q8_K scale repeated over its 8 sub-blocks).
     pub d: Vec<f32>,
     /// `[n][k/16]` sums of the codes of each 16 values.
     pub sum16: Vec<i32>,
+    /// `[n][k/32]` the activation sum that multiplies a weight offset: ggml's Q8_1 `s`
+    /// (`f16(d·Σq)`) for [`Scheme::Q8_0`], `d·Σq` for [`Scheme::Q8K`].
+    pub off32: Vec<f32>,
+}
+
+/// ggml's `nearest_int` / `_mm256_round_ps(…, _MM_ROUND_NEAREST)`: round half to even.
+#[inline]
+fn round_even(v: f32) -> i32 {
+    v.round_ties_even() as i32
 }
 
 impl Q8Acts {
-    /// Quantizes `x` (`[n][k]`, `k` a multiple of 32).
-    pub fn quantize(x: &[f32], k: usize) -> Q8Acts {
+    /// Quantizes `x` (`[n][k]`, `k` a multiple of 32, of 256 for [`Scheme::Q8K`]).
+    pub fn quantize(x: &[f32], k: usize, scheme: Scheme) -> Q8Acts {
         debug_assert!(k % QB == 0 && x.len() % k == 0);
         let nb = x.len() / QB;
         let mut a = Q8Acts {
             k,
+            scheme,
             qs: vec![0; x.len()],
             d: vec![0.0; nb],
             sum16: vec![0; 2 * nb],
+            off32: vec![0.0; nb],
         };
-        for (b, (xs, qs)) in x.chunks_exact(QB).zip(a.qs.chunks_exact_mut(QB)).enumerate() {
-            let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            for (q, &v) in qs.iter_mut().zip(xs) {
-                *q = (v * id).round() as i8;
+        match scheme {
+            Scheme::Q8_0 => {
+                for (b, (xs, qs)) in x.chunks_exact(QB).zip(a.qs.chunks_exact_mut(QB)).enumerate()
+                {
+                    let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let d = amax / 127.0;
+                    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+                    for (q, &v) in qs.iter_mut().zip(xs) {
+                        *q = round_even(v * id) as i8;
+                    }
+                    a.d[b] = half::f16::from_f32(d).to_f32();
+                    let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+                    a.off32[b] = half::f16::from_f32(sum as f32 * d).to_f32();
+                }
             }
-            a.d[b] = d;
-            a.sum16[2 * b] = qs[..16].iter().map(|&q| q as i32).sum();
-            a.sum16[2 * b + 1] = qs[16..].iter().map(|&q| q as i32).sum();
+            Scheme::Q8K => {
+                debug_assert!(k % 256 == 0);
+                for (b, (xs, qs)) in x.chunks_exact(256).zip(a.qs.chunks_exact_mut(256)).enumerate()
+                {
+                    let (mut amax, mut max) = (0f32, 0f32);
+                    for &v in xs {
+                        if v.abs() > amax {
+                            amax = v.abs();
+                            max = v;
+                        }
+                    }
+                    let d = if amax == 0.0 {
+                        qs.fill(0);
+                        0.0
+                    } else {
+                        let iscale = -127.0 / max;
+                        for (q, &v) in qs.iter_mut().zip(xs) {
+                            *q = round_even(iscale * v).min(127) as i8;
+                        }
+                        1.0 / iscale
+                    };
+                    for j in 0..8 {
+                        let sum: i32 = qs[32 * j..32 * j + 32].iter().map(|&q| q as i32).sum();
+                        a.d[8 * b + j] = d;
+                        a.off32[8 * b + j] = d * sum as f32;
+                    }
+                }
+            }
+        }
+        for (s, q) in a.sum16.iter_mut().zip(a.qs.chunks_exact(16)) {
+            *s = q.iter().map(|&v| v as i32).sum();
         }
         a
     }
 
-    /// Token `t`'s codes, scales and 16-sums.
+    /// Token `t`'s codes, scales, 16-sums and offset sums.
     #[inline]
-    pub fn row(&self, t: usize) -> (&[i8], &[f32], &[i32]) {
+    pub fn row(&self, t: usize) -> ActRow<'_> {
         let (k, nb) = (self.k, self.k / QB);
-        (
-            &self.qs[t * k..(t + 1) * k],
-            &self.d[t * nb..(t + 1) * nb],
-            &self.sum16[2 * t * nb..2 * (t + 1) * nb],
-        )
+        ActRow {
+            qs: &self.qs[t * k..(t + 1) * k],
+            d: &self.d[t * nb..(t + 1) * nb],
+            sum16: &self.sum16[2 * t * nb..2 * (t + 1) * nb],
+            off32: &self.off32[t * nb..(t + 1) * nb],
+        }
     }
 }
 
-/// The unpacked shape of a format: group size and whether it has offsets.
+/// One token's quantized activations.
+#[derive(Debug, Clone, Copy)]
+pub struct ActRow<'a> {
+    pub qs: &'a [i8],
+    pub d: &'a [f32],
+    pub sum16: &'a [i32],
+    pub off32: &'a [f32],
+}
+
+/// The unpacked shape of a format: group size, whether it has offsets, and the activation
+/// scheme it is paired with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     pub group: usize,
     pub offsets: bool,
+    pub scheme: Scheme,
 }
 
 /// The layout of a quantized type, or `None` for types that take the f32 path.
 pub fn layout(ty: GgmlType) -> Option<Layout> {
     use GgmlType::*;
-    let (group, offsets) = match ty {
-        Q4_0 | Q5_0 | Q8_0 | TQ1_0 | TQ2_0 | I2_S => (32, false),
-        Q4_1 | Q5_1 | Q4_K | Q5_K => (32, true),
-        Q3_K | Q6_K => (16, false),
-        Q2_K => (16, true),
+    // I2_S rows may be 128·odd long, so it cannot use 256-blocks.
+    let (group, offsets, scheme) = match ty {
+        Q4_0 | Q5_0 | Q8_0 | I2_S => (32, false, Scheme::Q8_0),
+        Q4_1 | Q5_1 => (32, true, Scheme::Q8_0),
+        TQ1_0 | TQ2_0 => (32, false, Scheme::Q8K),
+        Q4_K | Q5_K => (32, true, Scheme::Q8K),
+        Q3_K | Q6_K => (16, false, Scheme::Q8K),
+        Q2_K => (16, true, Scheme::Q8K),
         _ => return None,
     };
-    Some(Layout { group, offsets })
+    Some(Layout {
+        group,
+        offsets,
+        scheme,
+    })
 }
 
 /// One weight row unpacked to `s_g·q + m_g`.
@@ -327,7 +408,8 @@ fn idot(a: &[i8], b: &[i8]) -> i32 {
 
 /// Dot product of an unpacked weight row with one quantized activation row.
 #[inline(always)]
-pub fn dot(u: &Unpacked, l: Layout, qa: &[i8], da: &[f32], sum16: &[i32]) -> f32 {
+pub fn dot(u: &Unpacked, l: Layout, a: ActRow) -> f32 {
+    let (qa, da) = (a.qs, a.d);
     let mut acc = 0f32;
     match (l.group, l.offsets) {
         (32, false) => {
@@ -337,8 +419,7 @@ pub fn dot(u: &Unpacked, l: Layout, qa: &[i8], da: &[f32], sum16: &[i32]) -> f32
         }
         (32, true) => {
             for (b, (wq, aq)) in u.q.chunks_exact(32).zip(qa.chunks_exact(32)).enumerate() {
-                let sa = (sum16[2 * b] + sum16[2 * b + 1]) as f32;
-                acc += da[b] * (u.s[b] * idot(wq, aq) as f32 + u.m[b] * sa);
+                acc += da[b] * u.s[b] * idot(wq, aq) as f32 + u.m[b] * a.off32[b];
             }
         }
         (16, offsets) => {
@@ -347,7 +428,8 @@ pub fn dot(u: &Unpacked, l: Layout, qa: &[i8], da: &[f32], sum16: &[i32]) -> f32
                 let hi = u.s[2 * b + 1] * idot(&wq[16..], &aq[16..]) as f32;
                 let mut v = lo + hi;
                 if offsets {
-                    v += u.m[2 * b] * sum16[2 * b] as f32 + u.m[2 * b + 1] * sum16[2 * b + 1] as f32;
+                    v += u.m[2 * b] * a.sum16[2 * b] as f32
+                        + u.m[2 * b + 1] * a.sum16[2 * b + 1] as f32;
                 }
                 acc += da[b] * v;
             }
@@ -358,11 +440,11 @@ pub fn dot(u: &Unpacked, l: Layout, qa: &[i8], da: &[f32], sum16: &[i32]) -> f32
 }
 
 /// The scalar reference of [`dot`]: decoded weights times decoded activations, in f64.
-pub fn dot_reference(u: &Unpacked, l: Layout, qa: &[i8], da: &[f32]) -> f64 {
+pub fn dot_reference(u: &Unpacked, l: Layout, a: ActRow) -> f64 {
     u.values(l.group)
         .iter()
         .enumerate()
-        .map(|(i, &w)| w as f64 * qa[i] as f64 * da[i / QB] as f64)
+        .map(|(i, &w)| w as f64 * a.qs[i] as f64 * a.d[i / QB] as f64)
         .sum()
 }
 
@@ -386,15 +468,25 @@ mod tests {
     #[test]
     fn activation_quantization_round_trips() {
         let mut r = rng(7);
-        let x: Vec<f32> = (0..96).map(|_| r() * 3.0).collect();
-        let a = Q8Acts::quantize(&x, 96);
-        for (i, &v) in x.iter().enumerate() {
-            let back = a.qs[i] as f32 * a.d[i / 32];
-            assert!((back - v).abs() <= a.d[i / 32] * 0.5 + 1e-6);
+        let x: Vec<f32> = (0..512).map(|_| r() * 3.0).collect();
+        for scheme in [Scheme::Q8_0, Scheme::Q8K] {
+            let a = Q8Acts::quantize(&x, 512, scheme);
+            for (i, &v) in x.iter().enumerate() {
+                let back = a.qs[i] as f32 * a.d[i / 32];
+                // f16 rounding of the Q8_0 scale adds up to 2^-11 relative.
+                assert!((back - v).abs() <= a.d[i / 32] * 0.5 + 3.0 * 1e-3, "{scheme:?} {i}");
+            }
+            assert_eq!(a.sum16[0], a.qs[..16].iter().map(|&q| q as i32).sum::<i32>());
+            let z = Q8Acts::quantize(&[0.0; 256], 256, scheme);
+            assert!(z.qs.iter().all(|&q| q == 0) && z.d[0] == 0.0);
         }
-        assert_eq!(a.sum16[0], a.qs[..16].iter().map(|&q| q as i32).sum::<i32>());
-        let z = Q8Acts::quantize(&[0.0; 32], 32);
-        assert!(z.qs.iter().all(|&q| q == 0) && z.d[0] == 0.0);
+        // Ties go to even, as ggml's AVX2 rounding: 2.5·(127/127) → 2.
+        let mut t = [0f32; 32];
+        t[0] = 127.0;
+        t[1] = 2.5;
+        t[2] = -3.5;
+        let a = Q8Acts::quantize(&t, 32, Scheme::Q8_0);
+        assert_eq!(&a.qs[..3], &[127, 2, -4]);
     }
 
     /// Random bytes are valid blocks for every format here except for f16 fields that decode to
@@ -456,12 +548,13 @@ mod tests {
             }
             let mut r = rng(ty as u64);
             let x: Vec<f32> = (0..k).map(|_| r()).collect();
-            let a = Q8Acts::quantize(&x, k);
-            let (qa, da, s16) = a.row(0);
-            let fast = dot(&u, l, qa, da, s16) as f64;
-            let slow = dot_reference(&u, l, qa, da);
+            let a = Q8Acts::quantize(&x, k, l.scheme);
+            let fast = dot(&u, l, a.row(0)) as f64;
+            let slow = dot_reference(&u, l, a.row(0));
             let scale: f64 = want.iter().map(|w| w.abs() as f64).sum::<f64>().max(1e-3);
-            assert!((fast - slow).abs() <= 1e-5 * scale, "{ty}: {fast} vs {slow}");
+            // Q8_1's offset sum is f16-rounded, as in ggml.
+            let tol = if l.offsets && l.scheme == Scheme::Q8_0 { 2e-3 } else { 1e-5 };
+            assert!((fast - slow).abs() <= tol * scale, "{ty}: {fast} vs {slow}");
             // And against the f32 activations: the int8 rounding error only.
             let exact: f64 = want.iter().zip(&x).map(|(&w, &xv)| w as f64 * xv as f64).sum();
             assert!((fast - exact).abs() <= 2e-2 * scale, "{ty}: {fast} vs {exact}");

@@ -1,0 +1,278 @@
+//! Models: the architecture table, the spec built from metadata and shapes, weights by role, the
+//! KV cache and the generic decoder, behind [`Model`] (spec/architectures.md, runtime.md §1–§4).
+//!
+//! [`Model`] owns the GGUF bytes and runs on the CPU reference backend
+//! ([`crate::backend::cpu`]). The session layer (KV ownership policy, sampling, prefix reuse)
+//! sits above it; the GPU backend implements the same [`crate::backend::Backend`] ops.
+//!
+//! Out of scope here: MoE, MLA and recurrent layers; f16 KV; YaRN and LongRoPE scaling (a file
+//! asking for them is refused at load).
+
+pub mod arch;
+mod decoder;
+pub mod kv;
+pub mod spec;
+pub mod tap;
+pub mod weights;
+
+pub use arch::ArchSpec;
+pub use kv::KvCache;
+pub use spec::{LayerSpec, ModelSpec, RopeScaling, RopeSpec};
+pub use tap::{TapEvent, TapFilter};
+pub use weights::{LayerWeights, Qkv, Scales, Vector, Weight, Weights};
+
+use crate::backend::cpu::{pool, CpuBackend, Kernel, Pool};
+use crate::error::{ModelError, Result};
+use crate::gguf::{GgufHeader, Limits, Metadata, SplitSet};
+use std::path::Path;
+use weights::Table;
+
+/// Tokens per internal forward chunk: bounds the scratch (activations are `[chunk × n_ff]`).
+/// Chunking never changes results beyond f32 rounding (tested).
+pub const MAX_UBATCH: usize = 512;
+
+/// Which positions get logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsFor {
+    /// None: only the KV cache advances.
+    None,
+    /// The last token of the call.
+    Last,
+    /// Every token of the call.
+    All,
+}
+
+/// A loaded model: the file bytes, its spec and its weights (views into the bytes).
+pub struct Model {
+    /// The bytes of each file (one unless a split set).
+    files: Vec<Vec<u8>>,
+    metadata: Metadata,
+    spec: ModelSpec,
+    weights: Weights,
+    pool: Pool,
+    kernel: Kernel,
+    tap_env: Option<TapFilter>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("spec", &self.spec)
+            .field("threads", &self.pool.n_threads())
+            .field("kernel", &self.kernel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Parses and validates a whole GGUF file held in memory, builds the spec and checks every
+    /// tensor the architecture needs.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Model> {
+        Model::from_parts(vec![bytes])
+    }
+
+    /// The files of a split set, in order (`…-00001-of-N` first); one file is a plain model.
+    pub fn from_parts(files: Vec<Vec<u8>>) -> Result<Model> {
+        let mut parts = Vec::with_capacity(files.len());
+        for bytes in &files {
+            let header = GgufHeader::parse(bytes, bytes.len() as u64, Limits::default())?;
+            header.validate_data((bytes.len() as u64).saturating_sub(header.data_offset))?;
+            parts.push(crate::gguf::split::SplitPart {
+                header,
+                file_len: bytes.len() as u64,
+            });
+        }
+        let set = SplitSet::from_parts(parts)?;
+        let slices: Vec<&[u8]> = files.iter().map(|f| f.as_slice()).collect();
+        let (spec, weights) = {
+            let table = Table::new(
+                &set.parts
+                    .iter()
+                    .map(|p| (p.header.tensors.as_slice(), p.header.data_offset))
+                    .collect::<Vec<_>>(),
+            );
+            let md = set.metadata();
+            let rope_freqs = match table.shape("rope_freqs.weight") {
+                Some(ne) => {
+                    let n = ne.first().copied().unwrap_or(0) as usize;
+                    let w = table.req("rope_freqs.weight", &[n])?;
+                    Some(w.view(slices[w.part])?.dequantize()?)
+                }
+                None => None,
+            };
+            let spec = ModelSpec::build(md, &table, rope_freqs.as_deref())?;
+            let weights = Weights::load(&spec, &table, &slices)?;
+            (spec, weights)
+        };
+        let metadata = set
+            .parts
+            .into_iter()
+            .next()
+            .map(|p| p.header.metadata)
+            .unwrap_or_default();
+        Ok(Model {
+            files,
+            metadata,
+            spec,
+            weights,
+            pool: Pool::new(pool::default_threads()),
+            kernel: Kernel::default(),
+            tap_env: TapFilter::from_env(),
+        })
+    }
+
+    /// Reads a model file, or every file of a split set when `path` is named like one.
+    pub fn from_file(path: &Path) -> Result<Model> {
+        let paths = crate::gguf::split::split_paths(path).unwrap_or_else(|| vec![path.into()]);
+        let files = paths
+            .iter()
+            .map(|p| std::fs::read(p).map_err(|e| crate::Error::io(p.display().to_string(), e)))
+            .collect::<Result<Vec<_>>>()?;
+        Model::from_parts(files)
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The weights by role (descriptors into [`Model::file_bytes`]).
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    /// The bytes of file `part` (0 for single files).
+    pub fn file_bytes(&self, part: usize) -> &[u8] {
+        &self.files[part]
+    }
+
+    /// The CPU matmul kernel (default [`Kernel::Fast`]; [`Kernel::Reference`] is the f32 oracle).
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    pub fn set_kernel(&mut self, kernel: Kernel) {
+        self.kernel = kernel;
+    }
+
+    /// CPU threads (native; always 1 on wasm32). Default: `TERNLM_THREADS` or all cores.
+    pub fn set_threads(&mut self, n: usize) {
+        self.pool = Pool::new(n);
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.n_threads()
+    }
+
+    /// An empty f32 KV cache of `n_ctx` tokens for this model.
+    pub fn new_cache(&self, n_ctx: usize) -> KvCache {
+        let n = self.spec.n_layer;
+        KvCache::new(
+            n_ctx,
+            vec![self.spec.k_len(); n],
+            vec![self.spec.v_len(); n],
+        )
+    }
+
+    /// Runs `tokens` at absolute positions `cache.len()..`, appends their K/V and returns the
+    /// logits of the selected positions, row-major `[n_selected × n_vocab]`. Only the selected
+    /// rows go through the final norm and the LM head.
+    ///
+    /// Errors (the cache is unchanged on every error): a token id `≥ n_vocab`
+    /// ([`ModelError::TokenOutOfRange`]), more tokens than the cache has room for
+    /// ([`crate::error::SessionError::ContextOverflow`]), no tokens with logits requested
+    /// ([`ModelError::EmptyInput`]), a cache made for another model ([`ModelError::Mismatch`]).
+    pub fn forward(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: LogitsFor,
+    ) -> Result<Vec<f32>> {
+        self.run(cache, tokens, logits, None)
+    }
+
+    /// [`Model::forward`] that also calls `tap` with every named intermediate
+    /// (see [`tap`]).
+    pub fn forward_with_tap(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: LogitsFor,
+        tap: &mut dyn FnMut(&TapEvent),
+    ) -> Result<Vec<f32>> {
+        self.run(cache, tokens, logits, Some(tap))
+    }
+
+    fn run(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: LogitsFor,
+        tap: Option<&mut dyn FnMut(&TapEvent)>,
+    ) -> Result<Vec<f32>> {
+        let n = self.spec.n_layer;
+        cache.check_shape(&vec![self.spec.k_len(); n], &vec![self.spec.v_len(); n])?;
+        if tokens.is_empty() {
+            return match logits {
+                LogitsFor::None => Ok(Vec::new()),
+                _ => Err(ModelError::EmptyInput.into()),
+            };
+        }
+        let n_vocab = self.spec.n_vocab;
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(ModelError::TokenOutOfRange { id, n_vocab }.into());
+        }
+        cache.check_room(tokens.len())?;
+
+        let mut env_tap = |e: &TapEvent| {
+            if self.tap_env.as_ref().is_some_and(|f| f.matches(e.name)) {
+                eprint!("{}", tap::format_event(e));
+            }
+        };
+        let mut tap: decoder::Tap = match tap {
+            Some(t) => Some(t),
+            None if self.tap_env.is_some() => Some(&mut env_tap),
+            None => None,
+        };
+
+        let backend = CpuBackend::new(
+            self.files.iter().map(|f| f.as_slice()).collect(),
+            &self.pool,
+            self.kernel,
+        );
+        let start = cache.len();
+        let n_chunks = tokens.len().div_ceil(MAX_UBATCH);
+        let mut out = Vec::new();
+        for (ci, chunk) in tokens.chunks(MAX_UBATCH).enumerate() {
+            let pos0 = cache.len();
+            let rows: Vec<usize> = match logits {
+                LogitsFor::None => Vec::new(),
+                LogitsFor::Last if ci + 1 == n_chunks => vec![chunk.len() - 1],
+                LogitsFor::Last => Vec::new(),
+                LogitsFor::All => (0..chunk.len()).collect(),
+            };
+            let r = decoder::forward(
+                &backend,
+                &self.spec,
+                &self.weights,
+                cache,
+                chunk,
+                pos0,
+                &rows,
+                &mut tap,
+            );
+            match r {
+                Ok(l) => out.extend(l.unwrap_or_default()),
+                Err(e) => {
+                    cache.truncate(start);
+                    return Err(e);
+                }
+            }
+            cache.commit(pos0 + chunk.len());
+        }
+        Ok(out)
+    }
+}
