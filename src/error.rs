@@ -27,6 +27,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("download {url}: {reason}")]
+    Download { url: String, reason: String },
     #[error("{0}")]
     Usage(String),
 }
@@ -41,6 +43,7 @@ impl Error {
             Error::Model(e) => e.code(),
             Error::Session(e) => e.code(),
             Error::Io { .. } => "io",
+            Error::Download { .. } => "download",
             Error::Usage(_) => "usage",
         }
     }

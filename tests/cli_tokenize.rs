@@ -5,15 +5,29 @@ use std::process::Command;
 
 fn smollm2() -> PathBuf {
     let p = std::env::var_os("TERNLM_CACHE")
-        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache"), PathBuf::from)
+        .map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache"),
+            PathBuf::from,
+        )
         .join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.exists(), "{} is missing: run scripts/fetch-models.sh", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-models.sh",
+        p.display()
+    );
     p
 }
 
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ternlm")).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    let out = Command::new(env!("CARGO_BIN_EXE_ternlm"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
 }
 
 #[test]
@@ -26,7 +40,14 @@ fn tokenize_and_detokenize() {
 
     // Special-token text is parsed by default and kept as text with --no-special.
     let (_, special, _) = run(&["tokenize", "-m", m, "--text", "<|im_start|>"]);
-    let (_, plain, _) = run(&["tokenize", "-m", m, "--text", "<|im_start|>", "--no-special"]);
+    let (_, plain, _) = run(&[
+        "tokenize",
+        "-m",
+        m,
+        "--text",
+        "<|im_start|>",
+        "--no-special",
+    ]);
     assert_eq!(special.trim(), "[1]");
     assert!(plain.trim().len() > 4, "{plain}");
 
@@ -38,7 +59,10 @@ fn tokenize_and_detokenize() {
     let csv: Vec<String> = ids.iter().map(u32::to_string).collect();
     let (ok, text, _) = run(&["detokenize", "-m", m, "--ids", &csv.join(",")]);
     assert!(ok);
-    assert!(text.contains("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"), "{text:?}");
+    assert!(
+        text.contains("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"),
+        "{text:?}"
+    );
 
     let (ok, text, _) = run(&["detokenize", "-m", m, "--ids", "19556,905"]);
     assert!(ok);

@@ -10,21 +10,32 @@ use ternlm::model::{LogitsFor, Model};
 #[test]
 #[ignore = "benchmark; run with --release --ignored"]
 fn prefill_and_decode_throughput() {
-    let path = std::env::var("BENCH_MODEL").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
+    let path = std::env::var("BENCH_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join(".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
     if !path.exists() {
         eprintln!("skipped: {} not found", path.display());
         return;
     }
-    let n_prompt: usize = std::env::var("BENCH_PROMPT").ok().and_then(|v| v.parse().ok()).unwrap_or(512);
-    let n_gen: usize = std::env::var("BENCH_GEN").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
+    let n_prompt: usize = std::env::var("BENCH_PROMPT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512);
+    let n_gen: usize = std::env::var("BENCH_GEN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128);
     let model = Model::from_file(&path).unwrap();
     let v = model.spec().n_vocab as u32;
     let prompt: Vec<u32> = (0..n_prompt as u32).map(|i| (i * 7919 + 13) % v).collect();
     let mut cache = model.new_cache(n_prompt + n_gen + 1);
     // Warm-up (first-touch of the weights).
-    model.forward(&mut cache, &prompt[..8], LogitsFor::Last).unwrap();
+    model
+        .forward(&mut cache, &prompt[..8], LogitsFor::Last)
+        .unwrap();
     cache.truncate(0);
 
     let t = Instant::now();

@@ -3,12 +3,23 @@ use ternlm::model::{LogitsFor, Model};
 
 #[test]
 fn dev_compare() {
-    let Ok(m) = std::env::var("DEV_MODEL") else { return };
-    let toks: Vec<u32> = std::env::var("DEV_TOKENS").unwrap().split(',').map(|s| s.parse().unwrap()).collect();
-    let gold: Vec<f32> = std::fs::read(std::env::var("DEV_GOLDEN").unwrap()).unwrap()
-        .chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let Ok(m) = std::env::var("DEV_MODEL") else {
+        return;
+    };
+    let toks: Vec<u32> = std::env::var("DEV_TOKENS")
+        .unwrap()
+        .split(',')
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let gold: Vec<f32> = std::fs::read(std::env::var("DEV_GOLDEN").unwrap())
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
     let mut model = Model::from_file(std::path::Path::new(&m)).unwrap();
-    if std::env::var("DEV_REF").is_ok() { model.set_kernel(ternlm::backend::cpu::Kernel::Reference); }
+    if std::env::var("DEV_REF").is_ok() {
+        model.set_kernel(ternlm::backend::cpu::Kernel::Reference);
+    }
     let mut cache = model.new_cache(4096);
     let t = std::time::Instant::now();
     let got = model.forward(&mut cache, &toks, LogitsFor::All).unwrap();
@@ -18,21 +29,41 @@ fn dev_compare() {
     let (mut num, mut den) = (0f64, 0f64);
     let mut agree = 0;
     for p in 0..toks.len() {
-        let (a, b) = (&got[p*v..(p+1)*v], &gold[p*v..(p+1)*v]);
+        let (a, b) = (&got[p * v..(p + 1) * v], &gold[p * v..(p + 1) * v]);
         let (mut n1, mut d1) = (0f64, 0f64);
-        for i in 0..v { let e = (a[i]-b[i]) as f64; n1 += e*e; d1 += (b[i] as f64).powi(2); }
-        num += n1; den += d1;
-        let am = |x: &[f32]| x.iter().enumerate().fold((0, f32::MIN), |m, (i, &v)| if v > m.1 { (i, v) } else { m }).0;
-        if am(a) == am(b) { agree += 1; }
-        if p < 3 || p + 1 == toks.len() || n1/d1 > 1e-9 { eprintln!("pos {p}: nmse {:.3e} argmax {} {}", n1/d1, am(a), am(b)); }
+        for i in 0..v {
+            let e = (a[i] - b[i]) as f64;
+            n1 += e * e;
+            d1 += (b[i] as f64).powi(2);
+        }
+        num += n1;
+        den += d1;
+        let am = |x: &[f32]| {
+            x.iter()
+                .enumerate()
+                .fold((0, f32::MIN), |m, (i, &v)| if v > m.1 { (i, v) } else { m })
+                .0
+        };
+        if am(a) == am(b) {
+            agree += 1;
+        }
+        if p < 3 || p + 1 == toks.len() || n1 / d1 > 1e-9 {
+            eprintln!("pos {p}: nmse {:.3e} argmax {} {}", n1 / d1, am(a), am(b));
+        }
     }
-    eprintln!("NMSE {:.3e}, top1 {}/{}", num/den, agree, toks.len());
+    eprintln!("NMSE {:.3e}, top1 {}/{}", num / den, agree, toks.len());
 }
 
 #[test]
 fn dev_tap() {
-    let Ok(m) = std::env::var("TAP_MODEL") else { return };
-    let toks: Vec<u32> = std::env::var("DEV_TOKENS").unwrap().split(',').map(|s| s.parse().unwrap()).collect();
+    let Ok(m) = std::env::var("TAP_MODEL") else {
+        return;
+    };
+    let toks: Vec<u32> = std::env::var("DEV_TOKENS")
+        .unwrap()
+        .split(',')
+        .map(|s| s.parse().unwrap())
+        .collect();
     let model = Model::from_file(std::path::Path::new(&m)).unwrap();
     let mut cache = model.new_cache(4096);
     model.forward(&mut cache, &toks, LogitsFor::All).unwrap();
@@ -40,17 +71,27 @@ fn dev_tap() {
 
 #[test]
 fn dev_rowtap() {
-    let Ok(m) = std::env::var("ROW_MODEL") else { return };
-    let toks: Vec<u32> = std::env::var("DEV_TOKENS").unwrap().split(',').map(|s| s.parse().unwrap()).collect();
+    let Ok(m) = std::env::var("ROW_MODEL") else {
+        return;
+    };
+    let toks: Vec<u32> = std::env::var("DEV_TOKENS")
+        .unwrap()
+        .split(',')
+        .map(|s| s.parse().unwrap())
+        .collect();
     let row: usize = std::env::var("ROW").unwrap().parse().unwrap();
     let mut model = Model::from_file(std::path::Path::new(&m)).unwrap();
-    if std::env::var("DEV_REF").is_ok() { model.set_kernel(ternlm::backend::cpu::Kernel::Reference); }
+    if std::env::var("DEV_REF").is_ok() {
+        model.set_kernel(ternlm::backend::cpu::Kernel::Reference);
+    }
     let mut cache = model.new_cache(4096);
-    model.forward_with_tap(&mut cache, &toks, LogitsFor::All, &mut |e| {
-        if e.rows == toks.len() {
-            let r = &e.data[row * e.cols..(row + 1) * e.cols];
-            let s: f64 = r.iter().map(|&v| v as f64).sum();
-            println!("{} {:.6} {:.6} {:.6}", e.name, s, r[0], r[1]);
-        }
-    }).unwrap();
+    model
+        .forward_with_tap(&mut cache, &toks, LogitsFor::All, &mut |e| {
+            if e.rows == toks.len() {
+                let r = &e.data[row * e.cols..(row + 1) * e.cols];
+                let s: f64 = r.iter().map(|&v| v as f64).sum();
+                println!("{} {:.6} {:.6} {:.6}", e.name, s, r[0], r[1]);
+            }
+        })
+        .unwrap();
 }

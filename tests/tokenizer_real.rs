@@ -13,20 +13,32 @@ use ternlm::tokenizer::Tokenizer;
 
 fn model_path(file: &str) -> PathBuf {
     std::env::var_os("TERNLM_CACHE")
-        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache"), PathBuf::from)
+        .map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache"),
+            PathBuf::from,
+        )
         .join("models")
         .join(file)
 }
 
 fn load(file: &str) -> Tokenizer {
     let path = model_path(file);
-    assert!(path.exists(), "{} is missing: run scripts/fetch-models.sh", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/fetch-models.sh",
+        path.display()
+    );
     Tokenizer::from_metadata(SplitSet::open(&path).unwrap().metadata()).unwrap()
 }
 
 fn goldens(stem: &str) -> Vec<Value> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/tokenizer/{stem}.jsonl"));
-    std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    let p =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/tokenizer/{stem}.jsonl"));
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn check(file: &str, stem: &str) {
@@ -38,15 +50,24 @@ fn check(file: &str, stem: &str) {
     for r in &records {
         let text = r["text"].as_str().unwrap();
         let special = r["special"].as_bool().unwrap();
-        let want: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> = r["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         let got = tok.encode(text, special, special);
         if got != want {
-            failures.push(format!("{stem} special={special} {text:?}\n  want {want:?}\n  got  {got:?}"));
+            failures.push(format!(
+                "{stem} special={special} {text:?}\n  want {want:?}\n  got  {got:?}"
+            ));
             continue;
         }
         let detok = tok.decode(&got, special, special).unwrap();
         if detok != r["detok"].as_str().unwrap() {
-            failures.push(format!("{stem} special={special} decode of {text:?}: {detok:?}"));
+            failures.push(format!(
+                "{stem} special={special} decode of {text:?}: {detok:?}"
+            ));
         }
         if let Some(plain) = r.get("detok_plain") {
             let d = tok.decode(&got, false, false).unwrap();
@@ -55,17 +76,28 @@ fn check(file: &str, stem: &str) {
             }
         }
         if r["roundtrip"].as_bool().unwrap() {
-            assert_eq!(detok, text, "{stem}: llama.cpp round-trips {text:?}, we must too");
+            assert_eq!(
+                detok, text,
+                "{stem}: llama.cpp round-trips {text:?}, we must too"
+            );
             roundtrips += 1;
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(roundtrips >= 800, "{stem}: only {roundtrips} round trips");
 }
 
 #[test]
 fn smollm2_matches_llama_cpp() {
-    check("SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct.Q4_1");
+    check(
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct.Q4_1",
+    );
     let tok = load("SmolLM2-135M-Instruct.Q4_1.gguf");
     assert_eq!(
         tok.encode("Hello world, this is 🦙.cpp", true, true),
@@ -92,12 +124,20 @@ fn stream_equals_decode(tok: &Tokenizer, ids: &[u32]) {
 #[test]
 fn streaming_equals_whole_decode_on_real_vocabularies() {
     for (file, stem) in [
-        ("SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct.Q4_1"),
+        (
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            "SmolLM2-135M-Instruct.Q4_1",
+        ),
         ("gemma-3-270m-q4_k_m.gguf", "gemma-3-270m-q4_k_m"),
     ] {
         let tok = load(file);
         for r in goldens(stem).iter().filter(|r| r["special"] == false) {
-            let ids: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            let ids: Vec<u32> = r["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
             stream_equals_decode(&tok, &ids);
         }
         // Emoji and CJK split over byte tokens.

@@ -27,16 +27,51 @@ macro_rules! quant_sets {
 fn every_codec_is_bit_exact_under_wasm() {
     let manifest: Value = serde_json::from_slice(data!("tests/data/quant/manifest.json")).unwrap();
     let sets = quant_sets!(
-        "f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_K", "q3_K", "q4_K", "q5_K", "q6_K",
-        "tq1_0", "tq2_0", "i2_s", "f16.special", "q4_K.special", "q6_K.special", "tq1_0.special", "i2_s.special"
+        "f32",
+        "f16",
+        "bf16",
+        "q4_0",
+        "q4_1",
+        "q5_0",
+        "q5_1",
+        "q8_0",
+        "q2_K",
+        "q3_K",
+        "q4_K",
+        "q5_K",
+        "q6_K",
+        "tq1_0",
+        "tq2_0",
+        "i2_s",
+        "f16.special",
+        "q4_K.special",
+        "q6_K.special",
+        "tq1_0.special",
+        "i2_s.special"
     );
     for (stem, q, f) in sets {
-        let entry = manifest["files"].as_array().unwrap().iter().find(|e| e["stem"] == stem).unwrap();
-        let ne: Vec<u64> = entry["ne"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
-        let ty = *GgmlType::ALL.iter().find(|t| t.name() == entry["type"].as_str().unwrap()).unwrap();
+        let entry = manifest["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["stem"] == stem)
+            .unwrap();
+        let ne: Vec<u64> = entry["ne"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap())
+            .collect();
+        let ty = *GgmlType::ALL
+            .iter()
+            .find(|t| t.name() == entry["type"].as_str().unwrap())
+            .unwrap();
         let view = TensorView::new(stem, ty, &ne, q).unwrap();
         let got = view.dequantize().unwrap();
-        let want: Vec<f32> = f.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let want: Vec<f32> = f
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
         assert_eq!(got.len(), want.len(), "{stem}");
         let same = |a: &f32, b: &f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
@@ -48,7 +83,10 @@ fn every_codec_is_bit_exact_under_wasm() {
             for r in 0..view.nrows() {
                 t2r.dequantize_row(r, &mut row).unwrap();
                 let src = &got[r * view.ncols()..(r + 1) * view.ncols()];
-                assert!(row.iter().zip(src).all(|(a, b)| same(a, b)), "{stem} T2R row {r}");
+                assert!(
+                    row.iter().zip(src).all(|(a, b)| same(a, b)),
+                    "{stem} T2R row {r}"
+                );
             }
         }
     }
@@ -58,8 +96,12 @@ fn every_codec_is_bit_exact_under_wasm() {
 fn gguf_reader_under_wasm() {
     let f = GgufFile::from_bytes(data!("tests/data/models/tiny-qwen3-q8_0.gguf")).unwrap();
     assert_eq!(f.metadata().architecture().unwrap(), "qwen3");
-    assert!(f.tensors().iter().any(|t| t.name == "blk.0.attn_q_norm.weight"));
-    let e = GgufFile::from_bytes(&data!("tests/data/models/tiny-qwen3-q8_0.gguf")[..1000]).unwrap_err();
+    assert!(f
+        .tensors()
+        .iter()
+        .any(|t| t.name == "blk.0.attn_q_norm.weight"));
+    let e =
+        GgufFile::from_bytes(&data!("tests/data/models/tiny-qwen3-q8_0.gguf")[..1000]).unwrap_err();
     assert_eq!(e.code(), "gguf_truncated");
 }
 
@@ -84,8 +126,18 @@ macro_rules! vocab_test {
             check_vocab(
                 $name,
                 data!(concat!(".cache/vocab/ggml-vocab-", $name, ".gguf")),
-                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/.cache/vocab/ggml-vocab-", $name, ".gguf.inp")),
-                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/.cache/vocab/ggml-vocab-", $name, ".gguf.out")),
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/.cache/vocab/ggml-vocab-",
+                    $name,
+                    ".gguf.inp"
+                )),
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/.cache/vocab/ggml-vocab-",
+                    $name,
+                    ".gguf.out"
+                )),
             );
         }
     };

@@ -23,7 +23,9 @@ use crate::gguf::{Array, Metadata, Value};
 pub enum RopeScaling {
     None,
     /// Angles divided by `factor` (`rope.scaling.type = linear` with `rope.scaling.factor`).
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
     /// Llama 3 frequency scaling computed from metadata. Only used when the file has no
     /// `rope_freqs.weight` (which already holds the result and is then used alone).
     Llama3 {
@@ -249,9 +251,15 @@ impl ModelSpec {
         let n_layer = req_usize(md, "block_count")?;
         let n_embd = req_usize(md, "embedding_length")?;
         let n_ctx_train = req_usize(md, "context_length")?;
-        check_dims(&dims_probe(table.names().map(|n| (n, table.shape(n).unwrap_or(&[])))), n_layer, n_embd)?;
+        check_dims(
+            &dims_probe(table.names().map(|n| (n, table.shape(n).unwrap_or(&[])))),
+            n_layer,
+            n_embd,
+        )?;
         if n_layer == 0 || n_embd == 0 {
-            return Err(mismatch("block_count and embedding_length must be positive"));
+            return Err(mismatch(
+                "block_count and embedding_length must be positive",
+            ));
         }
 
         let n_head = uniform(md, "attention.head_count", n_layer)?

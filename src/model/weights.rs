@@ -225,11 +225,7 @@ impl Weights {
     pub(crate) fn load(spec: &ModelSpec, table: &Table, parts: &[&[u8]]) -> Result<Weights> {
         let (d, v) = (spec.n_embd, spec.n_vocab);
         let (hd, hdv) = (spec.head_dim, spec.head_dim_v);
-        let (nq, nk, nv) = (
-            spec.n_head * hd,
-            spec.n_head_kv * hd,
-            spec.n_head_kv * hdv,
-        );
+        let (nq, nk, nv) = (spec.n_head * hd, spec.n_head_kv * hd, spec.n_head_kv * hdv);
         let arch = spec.arch;
         let vector = |name: &str, len: usize| -> Result<Vector> {
             decode_vector(&table.req(name, &[len])?, parts)

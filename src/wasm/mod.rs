@@ -25,8 +25,11 @@ fn header(bytes: &[u8], file_len: Option<f64>) -> Result<GgufHeader, JsValue> {
 pub fn inspect(bytes: &[u8], file_len: Option<f64>) -> Result<String, JsValue> {
     let h = header(bytes, file_len)?;
     let file_len = file_len.map_or(bytes.len() as u64, |l| l as u64);
-    let set = SplitSet::from_parts(vec![crate::gguf::split::SplitPart { header: h, file_len }])
-        .map_err(|e| js_error(e.into()))?;
+    let set = SplitSet::from_parts(vec![crate::gguf::split::SplitPart {
+        header: h,
+        file_len,
+    }])
+    .map_err(|e| js_error(e.into()))?;
     Ok(crate::inspect::summary(&set).to_string())
 }
 
@@ -42,7 +45,9 @@ impl WasmTokenizer {
     #[wasm_bindgen(js_name = fromGguf)]
     pub fn from_gguf(bytes: &[u8], file_len: Option<f64>) -> Result<WasmTokenizer, JsValue> {
         let h = header(bytes, file_len)?;
-        Tokenizer::from_metadata(&h.metadata).map(|inner| WasmTokenizer { inner }).map_err(js_error)
+        Tokenizer::from_metadata(&h.metadata)
+            .map(|inner| WasmTokenizer { inner })
+            .map_err(js_error)
     }
 
     /// Text → token ids, exactly as llama.cpp's `llama_tokenize(text, add_special, parse_special)`.
@@ -51,8 +56,15 @@ impl WasmTokenizer {
     }
 
     /// Token ids → text.
-    pub fn decode(&self, ids: &[u32], remove_special: bool, unparse_special: bool) -> Result<String, JsValue> {
-        self.inner.decode(ids, remove_special, unparse_special).map_err(js_error)
+    pub fn decode(
+        &self,
+        ids: &[u32],
+        remove_special: bool,
+        unparse_special: bool,
+    ) -> Result<String, JsValue> {
+        self.inner
+            .decode(ids, remove_special, unparse_special)
+            .map_err(js_error)
     }
 
     #[wasm_bindgen(getter, js_name = nVocab)]

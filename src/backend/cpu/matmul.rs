@@ -121,7 +121,10 @@ pub fn matmul(
     if let Some(e) = errors.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(e);
     }
-    let mut outs: Vec<Vec<f32>> = views.iter().map(|v| vec![0f32; n_tok * v.nrows()]).collect();
+    let mut outs: Vec<Vec<f32>> = views
+        .iter()
+        .map(|v| vec![0f32; n_tok * v.nrows()])
+        .collect();
     for (t, res) in tasks.iter().zip(results) {
         let local = res.into_inner().unwrap_or_else(|e| e.into_inner());
         let (rows, nr) = (t.view.nrows(), t.r1 - t.r0);

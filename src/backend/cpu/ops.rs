@@ -39,10 +39,7 @@ pub fn rope_cos_sin(pos: usize, theta: &[f64], attn_factor: f32, cs: &mut Vec<(f
     cs.clear();
     cs.extend(theta.iter().map(|&t| {
         let a = pos as f64 * t;
-        (
-            a.cos() as f32 * attn_factor,
-            a.sin() as f32 * attn_factor,
-        )
+        (a.cos() as f32 * attn_factor, a.sin() as f32 * attn_factor)
     }));
 }
 
@@ -240,7 +237,10 @@ mod tests {
         let mut s = Vec::new();
         let mut o = [0f32];
         attend_one(&[1.0], &k, &v, 0, 4, &p, &mut s, &mut o);
-        assert!((o[0] - 4.5).abs() < 1e-6, "window of 2 sees positions 3 and 4");
+        assert!(
+            (o[0] - 4.5).abs() < 1e-6,
+            "window of 2 sees positions 3 and 4"
+        );
         let full = AttnParams { window: None, ..p };
         attend_one(&[1.0], &k, &v, 0, 4, &full, &mut s, &mut o);
         assert!((o[0] - 3.0).abs() < 1e-6);

@@ -18,8 +18,8 @@
 
 use crate::quant::kquants::{scale_min_k4, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
 use crate::quant::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
-use crate::quant::ternary::{code_value, BlockTQ1_0, BlockTQ2_0};
-use crate::quant::{f16_to_f32, GgmlType};
+use crate::quant::ternary::{BlockTQ1_0, BlockTQ2_0};
+use crate::quant::GgmlType;
 
 /// Activation block size of the dot products (a Q8_K block is handled as eight of them).
 pub const QB: usize = 32;
@@ -75,7 +75,10 @@ impl Q8Acts {
         };
         match scheme {
             Scheme::Q8_0 => {
-                for (b, (xs, qs)) in x.chunks_exact(QB).zip(a.qs.chunks_exact_mut(QB)).enumerate()
+                for (b, (xs, qs)) in x
+                    .chunks_exact(QB)
+                    .zip(a.qs.chunks_exact_mut(QB))
+                    .enumerate()
                 {
                     let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
                     let d = amax / 127.0;
@@ -90,7 +93,10 @@ impl Q8Acts {
             }
             Scheme::Q8K => {
                 debug_assert!(k % 256 == 0);
-                for (b, (xs, qs)) in x.chunks_exact(256).zip(a.qs.chunks_exact_mut(256)).enumerate()
+                for (b, (xs, qs)) in x
+                    .chunks_exact(256)
+                    .zip(a.qs.chunks_exact_mut(256))
+                    .enumerate()
                 {
                     let (mut amax, mut max) = (0f32, 0f32);
                     for &v in xs {
@@ -212,98 +218,149 @@ fn blocks<B: bytemuck::Pod>(src: &[u8]) -> &[B] {
     bytemuck::cast_slice(src)
 }
 
-#[inline]
-fn nib(qs: &[u8; 16], e: usize) -> u8 {
-    if e < 16 {
-        qs[e] & 15
+/// binary16 → f32, exact for every input, branch-light and inlinable (the `half` crate's
+/// conversion is an out-of-line call per block in the hot loop). Normal and subnormal values:
+/// the f16 bits shifted into an f32 exponent/mantissa and rescaled by 2^112.
+#[inline(always)]
+pub fn f16(b: [u8; 2]) -> f32 {
+    let h = u16::from_le_bytes(b) as u32;
+    let em = h & 0x7fff;
+    let v = if em >= 0x7c00 {
+        f32::from_bits((em << 13) | 0x7f80_0000)
     } else {
-        qs[e - 16] >> 4
+        f32::from_bits(em << 13) * f32::from_bits(0x7780_0000)
+    };
+    f32::from_bits(v.to_bits() | ((h & 0x8000) << 16))
+}
+
+/// 32 codes: low nibbles of `qs` then high nibbles, minus `bias`.
+#[inline(always)]
+fn nibbles(qs: &[u8; 16], bias: i8, q: &mut [i8]) {
+    let (lo, hi) = q.split_at_mut(16);
+    for j in 0..16 {
+        lo[j] = (qs[j] & 15) as i8 - bias;
+        hi[j] = (qs[j] >> 4) as i8 - bias;
     }
+}
+
+/// 32 five-bit codes (Q5_0/Q5_1): nibbles plus bit `e` of `qh` as bit 4, minus `bias`.
+#[inline(always)]
+fn five_bits(qs: &[u8; 16], qh: [u8; 4], bias: i8, q: &mut [i8]) {
+    let qh = u32::from_le_bytes(qh);
+    let (lo, hi) = q.split_at_mut(16);
+    for j in 0..16 {
+        lo[j] = ((qs[j] & 15) | ((((qh >> j) & 1) as u8) << 4)) as i8 - bias;
+        hi[j] = ((qs[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4)) as i8 - bias;
+    }
+}
+
+/// A 2-bit ternary code to its value, 3 → 0 (formats.md §4).
+#[inline(always)]
+fn ternary(c: u8) -> i8 {
+    c as i8 - 1 - 2 * ((c >> 1) & c & 1) as i8
 }
 
 /// Unpacks one packed row of `k` values of type `ty` (`tensor_mult`: the I2_S scale).
 /// The caller guarantees `src` is a whole row of `ty` with a [`layout`].
+#[inline(always)]
 pub fn unpack_row(ty: GgmlType, src: &[u8], k: usize, tensor_mult: f32, u: &mut Unpacked) {
     let l = layout(ty).expect("unpack_row on a type without a q8 layout");
     u.reset(k, l);
     let (q, s, m) = (&mut u.q, &mut u.s, &mut u.m);
     match ty {
         GgmlType::Q4_0 => {
-            for (b, blk) in blocks::<BlockQ4_0>(src).iter().enumerate() {
-                s[b] = f16_to_f32(blk.d);
-                for e in 0..32 {
-                    q[32 * b + e] = nib(&blk.qs, e) as i8 - 8;
-                }
+            for ((blk, q), s) in blocks::<BlockQ4_0>(src)
+                .iter()
+                .zip(q.chunks_exact_mut(32))
+                .zip(s.iter_mut())
+            {
+                *s = f16(blk.d);
+                nibbles(&blk.qs, 8, q);
             }
         }
         GgmlType::Q4_1 => {
-            for (b, blk) in blocks::<BlockQ4_1>(src).iter().enumerate() {
-                s[b] = f16_to_f32(blk.d);
-                m[b] = f16_to_f32(blk.m);
-                for e in 0..32 {
-                    q[32 * b + e] = nib(&blk.qs, e) as i8;
-                }
+            for (b, (blk, q)) in blocks::<BlockQ4_1>(src)
+                .iter()
+                .zip(q.chunks_exact_mut(32))
+                .enumerate()
+            {
+                s[b] = f16(blk.d);
+                m[b] = f16(blk.m);
+                nibbles(&blk.qs, 0, q);
             }
         }
         GgmlType::Q5_0 => {
-            for (b, blk) in blocks::<BlockQ5_0>(src).iter().enumerate() {
-                s[b] = f16_to_f32(blk.d);
-                let qh = u32::from_le_bytes(blk.qh);
-                for e in 0..32 {
-                    q[32 * b + e] = (nib(&blk.qs, e) | (((qh >> e) & 1) << 4) as u8) as i8 - 16;
-                }
+            for ((blk, q), s) in blocks::<BlockQ5_0>(src)
+                .iter()
+                .zip(q.chunks_exact_mut(32))
+                .zip(s.iter_mut())
+            {
+                *s = f16(blk.d);
+                five_bits(&blk.qs, blk.qh, 16, q);
             }
         }
         GgmlType::Q5_1 => {
-            for (b, blk) in blocks::<BlockQ5_1>(src).iter().enumerate() {
-                s[b] = f16_to_f32(blk.d);
-                m[b] = f16_to_f32(blk.m);
-                let qh = u32::from_le_bytes(blk.qh);
-                for e in 0..32 {
-                    q[32 * b + e] = (nib(&blk.qs, e) | (((qh >> e) & 1) << 4) as u8) as i8;
-                }
+            for (b, (blk, q)) in blocks::<BlockQ5_1>(src)
+                .iter()
+                .zip(q.chunks_exact_mut(32))
+                .enumerate()
+            {
+                s[b] = f16(blk.d);
+                m[b] = f16(blk.m);
+                five_bits(&blk.qs, blk.qh, 0, q);
             }
         }
         GgmlType::Q8_0 => {
-            for (b, blk) in blocks::<BlockQ8_0>(src).iter().enumerate() {
-                s[b] = f16_to_f32(blk.d);
-                for e in 0..32 {
-                    q[32 * b + e] = blk.qs[e] as i8;
+            for ((blk, q), s) in blocks::<BlockQ8_0>(src)
+                .iter()
+                .zip(q.chunks_exact_mut(32))
+                .zip(s.iter_mut())
+            {
+                *s = f16(blk.d);
+                for (o, &v) in q.iter_mut().zip(&blk.qs) {
+                    *o = v as i8;
                 }
             }
         }
         GgmlType::Q2_K => {
-            for (b, blk) in blocks::<BlockQ2K>(src).iter().enumerate() {
-                let (d, dmin) = (f16_to_f32(blk.d), f16_to_f32(blk.dmin));
+            for (b, (blk, q)) in blocks::<BlockQ2K>(src)
+                .iter()
+                .zip(q.chunks_exact_mut(256))
+                .enumerate()
+            {
+                let (d, dmin) = (f16(blk.d), f16(blk.dmin));
+                for j in 0..16 {
+                    s[16 * b + j] = d * (blk.scales[j] & 15) as f32;
+                    m[16 * b + j] = -(dmin * (blk.scales[j] >> 4) as f32);
+                }
+                // Element 128h + 32sh + l (l < 32) is bits 2sh of qs[32h + l].
                 for h in 0..2 {
                     for sh in 0..4 {
-                        for kk in 0..2 {
-                            let j = 8 * h + 2 * sh + kk;
-                            let e0 = 256 * b + 128 * h + 32 * sh + 16 * kk;
-                            s[16 * b + j] = d * (blk.scales[j] & 15) as f32;
-                            m[16 * b + j] = -(dmin * (blk.scales[j] >> 4) as f32);
-                            for i in 0..16 {
-                                q[e0 + i] = ((blk.qs[32 * h + 16 * kk + i] >> (2 * sh)) & 3) as i8;
-                            }
+                        let o = &mut q[128 * h + 32 * sh..128 * h + 32 * sh + 32];
+                        for (l, v) in o.iter_mut().enumerate() {
+                            *v = ((blk.qs[32 * h + l] >> (2 * sh)) & 3) as i8;
                         }
                     }
                 }
             }
         }
         GgmlType::Q3_K => {
-            for (b, blk) in blocks::<BlockQ3K>(src).iter().enumerate() {
-                let d = f16_to_f32(blk.d);
+            for (b, (blk, q)) in blocks::<BlockQ3K>(src)
+                .iter()
+                .zip(q.chunks_exact_mut(256))
+                .enumerate()
+            {
+                let d = f16(blk.d);
+                for j in 0..16 {
+                    s[16 * b + j] = d * blk.scale(j) as f32;
+                }
                 for h in 0..2 {
                     for sh in 0..4 {
-                        for kk in 0..2 {
-                            let j = 8 * h + 2 * sh + kk;
-                            let e0 = 256 * b + 128 * h + 32 * sh + 16 * kk;
-                            s[16 * b + j] = d * blk.scale(j) as f32;
-                            for i in 0..16 {
-                                let lo2 = ((blk.qs[32 * h + 16 * kk + i] >> (2 * sh)) & 3) as i8;
-                                let hb = (blk.hmask[16 * kk + i] >> (4 * h + sh)) & 1;
-                                q[e0 + i] = lo2 - if hb != 0 { 0 } else { 4 };
-                            }
+                        let o = &mut q[128 * h + 32 * sh..128 * h + 32 * sh + 32];
+                        for (l, v) in o.iter_mut().enumerate() {
+                            let lo2 = ((blk.qs[32 * h + l] >> (2 * sh)) & 3) as i8;
+                            let hb = ((blk.hmask[l] >> (4 * h + sh)) & 1) as i8;
+                            *v = lo2 - 4 + 4 * hb;
                         }
                     }
                 }
@@ -312,7 +369,11 @@ pub fn unpack_row(ty: GgmlType, src: &[u8], k: usize, tensor_mult: f32, u: &mut 
         GgmlType::Q4_K | GgmlType::Q5_K => {
             let is5 = ty == GgmlType::Q5_K;
             let step = if is5 { 176 } else { 144 };
-            for (b, raw) in src.chunks_exact(step).enumerate() {
+            for (b, (raw, q)) in src
+                .chunks_exact(step)
+                .zip(q.chunks_exact_mut(256))
+                .enumerate()
+            {
                 let (d, dmin, scales, qh, qs): (_, _, &[u8; 12], Option<&[u8; 32]>, &[u8; 128]) =
                     if is5 {
                         let blk: &BlockQ5K = bytemuck::from_bytes(raw);
@@ -321,75 +382,89 @@ pub fn unpack_row(ty: GgmlType, src: &[u8], k: usize, tensor_mult: f32, u: &mut 
                         let blk: &BlockQ4K = bytemuck::from_bytes(raw);
                         (blk.d, blk.dmin, &blk.scales, None, &blk.qs)
                     };
-                let (d, dmin) = (f16_to_f32(d), f16_to_f32(dmin));
+                let (d, dmin) = (f16(d), f16(dmin));
+                for j in 0..8 {
+                    let (sc, mn) = scale_min_k4(scales, j);
+                    s[8 * b + j] = d * sc as f32;
+                    m[8 * b + j] = -(dmin * mn as f32);
+                }
                 for c in 0..4 {
-                    for t in 0..2 {
-                        let j = 2 * c + t;
-                        let (sc, mn) = scale_min_k4(scales, j);
-                        s[8 * b + j] = d * sc as f32;
-                        m[8 * b + j] = -(dmin * mn as f32);
-                        let e0 = 256 * b + 64 * c + 32 * t;
+                    let (lo, hi) = q[64 * c..64 * c + 64].split_at_mut(32);
+                    let qs = &qs[32 * c..32 * c + 32];
+                    for i in 0..32 {
+                        lo[i] = (qs[i] & 15) as i8;
+                        hi[i] = (qs[i] >> 4) as i8;
+                    }
+                    if let Some(qh) = qh {
                         for i in 0..32 {
-                            let byte = qs[32 * c + i];
-                            let lo = if t == 0 { byte & 15 } else { byte >> 4 };
-                            let hi = qh.map_or(0, |qh| (qh[i] >> j) & 1);
-                            q[e0 + i] = (lo | (hi << 4)) as i8;
+                            lo[i] |= (((qh[i] >> (2 * c)) & 1) << 4) as i8;
+                            hi[i] |= (((qh[i] >> (2 * c + 1)) & 1) << 4) as i8;
                         }
                     }
                 }
             }
         }
         GgmlType::Q6_K => {
-            for (b, blk) in blocks::<BlockQ6K>(src).iter().enumerate() {
-                let d = f16_to_f32(blk.d);
+            for (b, (blk, q)) in blocks::<BlockQ6K>(src)
+                .iter()
+                .zip(q.chunks_exact_mut(256))
+                .enumerate()
+            {
+                let d = f16(blk.d);
+                for j in 0..16 {
+                    s[16 * b + j] = d * blk.scales[j] as i8 as f32;
+                }
+                // llama.cpp dequantize_row_q6_K: per 128 values, l < 32 gives elements
+                // l, l+32, l+64, l+96 from ql[l], ql[l+32] (low/high nibbles) and qh[l].
                 for h in 0..2 {
-                    let (ql, qh) = (&blk.ql[64 * h..64 * h + 64], &blk.qh[32 * h..32 * h + 32]);
-                    for uu in 0..4 {
-                        for half in 0..2 {
-                            let is = 8 * h + 2 * uu + half;
-                            s[16 * b + is] = d * blk.scales[is] as i8 as f32;
-                            let e0 = 256 * b + 128 * h + 32 * uu + 16 * half;
-                            for i in 0..16 {
-                                let l = 16 * half + i;
-                                let byte = ql[l + 32 * (uu % 2)];
-                                let lo = if uu < 2 { byte & 15 } else { byte >> 4 };
-                                let hi = (qh[l] >> (2 * uu)) & 3;
-                                q[e0 + i] = (lo | (hi << 4)) as i8 - 32;
-                            }
-                        }
+                    let ql = &blk.ql[64 * h..64 * h + 64];
+                    let qh = &blk.qh[32 * h..32 * h + 32];
+                    let o = &mut q[128 * h..128 * h + 128];
+                    for l in 0..32 {
+                        o[l] = ((ql[l] & 15) | ((qh[l] & 3) << 4)) as i8 - 32;
+                        o[l + 32] = ((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+                        o[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+                        o[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
                     }
                 }
             }
         }
         GgmlType::TQ2_0 => {
-            for (b, blk) in blocks::<BlockTQ2_0>(src).iter().enumerate() {
-                let d = f16_to_f32(blk.d);
-                s[8 * b..8 * b + 8].fill(d);
+            for (b, (blk, q)) in blocks::<BlockTQ2_0>(src)
+                .iter()
+                .zip(q.chunks_exact_mut(256))
+                .enumerate()
+            {
+                s[8 * b..8 * b + 8].fill(f16(blk.d));
                 for h in 0..2 {
                     for l2 in 0..4 {
-                        for mm in 0..32 {
-                            let code = (blk.qs[32 * h + mm] >> (2 * l2)) & 3;
-                            q[256 * b + 128 * h + 32 * l2 + mm] = code_value(code);
+                        let o = &mut q[128 * h + 32 * l2..128 * h + 32 * l2 + 32];
+                        for (mm, v) in o.iter_mut().enumerate() {
+                            *v = ternary((blk.qs[32 * h + mm] >> (2 * l2)) & 3);
                         }
                     }
                 }
             }
         }
         GgmlType::TQ1_0 => {
-            for (b, blk) in blocks::<BlockTQ1_0>(src).iter().enumerate() {
-                let d = f16_to_f32(blk.d);
-                s[8 * b..8 * b + 8].fill(d);
-                for (e, &t) in blk.trits().iter().enumerate() {
-                    q[256 * b + e] = t as i8 - 1;
+            for (b, (blk, q)) in blocks::<BlockTQ1_0>(src)
+                .iter()
+                .zip(q.chunks_exact_mut(256))
+                .enumerate()
+            {
+                s[8 * b..8 * b + 8].fill(f16(blk.d));
+                for (o, &t) in q.iter_mut().zip(blk.trits().iter()) {
+                    *o = t as i8 - 1;
                 }
             }
         }
         GgmlType::I2_S => {
             s.fill(tensor_mult);
-            for (c, chunk) in src.chunks_exact(32).enumerate() {
-                for e in 0..128 {
-                    let code = (chunk[e % 32] >> (6 - 2 * (e / 32))) & 3;
-                    q[128 * c + e] = code_value(code);
+            for (chunk, q) in src.chunks_exact(32).zip(q.chunks_exact_mut(128)) {
+                for f in 0..4 {
+                    for (g, v) in q[32 * f..32 * f + 32].iter_mut().enumerate() {
+                        *v = ternary((chunk[g] >> (6 - 2 * f)) & 3);
+                    }
                 }
             }
         }
@@ -466,6 +541,21 @@ mod tests {
     }
 
     #[test]
+    fn f16_conversion_is_exact() {
+        for bits in 0..=u16::MAX {
+            let want = crate::quant::f16_to_f32(bits.to_le_bytes());
+            let got = f16(bits.to_le_bytes());
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{bits:#x}"
+            );
+        }
+        for c in 0..4u8 {
+            assert_eq!(ternary(c), crate::quant::ternary::code_value(c));
+        }
+    }
+
+    #[test]
     fn activation_quantization_round_trips() {
         let mut r = rng(7);
         let x: Vec<f32> = (0..512).map(|_| r() * 3.0).collect();
@@ -474,9 +564,15 @@ mod tests {
             for (i, &v) in x.iter().enumerate() {
                 let back = a.qs[i] as f32 * a.d[i / 32];
                 // f16 rounding of the Q8_0 scale adds up to 2^-11 relative.
-                assert!((back - v).abs() <= a.d[i / 32] * 0.5 + 3.0 * 1e-3, "{scheme:?} {i}");
+                assert!(
+                    (back - v).abs() <= a.d[i / 32] * 0.5 + 3.0 * 1e-3,
+                    "{scheme:?} {i}"
+                );
             }
-            assert_eq!(a.sum16[0], a.qs[..16].iter().map(|&q| q as i32).sum::<i32>());
+            assert_eq!(
+                a.sum16[0],
+                a.qs[..16].iter().map(|&q| q as i32).sum::<i32>()
+            );
             let z = Q8Acts::quantize(&[0.0; 256], 256, scheme);
             assert!(z.qs.iter().all(|&q| q == 0) && z.d[0] == 0.0);
         }
@@ -497,7 +593,9 @@ mod tests {
         let mut s = seed;
         let mut bytes: Vec<u8> = (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (s >> 56) as u8
             })
             .collect();
@@ -553,11 +651,22 @@ mod tests {
             let slow = dot_reference(&u, l, a.row(0));
             let scale: f64 = want.iter().map(|w| w.abs() as f64).sum::<f64>().max(1e-3);
             // Q8_1's offset sum is f16-rounded, as in ggml.
-            let tol = if l.offsets && l.scheme == Scheme::Q8_0 { 2e-3 } else { 1e-5 };
+            let tol = if l.offsets && l.scheme == Scheme::Q8_0 {
+                2e-3
+            } else {
+                1e-5
+            };
             assert!((fast - slow).abs() <= tol * scale, "{ty}: {fast} vs {slow}");
             // And against the f32 activations: the int8 rounding error only.
-            let exact: f64 = want.iter().zip(&x).map(|(&w, &xv)| w as f64 * xv as f64).sum();
-            assert!((fast - exact).abs() <= 2e-2 * scale, "{ty}: {fast} vs {exact}");
+            let exact: f64 = want
+                .iter()
+                .zip(&x)
+                .map(|(&w, &xv)| w as f64 * xv as f64)
+                .sum();
+            assert!(
+                (fast - exact).abs() <= 2e-2 * scale,
+                "{ty}: {fast} vs {exact}"
+            );
         }
     }
 }

@@ -1,0 +1,336 @@
+//! The native `ternlm` command: a thin adapter over the library (STYLE.md practice 1).
+
+mod download;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+use ternlm::error::ModelError;
+use ternlm::gguf::SplitSet;
+use ternlm::model::{LogitsFor, Model};
+use ternlm::tokenizer::chat::{ChatMessage, ChatTemplate};
+use ternlm::tokenizer::Tokenizer;
+use ternlm::Error;
+
+/// The default model, fetched by the README's setup command (scripts/fetch-models.sh).
+const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    Cpu,
+    Gpu,
+    /// The GPU when an adapter exists, else the CPU.
+    Auto,
+}
+
+/// Options every command that loads a model takes.
+#[derive(Args, Debug)]
+struct ModelArgs {
+    /// A .gguf file, any file of a split set, or an http(s) URL (downloaded once into the cache).
+    /// Default: SmolLM2-135M-Instruct, fetched by scripts/fetch-models.sh.
+    #[arg(short, long)]
+    model: Option<String>,
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    backend: Backend,
+    /// CPU threads (default: all cores).
+    #[arg(short, long)]
+    threads: Option<usize>,
+}
+
+/// `$TERNLM_CACHE`, else `$XDG_CACHE_HOME/ternlm`, else `~/.cache/ternlm`.
+fn cache_dir() -> PathBuf {
+    if let Some(c) = std::env::var_os("TERNLM_CACHE") {
+        return c.into();
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    base.join("ternlm")
+}
+
+impl ModelArgs {
+    /// The model's local path: the argument (a URL is downloaded first) or the default model.
+    fn path(&self) -> ternlm::Result<PathBuf> {
+        if let Some(m) = &self.model {
+            return download::resolve(m, &cache_dir());
+        }
+        let candidates = [
+            std::env::var_os("TERNLM_CACHE").map(|c| PathBuf::from(c).join("models")),
+            Some(PathBuf::from(".cache/models")),
+            Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/models")),
+        ];
+        candidates.into_iter().flatten().map(|d| d.join(DEFAULT_MODEL)).find(|p| p.exists()).ok_or_else(|| {
+            Error::Usage(format!("no -m given and the default model {DEFAULT_MODEL} is not fetched: run scripts/fetch-models.sh"))
+        })
+    }
+
+    /// Checks the backend choice. The WebGPU backend is not built yet: `gpu` is a clear error and
+    /// `auto` runs on the CPU.
+    fn check_backend(&self) -> ternlm::Result<()> {
+        match self.backend {
+            Backend::Cpu | Backend::Auto => Ok(()),
+            Backend::Gpu => Err(ModelError::BackendUnavailable(
+                "gpu (the WebGPU backend is not implemented yet)".into(),
+            )
+            .into()),
+        }
+    }
+
+    fn load(&self) -> ternlm::Result<Model> {
+        self.check_backend()?;
+        let mut model = Model::from_file(&self.path()?)?;
+        if let Some(t) = self.threads {
+            model.set_threads(t.max(1));
+        }
+        Ok(model)
+    }
+}
+
+/// Deterministic token ids in `[0, n_vocab)` for benchmarks.
+fn bench_tokens(n: usize, n_vocab: usize) -> Vec<u32> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n_vocab as u64) as u32
+        })
+        .collect()
+}
+
+#[derive(Parser)]
+#[command(
+    name = "ternlm",
+    version,
+    about = "Run GGUF language models on WebGPU, wasm and native wgpu"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Architecture, hyperparameters, tokenizer summary, tensor table and totals of a GGUF model.
+    Inspect {
+        /// A .gguf file, any file of a `name-0000N-of-0000M.gguf` split set, or an http(s) URL.
+        model: String,
+        /// Accepted for uniformity: inspect reads only headers and uses no backend.
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Text to token ids (a JSON array), exactly as llama.cpp tokenizes it.
+    Tokenize {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        text: String,
+        /// Plain text: no BOS/EOS, special-token text is not parsed as special tokens.
+        #[arg(long)]
+        no_special: bool,
+        /// Wrap TEXT as a user message in the model's chat template (with the generation prompt).
+        #[arg(long)]
+        chat: bool,
+    },
+    /// Token ids to text.
+    Detokenize {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Comma-separated ids.
+        #[arg(long, value_delimiter = ',')]
+        ids: Vec<u32>,
+        /// Drop BOS/EOS and render control tokens as nothing.
+        #[arg(long)]
+        no_special: bool,
+    },
+    /// Raw little-endian f32 logits [n_tokens × n_vocab] for every position of the given ids.
+    Logits {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Comma-separated ids, used exactly as given (no BOS is added).
+        #[arg(long, value_delimiter = ',', required = true)]
+        tokens: Vec<u32>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Prefill and decode speed in tokens/s, as JSON.
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Prompt tokens.
+        #[arg(short = 'p', long, default_value_t = 512)]
+        n_prompt: usize,
+        /// Generated tokens.
+        #[arg(short = 'n', long, default_value_t = 128)]
+        n_gen: usize,
+    },
+    /// Tokenizer construction time and encode throughput on a text file, as JSON.
+    BenchTokenizer {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The text to encode.
+        #[arg(short, long)]
+        file: PathBuf,
+        /// Encode runs (the best is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+}
+
+/// Reads only the header of a model (or split set) and builds its tokenizer.
+fn tokenizer(model: &Path) -> ternlm::Result<(SplitSet, Tokenizer)> {
+    let set = SplitSet::open(model)?;
+    let tok = Tokenizer::from_metadata(set.metadata())?;
+    Ok((set, tok))
+}
+
+/// The model's chat template, or ChatML when the file has none (as llama.cpp does).
+fn chat_template(set: &SplitSet, tok: &Tokenizer) -> ternlm::Result<ChatTemplate> {
+    let text = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or("").to_string();
+    let (bos, eos) = (text(tok.bos()), text(tok.eos()));
+    match ChatTemplate::from_metadata(set.metadata(), &bos, &eos)? {
+        Some(t) => Ok(t),
+        None => ChatTemplate::builtin("chatml", &bos, &eos)
+            .ok_or_else(|| Error::Usage("no chatml template".into())),
+    }
+}
+
+/// Renders one user message with the generation prompt. A template that writes the BOS text itself
+/// has it removed when the tokenizer adds BOS, so it is never doubled (llama.cpp does the same).
+fn chat_prompt(set: &SplitSet, tok: &Tokenizer, user: &str) -> ternlm::Result<String> {
+    let t = chat_template(set, tok)?;
+    let text = t.render(&[ChatMessage::new("user", user)], true)?;
+    let bos = t.bos_token();
+    Ok(match text.strip_prefix(bos) {
+        Some(rest) if !bos.is_empty() && tok.vocab().add_bos() => rest.to_string(),
+        _ => text,
+    })
+}
+
+fn run(cli: Cli) -> ternlm::Result<()> {
+    match cli.command {
+        Command::Inspect {
+            model,
+            json,
+            backend: _,
+        } => {
+            let set = SplitSet::open(&download::resolve(&model, &cache_dir())?)?;
+            let summary = ternlm::inspect::summary(&set);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).expect("JSON values serialize")
+                );
+            } else {
+                print!("{}", ternlm::inspect::render_text(&summary));
+            }
+        }
+        Command::Tokenize {
+            model,
+            text,
+            no_special,
+            chat,
+        } => {
+            let (set, tok) = tokenizer(&model.path()?)?;
+            let text = if chat {
+                chat_prompt(&set, &tok, &text)?
+            } else {
+                text
+            };
+            let special = !no_special;
+            let ids = tok.encode(&text, special, special || chat);
+            println!("{}", serde_json::to_string(&ids).expect("ids serialize"));
+        }
+        Command::Detokenize {
+            model,
+            ids,
+            no_special,
+        } => {
+            let (_, tok) = tokenizer(&model.path()?)?;
+            println!("{}", tok.decode(&ids, no_special, !no_special)?);
+        }
+        Command::Logits { model, tokens, out } => {
+            let m = model.load()?;
+            let mut cache = m.new_cache(tokens.len());
+            let logits = m.forward(&mut cache, &tokens, LogitsFor::All)?;
+            let bytes: Vec<u8> = logits.iter().flat_map(|x| x.to_le_bytes()).collect();
+            std::fs::write(&out, bytes).map_err(|e| Error::io(out.display().to_string(), e))?;
+            eprintln!(
+                "{} tokens x {} logits -> {}",
+                tokens.len(),
+                m.spec().n_vocab,
+                out.display()
+            );
+        }
+        Command::Bench {
+            model,
+            n_prompt,
+            n_gen,
+        } => {
+            let m = model.load()?;
+            let n_vocab = m.spec().n_vocab;
+            let mut cache = m.new_cache(n_prompt + n_gen);
+            let prompt = bench_tokens(n_prompt.max(1), n_vocab);
+            let t0 = Instant::now();
+            let mut logits = m.forward(&mut cache, &prompt, LogitsFor::Last)?;
+            let prefill = t0.elapsed().as_secs_f64();
+            let t1 = Instant::now();
+            for _ in 0..n_gen {
+                let next = logits
+                    .iter()
+                    .enumerate()
+                    .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+                    .0;
+                logits = m.forward(&mut cache, &[next as u32], LogitsFor::Last)?;
+            }
+            let decode = t1.elapsed().as_secs_f64();
+            let report = serde_json::json!({
+                "model": model.path()?.display().to_string(), "backend": "cpu", "threads": m.threads(),
+                "n_prompt": prompt.len(), "n_gen": n_gen,
+                "prefill_tok_s": prompt.len() as f64 / prefill, "decode_tok_s": n_gen as f64 / decode,
+                "prefill_ms": prefill * 1e3, "decode_ms": decode * 1e3,
+            });
+            println!("{report}");
+        }
+        Command::BenchTokenizer { model, file, runs } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Error::io(file.display().to_string(), e))?;
+            let path = model.path()?;
+            let set = SplitSet::open(&path)?;
+            let t0 = Instant::now();
+            let tok = Tokenizer::from_metadata(set.metadata())?;
+            let construct_ms = t0.elapsed().as_secs_f64() * 1e3;
+            let mut best = f64::INFINITY;
+            let mut n_tokens = 0;
+            for _ in 0..runs.max(1) {
+                let t = Instant::now();
+                n_tokens = tok.encode(&text, false, false).len();
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let mb = text.len() as f64 / 1e6;
+            let report = serde_json::json!({
+                "runtime": "native", "model": path.display().to_string(), "n_vocab": tok.n_vocab(),
+                "construct_ms": construct_ms, "text_bytes": text.len(), "n_tokens": n_tokens,
+                "encode_ms": best * 1e3, "mb_per_s": mb / best,
+            });
+            println!("{report}");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error [{}]: {e}", e.code());
+            ExitCode::FAILURE
+        }
+    }
+}
