@@ -258,6 +258,8 @@ pub enum SessionError {
     Cancelled,
     #[error("bad sampling parameters: {0}")]
     BadParams(String),
+    #[error("saved state: {0}")]
+    State(#[from] StateError),
 }
 
 impl SessionError {
@@ -268,6 +270,53 @@ impl SessionError {
             SessionError::BadState(_) => "session_state",
             SessionError::Cancelled => "cancelled",
             SessionError::BadParams(_) => "session_params",
+            SessionError::State(e) => e.code(),
+        }
+    }
+}
+
+impl From<StateError> for Error {
+    fn from(e: StateError) -> Self {
+        Error::Session(SessionError::State(e))
+    }
+}
+
+/// Errors of loading a saved session state (spec/runtime.md §3.2). Every one is found before the
+/// session is touched.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError)]
+pub enum StateError {
+    #[error("not a ternlm session state (magic {found:02x?})")]
+    BadMagic { found: Vec<u8> },
+    #[error("state format version {got} is not supported (this build reads {want})")]
+    BadVersion { got: u32, want: u32 },
+    #[error("the state was saved by a different model")]
+    ModelMismatch,
+    #[error("{field} is {got}, this session needs {want}")]
+    ShapeMismatch { field: String, got: u64, want: u64 },
+    #[error("state of {len} tokens exceeds the context of {capacity}")]
+    LenOverflow { len: u64, capacity: u64 },
+    #[error("truncated: {what} needs {need} bytes, {got} remain")]
+    Truncated { what: String, need: u64, got: u64 },
+    #[error("{0} bytes after the end of the state")]
+    TrailingBytes(u64),
+    #[error("checksum mismatch: the state is corrupted")]
+    Checksum,
+    #[error("bad value: {0}")]
+    BadValue(String),
+}
+
+impl StateError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            StateError::BadMagic { .. } => "state_bad_magic",
+            StateError::BadVersion { .. } => "state_bad_version",
+            StateError::ModelMismatch => "state_model_mismatch",
+            StateError::ShapeMismatch { .. } => "state_shape_mismatch",
+            StateError::LenOverflow { .. } => "state_len_overflow",
+            StateError::Truncated { .. } => "state_truncated",
+            StateError::TrailingBytes(_) => "state_trailing_bytes",
+            StateError::Checksum => "state_checksum",
+            StateError::BadValue(_) => "state_bad_value",
         }
     }
 }

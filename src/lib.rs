@@ -12,6 +12,7 @@ pub mod gguf;
 pub mod inspect;
 pub mod model;
 pub mod quant;
+pub mod session;
 pub mod tokenizer;
 
 #[cfg(target_arch = "wasm32")]

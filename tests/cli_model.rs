@@ -161,3 +161,121 @@ fn model_url_is_downloaded_once_into_the_cache() {
     assert!(err.contains("[download]"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Runs with `stdin` piped in.
+fn run_stdin(args: &[&str], input: &str, cache: &Path) -> (bool, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ternlm"))
+        .args(args)
+        .env("TERNLM_CACHE", cache)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn generate_greedy_matches_llama_cpp_and_prints_ids() {
+    let dir = temp("generate");
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(repo().join("tests/data/golden/logits/tiny-llama-f32.json")).unwrap(),
+    )
+    .unwrap();
+    let g = &manifest["greedy"];
+    let prompt: Vec<String> = g["prompt_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let want: Vec<u64> = g["generated_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .collect();
+    let model = repo().join("tests/data/models/tiny-llama-f32.gguf");
+    let n = want.len().to_string();
+    let (ok, out, err) = run_stdin(
+        &[
+            "generate",
+            "-m",
+            model.to_str().unwrap(),
+            "--tokens",
+            &prompt.join(","),
+            "-n",
+            &n,
+            "--temp",
+            "0",
+            "--repeat-penalty",
+            "1",
+            "--ignore-eos",
+            "--print-ids",
+        ],
+        "",
+        &dir,
+    );
+    assert!(ok, "{err}");
+    let ids: Vec<u64> = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(ids, want, "greedy ids vs llama.cpp");
+    assert!(err.contains("decode") && err.contains("tok/s"), "{err}");
+
+    // The same seed gives the same text.
+    let args = [
+        "generate",
+        "-m",
+        model.to_str().unwrap(),
+        "-p",
+        "hello",
+        "-n",
+        "12",
+        "--temp",
+        "0.9",
+        "--seed",
+        "7",
+        "--print-ids",
+        "--ignore-eos",
+    ];
+    let a = run_stdin(&args, "", &dir);
+    let b = run_stdin(&args, "", &dir);
+    assert!(a.0 && b.0);
+    assert_eq!(a.1, b.1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn chat_runs_two_turns() {
+    let dir = temp("chat");
+    let model = repo().join("tests/data/models/tiny-qwen2-q8_0.gguf");
+    let (ok, _, err) = run_stdin(
+        &[
+            "chat",
+            "-m",
+            model.to_str().unwrap(),
+            "-n",
+            "4",
+            "--temp",
+            "0",
+        ],
+        "hi\nand again\n\n",
+        &dir,
+    );
+    assert!(ok, "{err}");
+    // Two replies with statistics; the second turn reuses the first turn's KV cache.
+    let stats: Vec<&str> = err.lines().filter(|l| l.contains("tok/s")).collect();
+    assert_eq!(stats.len(), 2, "{err}");
+    assert!(!stats[1].contains("(0 cached)"), "{}", stats[1]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -95,3 +95,37 @@ fn dev_rowtap() {
         })
         .unwrap();
 }
+
+#[test]
+fn dev_gemma_facts() {
+    let p = std::path::Path::new(".cache/models/gemma-3-270m-q4_k_m.gguf");
+    if !p.exists() || std::env::var("DEV_GEMMA").is_err() {
+        return;
+    }
+    let m = Model::from_file(p).unwrap();
+    let s = m.spec();
+    eprintln!(
+        "layers {} swa {:?}",
+        s.n_layer,
+        s.layers
+            .iter()
+            .map(|l| (l.sliding_window, l.rope_base))
+            .collect::<Vec<_>>()
+    );
+    eprintln!(
+        "attn_scale {} embed {:?} softcap {:?} tied {} eps {} act {:?}",
+        s.attn_scale, s.embed_scale, s.final_softcap, s.tied_output, s.eps, s.activation
+    );
+    let w = m.weights();
+    for (n, v) in [
+        ("attn_norm0", &w.layers[0].attn_norm),
+        ("post_attn0", w.layers[0].attn_post_norm.as_ref().unwrap()),
+        ("q_norm0", w.layers[0].q_norm.as_ref().unwrap()),
+        ("ffn_post0", w.layers[0].ffn_post_norm.as_ref().unwrap()),
+        ("out_norm", &w.output_norm),
+    ] {
+        let mean: f32 = v.data.iter().sum::<f32>() / v.data.len() as f32;
+        let min = v.data.iter().cloned().fold(f32::MAX, f32::min);
+        eprintln!("{n}: mean {mean} min {min}");
+    }
+}

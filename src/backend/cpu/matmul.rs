@@ -158,7 +158,8 @@ fn reference_rows(
     Ok(())
 }
 
-/// Fast rows `[r0, r1)`: unpack each row once, integer dot with every token.
+/// Fast rows `[r0, r1)`: unpack each row once, integer dot with every token. Compiled twice on
+/// x86-64: for the baseline (SSE2) and for AVX2+FMA, chosen at run time.
 fn fast_rows(
     v: &crate::quant::TensorView,
     r0: usize,
@@ -167,6 +168,79 @@ fn fast_rows(
     n_tok: usize,
     out: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        unsafe { fast_rows_avx2(v, r0, r1, a, n_tok, out) };
+        return;
+    }
+    fast_rows_body(v, r0, r1, a, n_tok, out, q8::dot)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fast_rows_avx2(
+    v: &crate::quant::TensorView,
+    r0: usize,
+    r1: usize,
+    a: &Q8Acts,
+    n_tok: usize,
+    out: &mut [f32],
+) {
+    // Small batches: dot straight from the packed bytes where a fused kernel exists.
+    let nr = r1 - r0;
+    if n_tok <= FUSED_MAX_TOKENS {
+        // SAFETY: AVX2/FMA detected by the caller; rows are whole rows of `v`'s type.
+        if unsafe { q8::avx2::dot_packed(v.ty(), v.row_bytes(r0), a.row(0)) }.is_some() {
+            for r in r0..r1 {
+                for t in 0..n_tok {
+                    // SAFETY: as above.
+                    out[t * nr + (r - r0)] =
+                        unsafe { q8::avx2::dot_packed(v.ty(), v.row_bytes(r), a.row(t)) }
+                            .unwrap_or(0.0);
+                }
+            }
+            return;
+        }
+    }
+    // Prefill: unpack each row once, then 4 tokens per pass over it.
+    let l = q8::layout(v.ty()).expect("checked by the caller");
+    let mult = v.i2s_scale().unwrap_or(1.0);
+    let mut u = Unpacked::default();
+    for r in r0..r1 {
+        q8::unpack_row(v.ty(), v.row_bytes(r), v.ncols(), mult, &mut u);
+        let mut t = 0;
+        while t + 4 <= n_tok {
+            // SAFETY: AVX2/FMA detected by the caller; lengths as `q8::dot` needs.
+            let d = unsafe {
+                q8::avx2::dot_n::<4>(&u, l, [a.row(t), a.row(t + 1), a.row(t + 2), a.row(t + 3)])
+            };
+            for (j, dj) in d.into_iter().enumerate() {
+                out[(t + j) * nr + (r - r0)] = dj;
+            }
+            t += 4;
+        }
+        for t in t..n_tok {
+            // SAFETY: as above.
+            out[t * nr + (r - r0)] = unsafe { q8::avx2::dot(&u, l, a.row(t)) };
+        }
+    }
+}
+
+/// Up to this many tokens, formats with a fused kernel skip the unpack (decode); above it a row
+/// is unpacked once and reused for every token (prefill).
+const FUSED_MAX_TOKENS: usize = 2;
+
+#[inline(always)]
+fn fast_rows_body(
+    v: &crate::quant::TensorView,
+    r0: usize,
+    r1: usize,
+    a: &Q8Acts,
+    n_tok: usize,
+    out: &mut [f32],
+    dot: impl Fn(&Unpacked, q8::Layout, q8::ActRow) -> f32,
+) {
     let nr = r1 - r0;
     let l = q8::layout(v.ty()).expect("checked by the caller");
     let mult = v.i2s_scale().unwrap_or(1.0);
@@ -174,7 +248,7 @@ fn fast_rows(
     for r in r0..r1 {
         q8::unpack_row(v.ty(), v.row_bytes(r), v.ncols(), mult, &mut u);
         for t in 0..n_tok {
-            out[t * nr + (r - r0)] = q8::dot(&u, l, a.row(t));
+            out[t * nr + (r - r0)] = dot(&u, l, a.row(t));
         }
     }
 }

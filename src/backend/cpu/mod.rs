@@ -125,32 +125,26 @@ impl Backend for CpuBackend<'_> {
         let (hd, hdv) = (p.head_dim, p.head_dim_v);
         let out_cols = p.n_head * hdv;
         let group = p.n_head / p.n_head_kv;
-        // One task per (token, kv head): the query heads of one group share their K/V rows.
-        let n_tasks = n_tok * p.n_head_kv;
+        // One task per (token, query head); query head h reads KV head h / group.
+        let n_tasks = n_tok * p.n_head;
         let results: Vec<Mutex<Vec<f32>>> = (0..n_tasks).map(|_| Mutex::new(Vec::new())).collect();
         let work = |i: usize| {
-            let (t, g) = (i / p.n_head_kv, i % p.n_head_kv);
+            let (t, h) = (i / p.n_head, i % p.n_head);
+            let qh = &q.data[t * q.cols + h * hd..t * q.cols + (h + 1) * hd];
             let mut scores = Vec::with_capacity(n_kv);
-            let mut local = vec![0f32; group * hdv];
-            for (j, o) in local.chunks_exact_mut(hdv).enumerate() {
-                let h = g * group + j;
-                let qh = &q.data[t * q.cols + h * hd..t * q.cols + (h + 1) * hd];
-                ops::attend_one(qh, k, v, g, pos0 + t, p, &mut scores, o);
-            }
-            *results[i].lock().unwrap_or_else(|e| e.into_inner()) = local;
+            let mut o = vec![0f32; hdv];
+            ops::attend(qh, k, v, h / group, pos0 + t, p, &mut scores, &mut o);
+            *results[i].lock().unwrap_or_else(|e| e.into_inner()) = o;
         };
         // Small problems (decode with a short cache) are not worth a parallel region.
-        if n_tok * n_kv * p.n_head * hd < 1 << 16 {
+        if n_tok * n_kv * p.n_head * hd < 1 << 15 {
             (0..n_tasks).for_each(work);
         } else {
             self.pool.run(n_tasks, &work);
         }
         let mut out = vec![0f32; n_tok * out_cols];
-        for (i, r) in results.into_iter().enumerate() {
-            let (t, g) = (i / p.n_head_kv, i % p.n_head_kv);
-            let local = r.into_inner().unwrap_or_else(|e| e.into_inner());
-            let at = t * out_cols + g * group * hdv;
-            out[at..at + local.len()].copy_from_slice(&local);
+        for (o, r) in out.chunks_exact_mut(hdv).zip(results) {
+            o.copy_from_slice(&r.into_inner().unwrap_or_else(|e| e.into_inner()));
         }
         Act::new(n_tok, out_cols, out)
     }

@@ -116,10 +116,47 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+/// [`attend_one`], compiled for AVX2+FMA where the CPU has them (the same code; wider vectors
+/// for its dot products and accumulations).
+#[allow(clippy::too_many_arguments)]
+pub fn attend(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    g: usize,
+    pos: usize,
+    p: &AttnParams,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn attend_avx2(
+            q: &[f32],
+            k: &[f32],
+            v: &[f32],
+            g: usize,
+            pos: usize,
+            p: &AttnParams,
+            scores: &mut Vec<f32>,
+            out: &mut [f32],
+        ) {
+            attend_one(q, k, v, g, pos, p, scores, out)
+        }
+        // SAFETY: the features were detected.
+        unsafe { attend_avx2(q, k, v, g, pos, p, scores, out) };
+        return;
+    }
+    attend_one(q, k, v, g, pos, p, scores, out)
+}
+
 /// Attention of one query head `q` (`head_dim`) at absolute position `pos` over the rows of
 /// `k` (`[n][k_row]`) and `v` (`[n][v_row]`), KV head `g`; writes `out` (`head_dim_v`).
 /// `scores` is scratch.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub fn attend_one(
     q: &[f32],
     k: &[f32],

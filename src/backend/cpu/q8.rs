@@ -63,6 +63,20 @@ fn round_even(v: f32) -> i32 {
 impl Q8Acts {
     /// Quantizes `x` (`[n][k]`, `k` a multiple of 32, of 256 for [`Scheme::Q8K`]).
     pub fn quantize(x: &[f32], k: usize, scheme: Scheme) -> Q8Acts {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn quantize_avx2(x: &[f32], k: usize, scheme: Scheme) -> Q8Acts {
+                Q8Acts::quantize_body(x, k, scheme)
+            }
+            // SAFETY: the features were detected (inlines `round_ties_even` as `vroundps`).
+            return unsafe { quantize_avx2(x, k, scheme) };
+        }
+        Q8Acts::quantize_body(x, k, scheme)
+    }
+
+    #[inline(always)]
+    fn quantize_body(x: &[f32], k: usize, scheme: Scheme) -> Q8Acts {
         debug_assert!(k % QB == 0 && x.len() % k == 0);
         let nb = x.len() / QB;
         let mut a = Q8Acts {
@@ -472,13 +486,16 @@ pub fn unpack_row(ty: GgmlType, src: &[u8], k: usize, tensor_mult: f32, u: &mut 
     }
 }
 
-/// Σ a·b over equal-length i8 slices (vectorizes to widening multiply-adds).
+/// Σ a·b over `N` i8 pairs (N = 16 or 32). Fixed sizes let the compiler fully unroll and
+/// vectorize it to widening multiply-adds (`pmaddwd`).
 #[inline(always)]
-fn idot(a: &[i8], b: &[i8]) -> i32 {
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| x as i16 as i32 * y as i16 as i32)
-        .sum()
+fn idot<const N: usize>(a: &[i8], b: &[i8]) -> i32 {
+    let (a, b): (&[i8; N], &[i8; N]) = (a.try_into().unwrap(), b.try_into().unwrap());
+    let mut s = 0i32;
+    for i in 0..N {
+        s += a[i] as i16 as i32 * b[i] as i16 as i32;
+    }
+    s
 }
 
 /// Dot product of an unpacked weight row with one quantized activation row.
@@ -489,18 +506,18 @@ pub fn dot(u: &Unpacked, l: Layout, a: ActRow) -> f32 {
     match (l.group, l.offsets) {
         (32, false) => {
             for (b, (wq, aq)) in u.q.chunks_exact(32).zip(qa.chunks_exact(32)).enumerate() {
-                acc += da[b] * u.s[b] * idot(wq, aq) as f32;
+                acc += da[b] * u.s[b] * idot::<32>(wq, aq) as f32;
             }
         }
         (32, true) => {
             for (b, (wq, aq)) in u.q.chunks_exact(32).zip(qa.chunks_exact(32)).enumerate() {
-                acc += da[b] * u.s[b] * idot(wq, aq) as f32 + u.m[b] * a.off32[b];
+                acc += da[b] * u.s[b] * idot::<32>(wq, aq) as f32 + u.m[b] * a.off32[b];
             }
         }
         (16, offsets) => {
             for (b, (wq, aq)) in u.q.chunks_exact(32).zip(qa.chunks_exact(32)).enumerate() {
-                let lo = u.s[2 * b] * idot(&wq[..16], &aq[..16]) as f32;
-                let hi = u.s[2 * b + 1] * idot(&wq[16..], &aq[16..]) as f32;
+                let lo = u.s[2 * b] * idot::<16>(&wq[..16], &aq[..16]) as f32;
+                let hi = u.s[2 * b + 1] * idot::<16>(&wq[16..], &aq[16..]) as f32;
                 let mut v = lo + hi;
                 if offsets {
                     v += u.m[2 * b] * a.sum16[2 * b] as f32
@@ -512,6 +529,228 @@ pub fn dot(u: &Unpacked, l: Layout, a: ActRow) -> f32 {
         _ => unreachable!("groups are 16 or 32"),
     }
     acc
+}
+
+/// AVX2 version of [`dot`] (llama.cpp's `mul_sum_i8_pairs_float` idiom: `|w|` times
+/// `sign(a, w)` with `maddubs`, pairs summed with `madd`, one FMA per block with the combined
+/// scale, one horizontal sum per row). Same result as [`dot`] up to f32 summation order.
+#[cfg(target_arch = "x86_64")]
+pub mod avx2 {
+    use super::{f16, ActRow, Layout, Unpacked};
+    use crate::quant::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+    use crate::quant::GgmlType;
+    use std::arch::x86_64::*;
+
+    /// 8 lanes of i32 sums: lane `k` holds `Σ w·a` over elements `4k..4k+3` of the 32.
+    #[inline(always)]
+    unsafe fn madd32(w: *const i8, a: *const i8) -> __m256i {
+        let (w, a) = (
+            _mm256_loadu_si256(w as *const __m256i),
+            _mm256_loadu_si256(a as *const __m256i),
+        );
+        // |w| (unsigned) · (a with w's sign): maddubs sums adjacent pairs into i16 without
+        // overflow (2·127·127 < 2^15; w = −128 never occurs).
+        let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+        _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+    }
+
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// [`dot`] for `N` tokens at once: each weight block is loaded and sign-split once and used
+    /// for every token (the prefill micro-kernel).
+    ///
+    /// # Safety
+    /// As [`dot`].
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_n<const N: usize>(u: &Unpacked, l: Layout, a: [ActRow; N]) -> [f32; N] {
+        let nb = u.q.len() / 32;
+        let wq = u.q.as_ptr();
+        let mut acc = [_mm256_setzero_ps(); N];
+        let mut offs = [0f32; N];
+        let ones = _mm256_set1_epi16(1);
+        for b in 0..nb {
+            let w = _mm256_loadu_si256(wq.add(32 * b) as *const __m256i);
+            let aw = _mm256_sign_epi8(w, w);
+            let sc = if l.group == 32 {
+                _mm256_set1_ps(u.s[b])
+            } else {
+                _mm256_set_m128(_mm_set1_ps(u.s[2 * b + 1]), _mm_set1_ps(u.s[2 * b]))
+            };
+            for j in 0..N {
+                let x = _mm256_loadu_si256(a[j].qs.as_ptr().add(32 * b) as *const __m256i);
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w)), ones);
+                let scj = _mm256_mul_ps(sc, _mm256_set1_ps(a[j].d[b]));
+                acc[j] = _mm256_fmadd_ps(scj, _mm256_cvtepi32_ps(p), acc[j]);
+                if l.offsets {
+                    offs[j] += if l.group == 32 {
+                        u.m[b] * a[j].off32[b]
+                    } else {
+                        a[j].d[b]
+                            * (u.m[2 * b] * a[j].sum16[2 * b] as f32
+                                + u.m[2 * b + 1] * a[j].sum16[2 * b + 1] as f32)
+                    };
+                }
+            }
+        }
+        let mut out = [0f32; N];
+        for j in 0..N {
+            out[j] = hsum(acc[j]) + offs[j];
+        }
+        out
+    }
+
+    /// 32 bytes, one per bit of `qh`: 0xFF where the bit is set (llama.cpp `bytes_from_bits_32`).
+    #[inline(always)]
+    unsafe fn bytes_from_bits(qh: [u8; 4]) -> __m256i {
+        let x = _mm256_set1_epi32(i32::from_le_bytes(qh));
+        let shuf = _mm256_setr_epi64x(
+            0,
+            0x0101_0101_0101_0101,
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
+        );
+        let x = _mm256_shuffle_epi8(x, shuf);
+        let bit = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+        _mm256_cmpeq_epi8(_mm256_or_si256(x, bit), _mm256_set1_epi64x(-1))
+    }
+
+    /// 16 packed bytes to 32 nibbles: low nibbles in bytes 0..15, high in 16..31.
+    #[inline(always)]
+    unsafe fn nibbles(qs: *const u8) -> __m256i {
+        let q = _mm_loadu_si128(qs as *const __m128i);
+        let m4 = _mm_set1_epi8(15);
+        _mm256_set_m128i(
+            _mm_and_si128(_mm_srli_epi16(q, 4), m4),
+            _mm_and_si128(q, m4),
+        )
+    }
+
+    /// Signed weights × activations, 8 lanes of i32.
+    #[inline(always)]
+    unsafe fn madd_signed(w: __m256i, a: __m256i) -> __m256i {
+        let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+        _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+    }
+
+    /// Unsigned weights (< 128) × activations, 8 lanes of i32.
+    #[inline(always)]
+    unsafe fn madd_unsigned(w: __m256i, a: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1))
+    }
+
+    /// Dot product of one packed row of a 32-block format straight from its bytes (no unpack),
+    /// for small batches; `None` for the formats that go through [`super::unpack_row`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `row` must be a whole row of `ty` whose length in
+    /// elements equals `a.qs.len()`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_packed(ty: GgmlType, row: &[u8], a: ActRow) -> Option<f32> {
+        let aq = a.qs.as_ptr();
+        let mut acc = _mm256_setzero_ps();
+        let mut offs = 0f32;
+        let act = |b: usize| _mm256_loadu_si256(aq.add(32 * b) as *const __m256i);
+        match ty {
+            GgmlType::Q4_0 => {
+                for (b, blk) in bytemuck::cast_slice::<u8, BlockQ4_0>(row)
+                    .iter()
+                    .enumerate()
+                {
+                    let w = _mm256_sub_epi8(nibbles(blk.qs.as_ptr()), _mm256_set1_epi8(8));
+                    let p = _mm256_cvtepi32_ps(madd_signed(w, act(b)));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk.d) * a.d[b]), p, acc);
+                }
+            }
+            GgmlType::Q4_1 => {
+                for (b, blk) in bytemuck::cast_slice::<u8, BlockQ4_1>(row)
+                    .iter()
+                    .enumerate()
+                {
+                    let p = _mm256_cvtepi32_ps(madd_unsigned(nibbles(blk.qs.as_ptr()), act(b)));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk.d) * a.d[b]), p, acc);
+                    offs += f16(blk.m) * a.off32[b];
+                }
+            }
+            GgmlType::Q5_0 => {
+                for (b, blk) in bytemuck::cast_slice::<u8, BlockQ5_0>(row)
+                    .iter()
+                    .enumerate()
+                {
+                    // nibble | (bit ? 0 : 0xF0) is the signed value nibble + 16·bit − 16.
+                    let hi = _mm256_andnot_si256(bytes_from_bits(blk.qh), _mm256_set1_epi8(-16));
+                    let w = _mm256_or_si256(nibbles(blk.qs.as_ptr()), hi);
+                    let p = _mm256_cvtepi32_ps(madd_signed(w, act(b)));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk.d) * a.d[b]), p, acc);
+                }
+            }
+            GgmlType::Q5_1 => {
+                for (b, blk) in bytemuck::cast_slice::<u8, BlockQ5_1>(row)
+                    .iter()
+                    .enumerate()
+                {
+                    let hi = _mm256_and_si256(bytes_from_bits(blk.qh), _mm256_set1_epi8(16));
+                    let w = _mm256_or_si256(nibbles(blk.qs.as_ptr()), hi);
+                    let p = _mm256_cvtepi32_ps(madd_unsigned(w, act(b)));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk.d) * a.d[b]), p, acc);
+                    offs += f16(blk.m) * a.off32[b];
+                }
+            }
+            GgmlType::Q8_0 => {
+                for (b, blk) in bytemuck::cast_slice::<u8, BlockQ8_0>(row)
+                    .iter()
+                    .enumerate()
+                {
+                    let w = _mm256_loadu_si256(blk.qs.as_ptr() as *const __m256i);
+                    let p = _mm256_cvtepi32_ps(madd_signed(w, act(b)));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk.d) * a.d[b]), p, acc);
+                }
+            }
+            _ => return None,
+        }
+        Some(hsum(acc) + offs)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `u` and `a` must have the lengths [`super::dot`] needs.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot(u: &Unpacked, l: Layout, a: ActRow) -> f32 {
+        let nb = u.q.len() / 32;
+        debug_assert!(a.qs.len() >= nb * 32 && a.d.len() >= nb);
+        let (wq, aq) = (u.q.as_ptr(), a.qs.as_ptr());
+        let mut acc = _mm256_setzero_ps();
+        let mut offs = 0f32;
+        match (l.group, l.offsets) {
+            (32, offsets) => {
+                for b in 0..nb {
+                    let p = _mm256_cvtepi32_ps(madd32(wq.add(32 * b), aq.add(32 * b)));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(a.d[b] * u.s[b]), p, acc);
+                    if offsets {
+                        offs += u.m[b] * a.off32[b];
+                    }
+                }
+            }
+            (_, offsets) => {
+                for b in 0..nb {
+                    let p = _mm256_cvtepi32_ps(madd32(wq.add(32 * b), aq.add(32 * b)));
+                    let sc = _mm256_set_m128(_mm_set1_ps(u.s[2 * b + 1]), _mm_set1_ps(u.s[2 * b]));
+                    let sc = _mm256_mul_ps(sc, _mm256_set1_ps(a.d[b]));
+                    acc = _mm256_fmadd_ps(sc, p, acc);
+                    if offsets {
+                        offs += a.d[b]
+                            * (u.m[2 * b] * a.sum16[2 * b] as f32
+                                + u.m[2 * b + 1] * a.sum16[2 * b + 1] as f32);
+                    }
+                }
+            }
+        }
+        hsum(acc) + offs
+    }
 }
 
 /// The scalar reference of [`dot`]: decoded weights times decoded activations, in f64.
@@ -563,9 +802,10 @@ mod tests {
             let a = Q8Acts::quantize(&x, 512, scheme);
             for (i, &v) in x.iter().enumerate() {
                 let back = a.qs[i] as f32 * a.d[i / 32];
-                // f16 rounding of the Q8_0 scale adds up to 2^-11 relative.
+                // f16 rounding of the Q8_0 scale adds up to 2^-11 relative; the Q8_K scale is
+                // negative when the largest value is positive (ggml: iscale = −127/max).
                 assert!(
-                    (back - v).abs() <= a.d[i / 32] * 0.5 + 3.0 * 1e-3,
+                    (back - v).abs() <= a.d[i / 32].abs() * 0.5 + 3.0 * 1e-3,
                     "{scheme:?} {i}"
                 );
             }
@@ -657,6 +897,31 @@ mod tests {
                 1e-5
             };
             assert!((fast - slow).abs() <= tol * scale, "{ty}: {fast} vs {slow}");
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: features detected; lengths as for `dot`.
+                let simd = unsafe { avx2::dot(&u, l, a.row(0)) } as f64;
+                assert!(
+                    (simd - fast).abs() <= 1e-5 * scale,
+                    "{ty}: avx2 {simd} vs {fast}"
+                );
+                // SAFETY: as above.
+                let four = unsafe { avx2::dot_n::<4>(&u, l, [a.row(0); 4]) };
+                for f in four {
+                    assert!(
+                        (f as f64 - fast).abs() <= 1e-5 * scale,
+                        "{ty}: dot_n {f} vs {fast}"
+                    );
+                }
+                // SAFETY: as above; the row is whole.
+                if let Some(p) = unsafe { avx2::dot_packed(ty, v.row_bytes(0), a.row(0)) } {
+                    let p = p as f64;
+                    assert!(
+                        (p - fast).abs() <= 1e-5 * scale,
+                        "{ty}: packed {p} vs {fast}"
+                    );
+                }
+            }
             // And against the f32 activations: the int8 rounding error only.
             let exact: f64 = want
                 .iter()

@@ -3,12 +3,16 @@
 mod download;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 use ternlm::error::ModelError;
 use ternlm::gguf::SplitSet;
 use ternlm::model::{LogitsFor, Model};
+use ternlm::session::{
+    Engine, Event, GenerateParams, Input, SamplerParams, Session, SessionOptions, Stats,
+};
 use ternlm::tokenizer::chat::{ChatMessage, ChatTemplate};
 use ternlm::tokenizer::Tokenizer;
 use ternlm::Error;
@@ -36,6 +40,99 @@ struct ModelArgs {
     /// CPU threads (default: all cores).
     #[arg(short, long)]
     threads: Option<usize>,
+}
+
+/// Sampling flags; unset ones keep the model's defaults (`general.sampling.*`) or ternlm's.
+#[derive(Args, Debug)]
+struct SamplingArgs {
+    /// Temperature (0 = greedy).
+    #[arg(long)]
+    temp: Option<f32>,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    top_p: Option<f32>,
+    #[arg(long)]
+    min_p: Option<f32>,
+    #[arg(long)]
+    repeat_penalty: Option<f32>,
+    /// RNG seed: the same seed gives the same text.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop strings (repeatable); never printed.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Context size in tokens (default: 2048, capped by the model's training context).
+    #[arg(short = 'c', long)]
+    ctx_size: Option<usize>,
+}
+
+impl SamplingArgs {
+    fn params(&self, engine: &Engine) -> SamplerParams {
+        let mut p = engine.default_sampling().clone();
+        if let Some(t) = self.temp {
+            p.temperature = t;
+        }
+        if let Some(k) = self.top_k {
+            p.top_k = k;
+        }
+        if let Some(v) = self.top_p {
+            p.top_p = v;
+        }
+        if let Some(v) = self.min_p {
+            p.min_p = v;
+        }
+        if let Some(v) = self.repeat_penalty {
+            p.repetition_penalty = v;
+        }
+        p.seed = self.seed;
+        p
+    }
+
+    fn session(&self, engine: &Engine) -> ternlm::Result<Session> {
+        engine.session(SessionOptions {
+            n_ctx: self.ctx_size,
+            seed: self.seed,
+            ..Default::default()
+        })
+    }
+}
+
+/// Streams one generation's text to stdout; returns the generated ids and the statistics.
+fn stream(
+    session: &mut Session,
+    input: Input,
+    params: GenerateParams,
+) -> ternlm::Result<(Vec<u32>, Stats)> {
+    let mut out = std::io::stdout().lock();
+    let mut ids = Vec::new();
+    for ev in session.generate(input, params)? {
+        match ev? {
+            Event::Token { id, text_delta, .. } => {
+                ids.push(id);
+                let _ = out.write_all(text_delta.as_bytes());
+                let _ = out.flush();
+            }
+            Event::Text { text_delta } => {
+                let _ = out.write_all(text_delta.as_bytes());
+            }
+            Event::Done(stats) => return Ok((ids, stats)),
+        }
+    }
+    Err(Error::Usage("generation ended without statistics".into()))
+}
+
+fn print_stats(s: &Stats) {
+    eprintln!(
+        "\n[{}] prompt {} tokens ({} cached), generated {}; ttft {:.1} ms; prefill {:.1} tok/s; decode {:.1} tok/s",
+        s.finish_reason.as_str(),
+        s.n_prompt,
+        s.n_cached,
+        s.n_generated,
+        s.ttft_ms,
+        s.prefill_tps,
+        s.decode_tps
+    );
 }
 
 /// `$TERNLM_CACHE`, else `$XDG_CACHE_HOME/ternlm`, else `~/.cache/ternlm`.
@@ -149,6 +246,49 @@ enum Command {
         #[arg(long)]
         no_special: bool,
     },
+    /// Generates text: streams it to stdout, statistics to stderr.
+    Generate {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The prompt text (BOS as the model asks, special tokens parsed).
+        #[arg(
+            short,
+            long,
+            conflicts_with = "tokens",
+            required_unless_present = "tokens"
+        )]
+        prompt: Option<String>,
+        /// Raw prompt ids, used exactly as given (no BOS is added).
+        #[arg(long, value_delimiter = ',')]
+        tokens: Option<Vec<u32>>,
+        /// Wrap the prompt as a user message in the chat template.
+        #[arg(long, conflicts_with = "tokens")]
+        chat: bool,
+        /// Maximum tokens to generate.
+        #[arg(short = 'n', long, default_value_t = 128)]
+        n_predict: usize,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+        /// Keep generating past end-of-generation tokens.
+        #[arg(long)]
+        ignore_eos: bool,
+        /// Print the generated ids as a JSON array on the last line.
+        #[arg(long)]
+        print_ids: bool,
+    },
+    /// An interactive multi-turn chat that reuses the KV cache between turns (empty line or EOF ends).
+    Chat {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// An optional system message.
+        #[arg(long)]
+        system: Option<String>,
+        /// Maximum tokens per reply.
+        #[arg(short = 'n', long, default_value_t = 512)]
+        n_predict: usize,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    },
     /// Raw little-endian f32 logits [n_tokens × n_vocab] for every position of the given ids.
     Logits {
         #[command(flatten)]
@@ -254,6 +394,78 @@ fn run(cli: Cli) -> ternlm::Result<()> {
         } => {
             let (_, tok) = tokenizer(&model.path()?)?;
             println!("{}", tok.decode(&ids, no_special, !no_special)?);
+        }
+        Command::Generate {
+            model,
+            prompt,
+            tokens,
+            chat,
+            n_predict,
+            sampling,
+            ignore_eos,
+            print_ids,
+        } => {
+            let engine = Engine::new(model.load()?)?;
+            let mut session = sampling.session(&engine)?;
+            let input = match (tokens, prompt) {
+                (Some(t), _) => Input::Tokens(t),
+                (None, Some(p)) if chat => Input::Chat(vec![ChatMessage::new("user", p)]),
+                (None, Some(p)) => Input::Text(p),
+                (None, None) => return Err(Error::Usage("give -p PROMPT or --tokens".into())),
+            };
+            let params = GenerateParams {
+                sampling: Some(sampling.params(&engine)),
+                max_tokens: Some(n_predict),
+                stop: sampling.stop.clone(),
+                ignore_eos,
+                ..Default::default()
+            };
+            let (ids, stats) = stream(&mut session, input, params)?;
+            print_stats(&stats);
+            if print_ids {
+                println!("\n{}", serde_json::to_string(&ids).expect("ids serialize"));
+            }
+        }
+        Command::Chat {
+            model,
+            system,
+            n_predict,
+            sampling,
+        } => {
+            let engine = Engine::new(model.load()?)?;
+            let mut session = sampling.session(&engine)?;
+            let mut messages: Vec<ChatMessage> = system
+                .map(|s| ChatMessage::new("system", s))
+                .into_iter()
+                .collect();
+            let stdin = std::io::stdin();
+            loop {
+                eprint!("> ");
+                let mut line = String::new();
+                if stdin
+                    .lock()
+                    .read_line(&mut line)
+                    .map_err(|e| Error::io("stdin", e))?
+                    == 0
+                    || line.trim().is_empty()
+                {
+                    break;
+                }
+                messages.push(ChatMessage::new("user", line.trim_end()));
+                let params = GenerateParams {
+                    sampling: Some(sampling.params(&engine)),
+                    max_tokens: Some(n_predict),
+                    stop: sampling.stop.clone(),
+                    ..Default::default()
+                };
+                let (ids, stats) = stream(&mut session, Input::Chat(messages.clone()), params)?;
+                println!();
+                print_stats(&stats);
+                messages.push(ChatMessage::new(
+                    "assistant",
+                    engine.detokenize(&ids, false)?,
+                ));
+            }
         }
         Command::Logits { model, tokens, out } => {
             let m = model.load()?;

@@ -1,0 +1,106 @@
+//! Every synthetic model against llama.cpp's logits (tests/data/golden/README.md; testing.md
+//! §3, §4.1): all positions of three fixed sequences (1, 17, 128 tokens) and 16 cached greedy
+//! decode steps, with the bounds (NMSE ≤ 1e-4 for F32/F16, ≤ 5e-3 quantized, ≤ 1e-2
+//! TQ1_0/TQ2_0; ≤ 3% of positions above 10× that; top-1 equal where the lead is clear, see
+//! `model_util::MARGIN_STD`).
+
+mod model_util;
+
+use model_util::*;
+use ternlm::model::{LogitsFor, Model};
+
+struct Case {
+    stem: String,
+    model: Model,
+    manifest: serde_json::Value,
+}
+
+fn cases() -> Vec<Case> {
+    let dir = golden_dir().join("logits");
+    let mut out = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/data/golden/logits")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    names.sort();
+    for path in names {
+        let manifest = read_json(&path);
+        let file = manifest["model"].as_str().expect("model").to_string();
+        let model_path = models_dir().join(&file);
+        if !model_path.exists() {
+            eprintln!("skipped {file}: not in tests/data/models");
+            continue;
+        }
+        out.push(Case {
+            stem: file.trim_end_matches(".gguf").to_string(),
+            model: load(&model_path),
+            manifest,
+        });
+    }
+    out
+}
+
+fn run(case: &Case, verbose: bool) -> Vec<(String, Stats)> {
+    let m = &case.manifest;
+    let dir = golden_dir().join("logits");
+    let n_vocab = m["n_vocab"].as_u64().unwrap() as usize;
+    assert_eq!(case.model.spec().n_vocab, n_vocab);
+    let bound = nmse_bound(&case.stem);
+    let mut out = Vec::new();
+    for seq in m["sequences"].as_array().unwrap() {
+        let tokens = ids(&seq["tokens"]);
+        let want = read_f32(&dir.join(seq["file"].as_str().unwrap()));
+        let mut cache = case.model.new_cache(tokens.len());
+        let got = case
+            .model
+            .forward(&mut cache, &tokens, LogitsFor::All)
+            .unwrap();
+        out.push((
+            format!("{} s{}", case.stem, tokens.len()),
+            compare(&got, &want, n_vocab, bound),
+        ));
+    }
+    // Cached decode: prefill the prompt, then one token per call.
+    let g = &m["greedy"];
+    let prompt = ids(&g["prompt_ids"]);
+    let generated = ids(&g["generated_ids"]);
+    let want = read_f32(&dir.join(g["file"].as_str().unwrap()));
+    let mut cache = case.model.new_cache(prompt.len() + generated.len());
+    let mut got = case
+        .model
+        .forward(&mut cache, &prompt, LogitsFor::Last)
+        .unwrap();
+    for &t in &generated[..generated.len() - 1] {
+        got.extend(
+            case.model
+                .forward(&mut cache, &[t], LogitsFor::Last)
+                .unwrap(),
+        );
+    }
+    out.push((
+        format!("{} greedy", case.stem),
+        compare(&got, &want, n_vocab, bound),
+    ));
+    if verbose {
+        for (what, s) in &out {
+            eprintln!(
+                "{what:32} nmse {:9.3e} worst {:9.3e} >10x {:3} top1 {:3}/{:3} clear {:3}/{:3}",
+                s.nmse, s.worst_pos_nmse, s.above_10x, s.agree, s.positions, s.clear_agree, s.clear
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn synthetic_models_match_llama_cpp() {
+    let verbose = std::env::var("TERNLM_TEST_VERBOSE").is_ok();
+    let cases = cases();
+    assert!(cases.len() >= 30, "expected the committed synthetic models");
+    for case in &cases {
+        for (what, s) in run(case, verbose) {
+            s.check(&what, nmse_bound(&case.stem));
+        }
+    }
+}
