@@ -260,20 +260,25 @@ fn prefix_reuse_prefills_only_the_new_suffix() {
         let kept: Vec<Vec<f32>> = (0..s.kv_cache().n_layer())
             .map(|l| s.kv_cache().layer_k(l).to_vec())
             .collect();
-        // extends the cache: the 20 cached tokens are reused, 9 are prefilled
+        // extends the cache: the 20 cached tokens are reused, only the 9 new ones run
+        let ran = s.tokens_evaluated();
         assert_eq!(s.feed_prompt(&p2).unwrap(), 20);
+        assert_eq!(s.tokens_evaluated() - ran, 9);
         assert_eq!(s.tokens(), &p2[..]);
         let d = max_abs(s.logits().unwrap(), &want);
         assert!(d < 1e-4, "{name}: reuse vs fresh {d}");
-        // the cached rows were not recomputed: the first 20 K/V rows are bit-identical
-        for l in 0..s.kv_cache().n_layer() {
+        // the cached rows are untouched
+        for (l, k) in kept.iter().enumerate() {
             let (kr, _) = s.kv_cache().row_len(l);
-            assert_eq!(&s.kv_cache().layer_k(l)[..20 * kr], &kept[l][..]);
+            assert_eq!(&s.kv_cache().layer_k(l)[..20 * kr], &k[..]);
         }
         // the same prompt again: nothing to run
+        let ran = s.tokens_evaluated();
         assert_eq!(s.feed_prompt(&p2).unwrap(), p2.len());
+        assert_eq!(s.tokens_evaluated(), ran);
         // a prompt equal to a prefix: one token re-fed for its logits
         assert_eq!(s.feed_prompt(&p1).unwrap(), p1.len() - 1);
+        assert_eq!(s.tokens_evaluated(), ran + 1);
         assert_eq!(s.tokens(), &p1[..]);
         // diverging after 10 tokens: truncated to the common prefix
         let mut p3 = p1[..10].to_vec();

@@ -148,3 +148,106 @@ vocab_test!(vocab_qwen2, "qwen2");
 vocab_test!(vocab_gpt2, "gpt-2");
 vocab_test!(vocab_llama_spm, "llama-spm");
 vocab_test!(vocab_phi3, "phi-3");
+
+/// Logits of `model` for golden sequence `seq` against llama.cpp's, and its greedy run.
+fn check_model(name: &str, gguf: &[u8], manifest: &str, goldens: &[&[u8]], nmse_bound: f64) {
+    use ternlm::model::{LogitsFor, Model};
+    use ternlm::session::{Engine, GenerateParams, Input, SamplerParams, SessionOptions};
+    let m: Value = serde_json::from_str(manifest).unwrap();
+    let model = Model::from_bytes(gguf.to_vec()).unwrap();
+    for (seq, want) in m["sequences"].as_array().unwrap().iter().zip(goldens) {
+        let tokens: Vec<u32> = seq["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap() as u32)
+            .collect();
+        let mut cache = model.new_cache(tokens.len());
+        let got = model.forward(&mut cache, &tokens, LogitsFor::All).unwrap();
+        let want: Vec<f32> = want
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(got.len(), want.len(), "{name}");
+        let num: f64 = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| f64::from(a - b).powi(2))
+            .sum();
+        let den: f64 = want.iter().map(|b| f64::from(*b).powi(2)).sum();
+        assert!(
+            num / den <= nmse_bound,
+            "{name}: NMSE {} over {} tokens",
+            num / den,
+            tokens.len()
+        );
+    }
+    // Greedy generation through the session layer gives llama.cpp's ids.
+    let g = &m["greedy"];
+    let prompt: Vec<u32> = g["prompt_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect();
+    let want: Vec<u32> = g["generated_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect();
+    let engine = Engine::new(model).unwrap();
+    let mut session = engine
+        .session(SessionOptions {
+            seed: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    let sampling = SamplerParams {
+        temperature: 0.0,
+        repetition_penalty: 1.0,
+        ..Default::default()
+    };
+    let params = GenerateParams {
+        sampling: Some(sampling),
+        max_tokens: Some(want.len()),
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let done = session.complete(Input::Tokens(prompt), params).unwrap();
+    assert_eq!(done.tokens, want, "{name}: greedy ids");
+}
+
+#[wasm_bindgen_test]
+fn llama_f32_model_under_wasm_matches_llama_cpp() {
+    check_model(
+        "tiny-llama-f32",
+        data!("tests/data/models/tiny-llama-f32.gguf"),
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/golden/logits/tiny-llama-f32.json"
+        )),
+        &[
+            data!("tests/data/golden/logits/tiny-llama-f32.s0.f32"),
+            data!("tests/data/golden/logits/tiny-llama-f32.s1.f32"),
+        ],
+        1e-4,
+    );
+}
+
+#[wasm_bindgen_test]
+fn qwen3_q8_0_model_under_wasm_matches_llama_cpp() {
+    check_model(
+        "tiny-qwen3-q8_0",
+        data!("tests/data/models/tiny-qwen3-q8_0.gguf"),
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/golden/logits/tiny-qwen3-q8_0.json"
+        )),
+        &[
+            data!("tests/data/golden/logits/tiny-qwen3-q8_0.s0.f32"),
+            data!("tests/data/golden/logits/tiny-qwen3-q8_0.s1.f32"),
+        ],
+        5e-3,
+    );
+}

@@ -315,6 +315,8 @@ pub struct Session {
     clock: Arc<dyn Clock>,
     /// Bumped by every change of the KV/tokens (a [`Generation`] checks it between steps).
     epoch: u64,
+    /// Tokens run through the model by this session (a counter for metrics and tests).
+    n_evaluated: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -351,6 +353,7 @@ impl Session {
             chunk,
             clock: opts.clock.unwrap_or_else(|| Arc::new(SystemClock::new())),
             epoch: 0,
+            n_evaluated: 0,
             engine,
         })
     }
@@ -384,6 +387,11 @@ impl Session {
     /// Logits `[n_vocab]` of the last token, when the last eval produced them.
     pub fn logits(&self) -> Option<&[f32]> {
         self.logits.as_deref()
+    }
+
+    /// Tokens this session has run through the model, over its lifetime.
+    pub fn tokens_evaluated(&self) -> u64 {
+        self.n_evaluated
     }
 
     pub fn prefill_chunk(&self) -> usize {
@@ -449,6 +457,7 @@ impl Session {
             self.tokens.extend_from_slice(chunk);
         }
         debug_assert_eq!(self.tokens.len(), self.cache.len());
+        self.n_evaluated += tokens.len() as u64;
         let n_vocab = self.engine.n_vocab();
         self.logits = match logits {
             LogitsFor::None => None,

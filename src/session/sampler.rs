@@ -177,9 +177,8 @@ impl SamplerParams {
                 self.mirostat
             ));
         }
-        if !self.mirostat_tau.is_finite()
-            || !(self.mirostat_eta.is_finite() && self.mirostat_eta >= 0.0)
-        {
+        let eta_ok = self.mirostat_eta.is_finite() && self.mirostat_eta >= 0.0;
+        if !(self.mirostat_tau.is_finite() && eta_ok) {
             return bad("mirostat tau and eta must be finite, eta ≥ 0".into());
         }
         for &(id, b) in &self.logit_bias {

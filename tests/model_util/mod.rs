@@ -38,8 +38,12 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
+/// Loads a model with one CPU thread: the test harness already runs tests in parallel, and
+/// spinning pool workers of many models would oversubscribe the cores.
 pub fn load(path: &Path) -> Model {
-    Model::from_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    let mut m = Model::from_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    m.set_threads(1);
+    m
 }
 
 /// Index of the largest value, ties to the lowest index (as the golden tool).
