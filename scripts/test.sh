@@ -29,4 +29,4 @@ step "native tests"
 cargo test --locked
 
 step "wasm tests under node (the browser's CPU fallback)"
-cargo test --locked --target wasm32-unknown-unknown --no-default-features --test wasm_node
+cargo test --locked --target wasm32-unknown-unknown --no-default-features --test wasm_node --test session_wasm

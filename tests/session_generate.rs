@@ -480,6 +480,25 @@ fn chat_input_and_text_input() {
         &s.tokens()[..r.stats.n_prompt],
         &e.tokenize(&text, true, true)[..]
     );
+    // a template chosen at load: a built-in name or a source; a broken one fails the load
+    let opts = |t: &str| EngineOptions {
+        chat_template: Some(t.into()),
+    };
+    let model = e.model().clone();
+    let llama3 = Engine::with_options(model.clone(), opts("llama3")).unwrap();
+    assert!(llama3
+        .apply_chat_template(&[ChatMessage::new("user", "x")], true)
+        .unwrap()
+        .contains("<|start_header_id|>assistant"));
+    let custom = Engine::with_options(model.clone(), opts("{{ messages[0].content }}!")).unwrap();
+    assert_eq!(
+        custom
+            .apply_chat_template(&[ChatMessage::new("user", "x")], true)
+            .unwrap(),
+        "x!"
+    );
+    let err = Engine::with_options(model, opts("{% if %}")).unwrap_err();
+    assert_eq!(err.code(), "template");
     // text input: the same tokens as tokenize
     let r = run(&mut s, "hello there", greedy_params(2));
     assert_eq!(

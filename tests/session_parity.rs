@@ -329,4 +329,29 @@ fn failed_eval_leaves_the_session_unchanged() {
     assert_eq!(s.len(), 4);
     s.clear();
     assert!(s.is_empty() && s.kv_cache().is_empty());
+
+    // the llama.cpp-parity memory API
+    assert_eq!(s.memory_seq_pos_max(0).unwrap(), -1);
+    s.prefill(&prompt(6, 10)).unwrap();
+    assert_eq!(s.memory_seq_pos_max(0).unwrap(), 5);
+    assert!(!s.memory_seq_rm(0, 1, 3).unwrap()); // a middle range
+    assert!(s.memory_seq_rm(0, 5, 3).unwrap()); // an empty range
+    assert_eq!(s.len(), 6);
+    assert!(s.memory_seq_rm(0, 4, -1).unwrap());
+    assert_eq!(s.len(), 4);
+    assert!(s.memory_seq_rm(0, 2, 100).unwrap());
+    assert_eq!(s.len(), 2);
+    assert_eq!(
+        s.memory_seq_rm(1, 0, -1).unwrap_err().code(),
+        "session_params"
+    );
+    assert_eq!(
+        s.memory_seq_pos_max(2).unwrap_err().code(),
+        "session_params"
+    );
+    assert!(s.memory_seq_rm(0, -1, -1).unwrap());
+    assert!(s.is_empty());
+    s.prefill(&[1]).unwrap();
+    s.memory_clear();
+    assert!(s.is_empty());
 }

@@ -66,7 +66,9 @@ const TEMPLATE_END_MARKERS: &[&str] = &[
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
     /// A chat template instead of the model's: a built-in name (`chatml`, `llama3`, `gemma`,
-    /// `glm4`) or a Jinja source.
+    /// `glm4`) or a Jinja source (which must compile). Without one, the model's
+    /// `tokenizer.chat_template` is used, else ChatML; a model template that does not compile
+    /// is reported by [`Engine::chat_template`] when used, not at load.
     pub chat_template: Option<String>,
 }
 
@@ -128,9 +130,10 @@ impl Engine {
         };
         let (bos, eos) = (text_of(tokenizer.bos()), text_of(tokenizer.eos()));
         let template = match &opts.chat_template {
+            // an explicit choice that does not compile fails the load
             Some(name) => match ChatTemplate::builtin(name, &bos, &eos) {
                 Some(t) => Ok(t),
-                None => ChatTemplate::new(name, &bos, &eos).map_err(as_tokenizer_error),
+                None => Ok(ChatTemplate::new(name, &bos, &eos)?),
             },
             None => match ChatTemplate::from_metadata(md, &bos, &eos) {
                 Ok(Some(t)) => Ok(t),
@@ -493,6 +496,36 @@ impl Session {
         self.logits = None;
     }
 
+    /// `llama_memory_clear`.
+    pub fn memory_clear(&mut self) {
+        self.clear();
+    }
+
+    /// `llama_memory_seq_rm(seq, p0, p1)` (runtime.md §3.4): `p0 < 0` means 0, `p1 < 0` means
+    /// ∞. Only removing a tail (`p1 ≥ len`) is possible: the session is truncated to `p0` and
+    /// `true` returned; removing a middle range returns `false` and changes nothing. Sessions
+    /// hold one sequence: `seq` other than 0 is [`SessionError::BadParams`].
+    pub fn memory_seq_rm(&mut self, seq: i32, p0: i64, p1: i64) -> Result<bool> {
+        check_seq(seq)?;
+        let p0 = p0.max(0) as u64;
+        let p1 = if p1 < 0 { u64::MAX } else { p1 as u64 };
+        if p0 >= p1 {
+            return Ok(true); // an empty range
+        }
+        if p1 < self.len() as u64 {
+            return Ok(false);
+        }
+        self.truncate(p0.min(self.len() as u64) as usize);
+        Ok(true)
+    }
+
+    /// `llama_memory_seq_pos_max(seq)`: the last occupied position, `len − 1`, or −1 when
+    /// empty.
+    pub fn memory_seq_pos_max(&self, seq: i32) -> Result<i64> {
+        check_seq(seq)?;
+        Ok(self.len() as i64 - 1)
+    }
+
     /// Prefix reuse (runtime.md §2): keeps the longest common prefix of `prompt` and the cached
     /// tokens, truncates the rest and prefills only the new suffix, leaving the logits of the
     /// prompt's last token in [`Session::logits`]. A prompt equal to the cached tokens costs
@@ -607,5 +640,29 @@ impl Session {
         self.sampler.set_state(view.sampler);
         self.epoch += 1;
         Ok(())
+    }
+}
+
+fn check_seq(seq: i32) -> Result<()> {
+    if seq != 0 {
+        return Err(SessionError::BadParams(format!(
+            "sequence {seq}: sessions hold one sequence (0)"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Engine>();
+        send_sync::<Session>();
+        send_sync::<Generation>();
+        send_sync::<Snapshot>();
     }
 }

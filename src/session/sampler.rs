@@ -145,9 +145,10 @@ impl SamplerParams {
         p
     }
 
-    /// Whether sampling is argmax (T ≤ 0 or top-k 1; Mirostat off).
+    /// Whether sampling is argmax: T ≤ 0 (also with Mirostat), or top-k 1 (Mirostat, which
+    /// ignores top-k, off).
     pub fn is_greedy(&self) -> bool {
-        self.mirostat == 0 && (self.temperature <= 0.0 || self.top_k == 1)
+        self.temperature <= 0.0 || (self.mirostat == 0 && self.top_k == 1)
     }
 
     /// Checks every value ([`SessionError::BadParams`]); token ids against `n_vocab`.
@@ -548,11 +549,7 @@ impl Sampler {
 
     fn mirostat_v2(&mut self, l: &[f32]) -> u32 {
         let p = &self.params;
-        let t = if p.temperature > 0.0 {
-            p.temperature
-        } else {
-            1.0
-        };
+        let t = p.temperature; // > 0: T ≤ 0 is greedy
         let cand = &mut self.cand;
         cand.clear();
         cand.extend(

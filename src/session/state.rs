@@ -17,7 +17,7 @@
 //! | per layer | kind u32 (0 = attention), `k_row` u32, `v_row` u32, `len` u32 (= `n`), body bytes u64 (= `4·len·(k_row + v_row)`), then K `[len][k_row]` f32, V `[len][v_row]` f32 |
 //! | checksum | u64 over every preceding byte |
 //!
-//! Loading is two-pass: [`parse`] validates the whole buffer (every count against the model and
+//! Loading is two-pass: `parse` validates the whole buffer (every count against the model and
 //! against the bytes that remain, before anything is allocated, then the checksum) and only
 //! returns views; the session then copies them in. On any error the session is unchanged.
 

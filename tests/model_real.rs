@@ -1,0 +1,127 @@
+//! The real models (SmolLM2-135M Q4_1, gemma-3-270m Q4_K_M; fetched by
+//! `scripts/fetch-models.sh` into `.cache/models`, skipped when absent) against llama.cpp's
+//! greedy runs in `tests/data/golden/real/` (testing.md §4.1):
+//! - forced decoding: prompt + llama.cpp's 64 generated ids in one batch; per step our top-1
+//!   must equal llama.cpp's where its lead over the runner-up is clear ([`CLEAR_LEAD`]), at
+//!   least 95% of all steps must agree, and the top-20 logits must agree within the quantized
+//!   NMSE bound (5e-3);
+//! - free greedy decoding of the first prompt (cached, one token per call): the ids match
+//!   llama.cpp's up to the first step whose reference lead is not clear.
+//!
+//! Why not 100%: these weights are quantized and llama.cpp quantizes activations too, so a
+//! one-ulp difference anywhere (its approximate vector `expf` in SiLU/softmax, f32 RoPE angles,
+//! summation order) can flip an activation's int8 rounding and move whole logit rows. Measured
+//! on these prompts, llama.cpp against itself with an f16 instead of f32 KV cache differs by an
+//! RMS of 0.26 (SmolLM2) / 0.33 (gemma3) logits over the top-20 and agrees on 96.9% / 99.0% of
+//! the top-1s; ternlm against llama.cpp: 0.22 / 0.32 and 96.6% / 99.1%.
+
+mod model_util;
+
+use model_util::*;
+use ternlm::model::{LogitsFor, Model};
+
+fn cases() -> Vec<(Model, serde_json::Value)> {
+    let mut out = Vec::new();
+    for name in ["SmolLM2-135M-Instruct.Q4_1", "gemma-3-270m-q4_k_m"] {
+        let path = repo().join(".cache/models").join(format!("{name}.gguf"));
+        if !path.exists() {
+            eprintln!("skipped {name}: run scripts/fetch-models.sh");
+            continue;
+        }
+        let mut m = Model::from_file(&path).unwrap();
+        m.set_threads(2);
+        out.push((m, read_json(&golden_dir().join(format!("real/{name}.json")))));
+    }
+    out
+}
+
+/// llama.cpp's top-k `[[id, logit], …]` of one step.
+fn top_k(step: &serde_json::Value) -> Vec<(usize, f32)> {
+    step.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_u64().unwrap() as usize, p[1].as_f64().unwrap() as f32))
+        .collect()
+}
+
+/// A clear lead: llama.cpp's top-1 minus top-2 above this many logit units, about 3× the RMS
+/// logit difference between two llama.cpp configurations (module docs).
+const CLEAR_LEAD: f32 = 1.0;
+
+fn want_len(g: &serde_json::Value) -> usize {
+    g["top_k"].as_u64().unwrap_or(20) as usize
+}
+
+#[test]
+fn forced_decoding_matches_llama_cpp() {
+    for (m, g) in cases() {
+        let name = g["model"].as_str().unwrap();
+        let nv = m.spec().n_vocab;
+        let (mut steps, mut agree, mut clear, mut clear_agree) = (0, 0, 0, 0);
+        let (mut num, mut den) = (0f64, 0f64);
+        for p in g["prompts"].as_array().unwrap() {
+            let prompt = ids(&p["prompt_ids"]);
+            let gen = ids(&p["generated_ids"]);
+            let mut toks = prompt.clone();
+            toks.extend(&gen[..gen.len() - 1]);
+            let mut c = m.new_cache(toks.len());
+            let logits = m.forward(&mut c, &toks, LogitsFor::All).unwrap();
+            for (i, step) in p["top_k"].as_array().unwrap().iter().enumerate() {
+                let row = &logits[(prompt.len() - 1 + i) * nv..(prompt.len() + i) * nv];
+                let want = top_k(step);
+                steps += 1;
+                let same = argmax(row) == want[0].0;
+                agree += same as usize;
+
+                if want[0].1 - want[1].1 > CLEAR_LEAD {
+                    clear += 1;
+                    clear_agree += same as usize;
+                }
+                for &(id, l) in &want {
+                    num += ((row[id] - l) as f64).powi(2);
+                    den += (l as f64).powi(2);
+                }
+            }
+        }
+        let nmse = num / den;
+        let rms = (num / (want_len(&g) * steps) as f64).sqrt();
+        eprintln!(
+            "{name}: forced top-1 {agree}/{steps} ({:.1}%), clear-lead {clear_agree}/{clear}, \
+             top-20 NMSE {nmse:.2e}, RMS top-20 logit difference {rms:.3}",
+            100.0 * agree as f64 / steps as f64
+        );
+        assert!(nmse <= 5e-3, "{name}: top-20 NMSE {nmse:e}");
+        assert_eq!(clear_agree, clear, "{name}: top-1 differs at a clear lead");
+        assert!(agree * 100 >= 95 * steps, "{name}: top-1 {agree}/{steps}");
+    }
+}
+
+#[test]
+fn greedy_continuation_matches_llama_cpp() {
+    for (m, g) in cases() {
+        let name = g["model"].as_str().unwrap();
+        let p = &g["prompts"][0];
+        let prompt = ids(&p["prompt_ids"]);
+        let want = ids(&p["generated_ids"]);
+        let steps = p["top_k"].as_array().unwrap();
+        let mut c = m.new_cache(prompt.len() + want.len());
+        let mut logits = m.forward(&mut c, &prompt, LogitsFor::Last).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..want.len() {
+            let next = argmax(&logits) as u32;
+            got.push(next);
+            logits = m.forward(&mut c, &[next], LogitsFor::Last).unwrap();
+        }
+        let same = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
+        eprintln!("{name}: greedy '{}': {same}/{} ids equal", p["text"].as_str().unwrap(), want.len());
+        if same < want.len() {
+            // A divergence is allowed only where llama.cpp's own lead was not clear.
+            let w = top_k(&steps[same]);
+            assert!(
+                w[0].1 - w[1].1 <= CLEAR_LEAD,
+                "{name}: diverged at step {same} where the reference lead is {}",
+                w[0].1 - w[1].1
+            );
+        }
+    }
+}
