@@ -28,5 +28,9 @@ cargo build --lib --locked --target wasm32-unknown-unknown --no-default-features
 step "native tests"
 cargo test --locked
 
+step "web package builds from the wasm-pack.toml contract"
+bash scripts/build-web.sh
+test -s www/pkg/ternlm_bg.wasm && test -s www/pkg/ternlm.js && test -s www/pkg/ternlm.d.ts
+
 step "wasm tests under node (the browser's CPU fallback)"
 cargo test --locked --target wasm32-unknown-unknown --no-default-features --test wasm_node --test session_wasm
