@@ -48,12 +48,23 @@ fn prefill_and_decode_throughput() {
         next = argmax(&l);
     }
     let tg = t.elapsed().as_secs_f64();
+    // As llama-bench's tg: decode from an empty cache.
+    let mut cache = model.new_cache(n_gen + 1);
+    let mut next = prompt[0];
+    let t = Instant::now();
+    for _ in 0..n_gen {
+        let l = model.forward(&mut cache, &[next], LogitsFor::Last).unwrap();
+        next = argmax(&l);
+    }
+    let tg0 = t.elapsed().as_secs_f64();
     eprintln!(
-        "{}: {} threads, kernel {:?}: prefill {n_prompt} tokens {:.1} tok/s, decode {n_gen} tokens {:.1} tok/s",
+        "{}: {} threads, kernel {:?}: prefill {n_prompt} tokens {:.1} tok/s; decode {n_gen} \
+         tokens {:.1} tok/s from an empty cache, {:.1} tok/s after the prompt",
         path.file_name().unwrap().to_string_lossy(),
         model.threads(),
         model.kernel(),
         n_prompt as f64 / pp,
+        n_gen as f64 / tg0,
         n_gen as f64 / tg
     );
 }

@@ -2,6 +2,12 @@
 //! shot, cached decode vs full recompute, truncate-and-rerun vs never having run, the internal
 //! 512-token chunking, and the fast int8 kernel vs the f32 reference kernel. Also the typed
 //! errors of `forward` and `KvCache::restore`, which leave the cache unchanged.
+//!
+//! The issue asks for chunked == one shot within 1e-4 and cached == recompute within 1e-3; the
+//! CPU backend does better and these tests hold it to it: every kernel computes a token's row
+//! with the same operations whatever the batch size (testing.md §3, "N = 1 batched kernel vs
+//! single-token kernel": bit-exact). With quantized weights this matters: llama.cpp-style int8
+//! activations turn a one-ulp difference into a flipped code and a visibly different row.
 
 mod model_util;
 
@@ -52,7 +58,7 @@ fn chunked_prefill_equals_one_shot() {
                 got.extend(m.forward(&mut c, part, LogitsFor::All).unwrap());
             }
             let d = max_abs(&got, &whole);
-            assert!(d < 1e-4, "{name}: chunk {chunk}: max-abs {d:e}");
+            assert!(got == whole, "{name}: chunk {chunk}: not bit-exact (max-abs {d:e})");
             assert_eq!(c.len(), toks.len());
         }
     }
@@ -73,7 +79,7 @@ fn cached_decode_equals_full_recompute() {
             let mut fresh = m.new_cache(32);
             let want = m.forward(&mut fresh, &toks[..n], LogitsFor::Last).unwrap();
             let d = max_abs(row, &want);
-            assert!(d <= 1e-3, "{name}: step {n}: max-abs {d:e}");
+            assert!(row == want, "{name}: step {n}: not bit-exact (max-abs {d:e})");
         }
     }
 }
@@ -110,7 +116,7 @@ fn long_prompts_cross_the_internal_chunk() {
     let mut c2 = m.new_cache(n);
     m.forward(&mut c2, &toks[..300], LogitsFor::None).unwrap();
     let two = m.forward(&mut c2, &toks[300..], LogitsFor::Last).unwrap();
-    assert!(max_abs(&one, &two) < 1e-4);
+    assert_eq!(one, two);
     assert_eq!(one.len(), m.spec().n_vocab);
 }
 
@@ -130,7 +136,7 @@ fn logits_selection() {
     assert_eq!(c.len(), 5);
     let mut c = m.new_cache(16);
     let last = m.forward(&mut c, &toks, LogitsFor::Last).unwrap();
-    assert!(max_abs(&last, &all[4 * nv..]) < 1e-5);
+    assert_eq!(last, all[4 * nv..]);
     // Empty input: nothing to do without logits, an error with them.
     assert!(m.forward(&mut c, &[], LogitsFor::None).unwrap().is_empty());
     let e = m.forward(&mut c, &[], LogitsFor::Last).unwrap_err();

@@ -30,7 +30,10 @@ fn cases() -> Vec<(Model, serde_json::Value)> {
         }
         let mut m = Model::from_file(&path).unwrap();
         m.set_threads(2);
-        out.push((m, read_json(&golden_dir().join(format!("real/{name}.json")))));
+        out.push((
+            m,
+            read_json(&golden_dir().join(format!("real/{name}.json"))),
+        ));
     }
     out
 }
@@ -40,7 +43,12 @@ fn top_k(step: &serde_json::Value) -> Vec<(usize, f32)> {
     step.as_array()
         .unwrap()
         .iter()
-        .map(|p| (p[0].as_u64().unwrap() as usize, p[1].as_f64().unwrap() as f32))
+        .map(|p| {
+            (
+                p[0].as_u64().unwrap() as usize,
+                p[1].as_f64().unwrap() as f32,
+            )
+        })
         .collect()
 }
 
@@ -113,7 +121,11 @@ fn greedy_continuation_matches_llama_cpp() {
             logits = m.forward(&mut c, &[next], LogitsFor::Last).unwrap();
         }
         let same = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
-        eprintln!("{name}: greedy '{}': {same}/{} ids equal", p["text"].as_str().unwrap(), want.len());
+        eprintln!(
+            "{name}: greedy '{}': {same}/{} ids equal",
+            p["text"].as_str().unwrap(),
+            want.len()
+        );
         if same < want.len() {
             // A divergence is allowed only where llama.cpp's own lead was not clear.
             let w = top_k(&steps[same]);

@@ -34,19 +34,30 @@ use crate::error::Result;
 /// The debug hook: called with each named intermediate.
 pub type Tap<'a> = Option<&'a mut dyn FnMut(&TapEvent)>;
 
-/// Runs one chunk of `tokens` at positions `pos0..`, writing their K/V into `cache`, and returns
-/// the logits of `out_rows` (indices into `tokens`, `[out_rows.len()][n_vocab]`), or `None` when
-/// `out_rows` is empty. The caller has range-checked ids and capacity.
+/// One chunk of work: `tokens` at positions `pos0..`, and the rows (indices into `tokens`)
+/// whose logits are wanted.
+pub(crate) struct Chunk<'a> {
+    pub tokens: &'a [u32],
+    pub pos0: usize,
+    pub out_rows: &'a [usize],
+}
+
+/// Runs one chunk, writing its K/V into `cache`, and returns the logits of `out_rows`
+/// (`[out_rows.len()][n_vocab]`), or `None` when `out_rows` is empty. The caller has
+/// range-checked ids and capacity.
 pub(crate) fn forward<B: Backend>(
     b: &B,
     spec: &ModelSpec,
     w: &Weights,
     cache: &mut B::Cache,
-    tokens: &[u32],
-    pos0: usize,
-    out_rows: &[usize],
+    chunk: &Chunk,
     tap: &mut Tap,
 ) -> Result<Option<Vec<f32>>> {
+    let Chunk {
+        tokens,
+        pos0,
+        out_rows,
+    } = *chunk;
     let n = tokens.len();
     let d = spec.n_embd;
     let eps = spec.eps;

@@ -259,9 +259,11 @@ impl Model {
                 &self.spec,
                 &self.weights,
                 cache,
-                chunk,
-                pos0,
-                &rows,
+                &decoder::Chunk {
+                    tokens: chunk,
+                    pos0,
+                    out_rows: &rows,
+                },
                 &mut tap,
             );
             match r {

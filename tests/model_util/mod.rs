@@ -168,3 +168,99 @@ impl Stats {
         );
     }
 }
+
+/// An editable copy of a GGUF file (metadata and tensors) that can be written back, for load
+/// tests that need a slightly wrong or differently laid-out model.
+pub struct Edit {
+    pub kv: Vec<(String, ternlm::gguf::Value)>,
+    /// name, type, ne, bytes
+    pub tensors: Vec<(String, ternlm::quant::GgmlType, Vec<u64>, Vec<u8>)>,
+}
+
+impl Edit {
+    pub fn read(path: &Path) -> Edit {
+        let bytes = std::fs::read(path).unwrap();
+        let f = ternlm::gguf::GgufFile::from_bytes(&bytes).unwrap();
+        Edit {
+            kv: f
+                .metadata()
+                .iter()
+                .filter(|(k, _)| *k != "general.alignment")
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            tensors: f
+                .tensors()
+                .iter()
+                .map(|t| {
+                    (
+                        t.name.clone(),
+                        t.ty,
+                        t.ne.clone(),
+                        f.tensor_data(t).to_vec(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    pub fn set(&mut self, key: &str, v: ternlm::gguf::Value) -> &mut Self {
+        match self.kv.iter_mut().find(|(k, _)| k == key) {
+            Some(e) => e.1 = v,
+            None => self.kv.push((key.to_string(), v)),
+        }
+        self
+    }
+
+    pub fn remove_tensor(&mut self, name: &str) -> (ternlm::quant::GgmlType, Vec<u64>, Vec<u8>) {
+        let i = self.tensors.iter().position(|t| t.0 == name).expect(name);
+        let t = self.tensors.remove(i);
+        (t.1, t.2, t.3)
+    }
+
+    pub fn add_tensor(
+        &mut self,
+        name: &str,
+        ty: ternlm::quant::GgmlType,
+        ne: Vec<u64>,
+        data: Vec<u8>,
+    ) {
+        self.tensors.push((name.to_string(), ty, ne, data));
+    }
+
+    /// GGUF v3 bytes with 32-byte alignment.
+    pub fn write(&self) -> Vec<u8> {
+        let mut out = b"GGUF".to_vec();
+        out.extend(3u32.to_le_bytes());
+        out.extend((self.tensors.len() as u64).to_le_bytes());
+        out.extend((self.kv.len() as u64).to_le_bytes());
+        let s = |out: &mut Vec<u8>, x: &str| {
+            out.extend((x.len() as u64).to_le_bytes());
+            out.extend(x.as_bytes());
+        };
+        for (k, v) in &self.kv {
+            s(&mut out, k);
+            out.extend((v.value_type() as u32).to_le_bytes());
+            v.encode_payload(&mut out);
+        }
+        let mut offset = 0u64;
+        let mut offsets = Vec::new();
+        for (name, ty, ne, data) in &self.tensors {
+            s(&mut out, name);
+            out.extend((ne.len() as u32).to_le_bytes());
+            for d in ne {
+                out.extend(d.to_le_bytes());
+            }
+            out.extend((*ty as u32).to_le_bytes());
+            out.extend(offset.to_le_bytes());
+            offsets.push(offset);
+            offset = (offset + data.len() as u64).next_multiple_of(32);
+        }
+        out.resize(out.len().next_multiple_of(32), 0);
+        let base = out.len();
+        for ((_, _, _, data), off) in self.tensors.iter().zip(offsets) {
+            out.resize(base + off as usize, 0);
+            out.extend(data);
+        }
+        out
+    }
+}

@@ -169,7 +169,7 @@ fn fast_rows(
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+    if crate::backend::cpu::has_avx2() {
         // SAFETY: the CPU supports the features the function is compiled for.
         unsafe { fast_rows_avx2(v, r0, r1, a, n_tok, out) };
         return;
@@ -178,7 +178,7 @@ fn fast_rows(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn fast_rows_avx2(
     v: &crate::quant::TensorView,
     r0: usize,
@@ -229,6 +229,7 @@ unsafe fn fast_rows_avx2(
 
 /// Up to this many tokens, formats with a fused kernel skip the unpack (decode); above it a row
 /// is unpacked once and reused for every token (prefill).
+#[cfg(target_arch = "x86_64")]
 const FUSED_MAX_TOKENS: usize = 2;
 
 #[inline(always)]

@@ -18,6 +18,16 @@ use crate::model::arch::Activation;
 use crate::model::{KvCache, Weight};
 use std::sync::Mutex;
 
+/// Whether the AVX2 kernels may run: AVX2, FMA and F16C (x86-64 only; every AVX2 CPU we know of
+/// has the other two). Cached by std after the first call.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn has_avx2() -> bool {
+    std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+        && std::is_x86_feature_detected!("f16c")
+}
+
 /// A row-major `[rows × cols]` f32 matrix.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Act {
@@ -32,6 +42,9 @@ impl Act {
         Act { rows, cols, data }
     }
 }
+
+/// Query rows from which prefill attention transposes K first (see `attention`).
+const TRANSPOSE_MIN_ROWS: usize = 16;
 
 /// The CPU backend over a model's file bytes.
 pub struct CpuBackend<'a> {
@@ -125,15 +138,34 @@ impl Backend for CpuBackend<'_> {
         let (hd, hdv) = (p.head_dim, p.head_dim_v);
         let out_cols = p.n_head * hdv;
         let group = p.n_head / p.n_head_kv;
+        // Prefill: each KV head's keys transposed once, so every query computes its scores as
+        // vector AXPYs over keys (the transposition costs one pass over K; not worth it for a
+        // few query rows).
+        let kt: Vec<Vec<f32>> = if n_tok >= TRANSPOSE_MIN_ROWS {
+            (0..p.n_head_kv)
+                .map(|g| {
+                    let mut kt = Vec::new();
+                    ops::transpose_keys(k, n_kv, g, p, &mut kt);
+                    kt
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         // One task per (token, query head); query head h reads KV head h / group.
         let n_tasks = n_tok * p.n_head;
         let results: Vec<Mutex<Vec<f32>>> = (0..n_tasks).map(|_| Mutex::new(Vec::new())).collect();
         let work = |i: usize| {
             let (t, h) = (i / p.n_head, i % p.n_head);
+            let g = h / group;
             let qh = &q.data[t * q.cols + h * hd..t * q.cols + (h + 1) * hd];
+            let keys = match kt.get(g) {
+                Some(kt) => ops::Keys::Transposed { kt, n_kv },
+                None => ops::Keys::Rows(k),
+            };
             let mut scores = Vec::with_capacity(n_kv);
             let mut o = vec![0f32; hdv];
-            ops::attend(qh, k, v, h / group, pos0 + t, p, &mut scores, &mut o);
+            ops::attend(qh, keys, v, g, pos0 + t, p, &mut scores, &mut o);
             *results[i].lock().unwrap_or_else(|e| e.into_inner()) = o;
         };
         // Small problems (decode with a short cache) are not worth a parallel region.

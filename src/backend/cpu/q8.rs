@@ -64,8 +64,8 @@ impl Q8Acts {
     /// Quantizes `x` (`[n][k]`, `k` a multiple of 32, of 256 for [`Scheme::Q8K`]).
     pub fn quantize(x: &[f32], k: usize, scheme: Scheme) -> Q8Acts {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            #[target_feature(enable = "avx2,fma")]
+        if crate::backend::cpu::has_avx2() {
+            #[target_feature(enable = "avx2,fma,f16c")]
             unsafe fn quantize_avx2(x: &[f32], k: usize, scheme: Scheme) -> Q8Acts {
                 Q8Acts::quantize_body(x, k, scheme)
             }
@@ -77,7 +77,7 @@ impl Q8Acts {
 
     #[inline(always)]
     fn quantize_body(x: &[f32], k: usize, scheme: Scheme) -> Q8Acts {
-        debug_assert!(k % QB == 0 && x.len() % k == 0);
+        debug_assert!(k.is_multiple_of(QB) && x.len().is_multiple_of(k));
         let nb = x.len() / QB;
         let mut a = Q8Acts {
             k,
@@ -106,7 +106,7 @@ impl Q8Acts {
                 }
             }
             Scheme::Q8K => {
-                debug_assert!(k % 256 == 0);
+                debug_assert!(k.is_multiple_of(256));
                 for (b, (xs, qs)) in x
                     .chunks_exact(256)
                     .zip(a.qs.chunks_exact_mut(256))
@@ -536,10 +536,17 @@ pub fn dot(u: &Unpacked, l: Layout, a: ActRow) -> f32 {
 /// scale, one horizontal sum per row). Same result as [`dot`] up to f32 summation order.
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
-    use super::{f16, ActRow, Layout, Unpacked};
+    use super::{ActRow, Layout, Unpacked};
+    use crate::quant::kquants::{scale_min_k4, BlockQ4K, BlockQ6K};
     use crate::quant::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
     use crate::quant::GgmlType;
     use std::arch::x86_64::*;
+
+    /// binary16 → f32 with the F16C instruction (same value as [`super::f16`]).
+    #[inline(always)]
+    unsafe fn h(b: [u8; 2]) -> f32 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(b) as i32)))
+    }
 
     /// 8 lanes of i32 sums: lane `k` holds `Σ w·a` over elements `4k..4k+3` of the 32.
     #[inline(always)]
@@ -567,40 +574,58 @@ pub mod avx2 {
     ///
     /// # Safety
     /// As [`dot`].
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_n<const N: usize>(u: &Unpacked, l: Layout, a: [ActRow; N]) -> [f32; N] {
+        let mut out = if l.group == 32 {
+            dot_n_impl::<N, false>(u, &a)
+        } else {
+            dot_n_impl::<N, true>(u, &a)
+        };
+        if l.offsets {
+            // The offset terms in block order, exactly as `dot` adds them (bit-identical
+            // results for every batch size are a tested invariant).
+            for (o, r) in out.iter_mut().zip(&a) {
+                let mut offs = 0f32;
+                for b in 0..u.q.len() / 32 {
+                    offs += if l.group == 32 {
+                        u.m[b] * r.off32[b]
+                    } else {
+                        r.d[b] * (u.m[2 * b] * r.sum16[2 * b] as f32
+                            + u.m[2 * b + 1] * r.sum16[2 * b + 1] as f32)
+                    };
+                }
+                *o += offs;
+            }
+        }
+        out
+    }
+
+    #[inline(always)]
+    unsafe fn dot_n_impl<const N: usize, const G16: bool>(u: &Unpacked, a: &[ActRow; N]) -> [f32; N] {
         let nb = u.q.len() / 32;
-        let wq = u.q.as_ptr();
+        let (wq, ws) = (u.q.as_ptr(), u.s.as_ptr());
+        let aq: [*const i8; N] = std::array::from_fn(|j| a[j].qs.as_ptr());
+        let ad: [*const f32; N] = std::array::from_fn(|j| a[j].d.as_ptr());
         let mut acc = [_mm256_setzero_ps(); N];
-        let mut offs = [0f32; N];
         let ones = _mm256_set1_epi16(1);
         for b in 0..nb {
             let w = _mm256_loadu_si256(wq.add(32 * b) as *const __m256i);
             let aw = _mm256_sign_epi8(w, w);
-            let sc = if l.group == 32 {
-                _mm256_set1_ps(u.s[b])
+            let sc = if G16 {
+                _mm256_set_m128(_mm_set1_ps(*ws.add(2 * b + 1)), _mm_set1_ps(*ws.add(2 * b)))
             } else {
-                _mm256_set_m128(_mm_set1_ps(u.s[2 * b + 1]), _mm_set1_ps(u.s[2 * b]))
+                _mm256_set1_ps(*ws.add(b))
             };
             for j in 0..N {
-                let x = _mm256_loadu_si256(a[j].qs.as_ptr().add(32 * b) as *const __m256i);
+                let x = _mm256_loadu_si256(aq[j].add(32 * b) as *const __m256i);
                 let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w)), ones);
-                let scj = _mm256_mul_ps(sc, _mm256_set1_ps(a[j].d[b]));
+                let scj = _mm256_mul_ps(sc, _mm256_broadcast_ss(&*ad[j].add(b)));
                 acc[j] = _mm256_fmadd_ps(scj, _mm256_cvtepi32_ps(p), acc[j]);
-                if l.offsets {
-                    offs[j] += if l.group == 32 {
-                        u.m[b] * a[j].off32[b]
-                    } else {
-                        a[j].d[b]
-                            * (u.m[2 * b] * a[j].sum16[2 * b] as f32
-                                + u.m[2 * b + 1] * a[j].sum16[2 * b + 1] as f32)
-                    };
-                }
             }
         }
         let mut out = [0f32; N];
         for j in 0..N {
-            out[j] = hsum(acc[j]) + offs[j];
+            out[j] = hsum(acc[j]);
         }
         out
     }
@@ -650,7 +675,7 @@ pub mod avx2 {
     /// # Safety
     /// The CPU must support AVX2 and FMA; `row` must be a whole row of `ty` whose length in
     /// elements equals `a.qs.len()`.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_packed(ty: GgmlType, row: &[u8], a: ActRow) -> Option<f32> {
         let aq = a.qs.as_ptr();
         let mut acc = _mm256_setzero_ps();
@@ -664,7 +689,7 @@ pub mod avx2 {
                 {
                     let w = _mm256_sub_epi8(nibbles(blk.qs.as_ptr()), _mm256_set1_epi8(8));
                     let p = _mm256_cvtepi32_ps(madd_signed(w, act(b)));
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk.d) * a.d[b]), p, acc);
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(h(blk.d) * a.d[b]), p, acc);
                 }
             }
             GgmlType::Q4_1 => {
@@ -673,8 +698,8 @@ pub mod avx2 {
                     .enumerate()
                 {
                     let p = _mm256_cvtepi32_ps(madd_unsigned(nibbles(blk.qs.as_ptr()), act(b)));
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk.d) * a.d[b]), p, acc);
-                    offs += f16(blk.m) * a.off32[b];
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(h(blk.d) * a.d[b]), p, acc);
+                    offs += h(blk.m) * a.off32[b];
                 }
             }
             GgmlType::Q5_0 => {
@@ -686,7 +711,7 @@ pub mod avx2 {
                     let hi = _mm256_andnot_si256(bytes_from_bits(blk.qh), _mm256_set1_epi8(-16));
                     let w = _mm256_or_si256(nibbles(blk.qs.as_ptr()), hi);
                     let p = _mm256_cvtepi32_ps(madd_signed(w, act(b)));
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk.d) * a.d[b]), p, acc);
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(h(blk.d) * a.d[b]), p, acc);
                 }
             }
             GgmlType::Q5_1 => {
@@ -697,8 +722,8 @@ pub mod avx2 {
                     let hi = _mm256_and_si256(bytes_from_bits(blk.qh), _mm256_set1_epi8(16));
                     let w = _mm256_or_si256(nibbles(blk.qs.as_ptr()), hi);
                     let p = _mm256_cvtepi32_ps(madd_unsigned(w, act(b)));
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk.d) * a.d[b]), p, acc);
-                    offs += f16(blk.m) * a.off32[b];
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(h(blk.d) * a.d[b]), p, acc);
+                    offs += h(blk.m) * a.off32[b];
                 }
             }
             GgmlType::Q8_0 => {
@@ -708,7 +733,72 @@ pub mod avx2 {
                 {
                     let w = _mm256_loadu_si256(blk.qs.as_ptr() as *const __m256i);
                     let p = _mm256_cvtepi32_ps(madd_signed(w, act(b)));
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk.d) * a.d[b]), p, acc);
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(h(blk.d) * a.d[b]), p, acc);
+                }
+            }
+            GgmlType::Q4_K => {
+                for (b, blk) in bytemuck::cast_slice::<u8, BlockQ4K>(row).iter().enumerate() {
+                    let (d, dmin) = (h(blk.d), h(blk.dmin));
+                    for c in 0..4 {
+                        let q = _mm256_loadu_si256(blk.qs.as_ptr().add(32 * c) as *const __m256i);
+                        let m4 = _mm256_set1_epi8(15);
+                        let halves = [
+                            _mm256_and_si256(q, m4),
+                            _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                        ];
+                        for (t, w) in halves.into_iter().enumerate() {
+                            let (j, ab) = (2 * c + t, 8 * b + 2 * c + t);
+                            let (sc, mn) = scale_min_k4(&blk.scales, j);
+                            let p = _mm256_cvtepi32_ps(madd_unsigned(w, act(ab)));
+                            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc as f32 * a.d[ab]), p, acc);
+                            offs -= dmin * mn as f32 * a.off32[ab];
+                        }
+                    }
+                }
+            }
+            GgmlType::Q6_K => {
+                let (m4, m2, k32) = (
+                    _mm256_set1_epi8(15),
+                    _mm256_set1_epi8(3),
+                    _mm256_set1_epi8(32),
+                );
+                for (b, blk) in bytemuck::cast_slice::<u8, BlockQ6K>(row).iter().enumerate() {
+                    let d = h(blk.d);
+                    for h in 0..2 {
+                        let ql0 = _mm256_loadu_si256(blk.ql.as_ptr().add(64 * h) as *const __m256i);
+                        let ql1 =
+                            _mm256_loadu_si256(blk.ql.as_ptr().add(64 * h + 32) as *const __m256i);
+                        let qh = _mm256_loadu_si256(blk.qh.as_ptr().add(32 * h) as *const __m256i);
+                        // llama.cpp dequantize_row_q6_K: elements 32u.. of this half.
+                        let hi = |sh: i32| {
+                            let v = match sh {
+                                0 => qh,
+                                2 => _mm256_srli_epi16(qh, 2),
+                                4 => _mm256_srli_epi16(qh, 4),
+                                _ => _mm256_srli_epi16(qh, 6),
+                            };
+                            _mm256_slli_epi16(_mm256_and_si256(v, m2), 4)
+                        };
+                        let ws = [
+                            _mm256_or_si256(_mm256_and_si256(ql0, m4), hi(0)),
+                            _mm256_or_si256(_mm256_and_si256(ql1, m4), hi(2)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), hi(4)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), hi(6)),
+                        ];
+                        for (u, w) in ws.into_iter().enumerate() {
+                            let ab = 8 * b + 4 * h + u;
+                            let is = 8 * h + 2 * u;
+                            let p =
+                                _mm256_cvtepi32_ps(madd_signed(_mm256_sub_epi8(w, k32), act(ab)));
+                            // (d·scale)·d_a, the order of the unpacked path.
+                            let sc = _mm256_set_m128(
+                                _mm_set1_ps(d * blk.scales[is + 1] as i8 as f32),
+                                _mm_set1_ps(d * blk.scales[is] as i8 as f32),
+                            );
+                            let sc = _mm256_mul_ps(sc, _mm256_set1_ps(a.d[ab]));
+                            acc = _mm256_fmadd_ps(sc, p, acc);
+                        }
+                    }
                 }
             }
             _ => return None,
@@ -718,7 +808,7 @@ pub mod avx2 {
 
     /// # Safety
     /// The CPU must support AVX2 and FMA; `u` and `a` must have the lengths [`super::dot`] needs.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot(u: &Unpacked, l: Layout, a: ActRow) -> f32 {
         let nb = u.q.len() / 32;
         debug_assert!(a.qs.len() >= nb * 32 && a.d.len() >= nb);
@@ -898,7 +988,7 @@ mod tests {
             };
             assert!((fast - slow).abs() <= tol * scale, "{ty}: {fast} vs {slow}");
             #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            if crate::backend::cpu::has_avx2() {
                 // SAFETY: features detected; lengths as for `dot`.
                 let simd = unsafe { avx2::dot(&u, l, a.row(0)) } as f64;
                 assert!(
