@@ -58,7 +58,10 @@ fn chunked_prefill_equals_one_shot() {
                 got.extend(m.forward(&mut c, part, LogitsFor::All).unwrap());
             }
             let d = max_abs(&got, &whole);
-            assert!(got == whole, "{name}: chunk {chunk}: not bit-exact (max-abs {d:e})");
+            assert!(
+                got == whole,
+                "{name}: chunk {chunk}: not bit-exact (max-abs {d:e})"
+            );
             assert_eq!(c.len(), toks.len());
         }
     }
@@ -79,7 +82,10 @@ fn cached_decode_equals_full_recompute() {
             let mut fresh = m.new_cache(32);
             let want = m.forward(&mut fresh, &toks[..n], LogitsFor::Last).unwrap();
             let d = max_abs(row, &want);
-            assert!(row == want, "{name}: step {n}: not bit-exact (max-abs {d:e})");
+            assert!(
+                row == want,
+                "{name}: step {n}: not bit-exact (max-abs {d:e})"
+            );
         }
     }
 }

@@ -157,7 +157,24 @@ pub static ARCHS: &[ArchSpec] = &[
         qk_norm: true,
         ..BASE
     },
-    // src/models/gemma3.cpp; see the variants' docs for each fact and its source.
+    // src/models/gemma3.cpp; the gaps of architectures.md §5, closed from the oracle and the
+    // real gemma-3-270m file (tests/model_load.rs checks the file's values):
+    // 1. x₀ ← x₀·sqrtf(n_embd), an f32 constant (EmbedScale::SqrtNEmbd);
+    // 2. norm weights already hold HF's `1 + w`: the converter adds 1 to every `*norm.weight`
+    //    (conversion/gemma.py `norm_shift`) and the graph multiplies by the stored weight
+    //    (build_norm → ggml_mul), so we use them as stored;
+    // 3. gate GELU, tanh form (LLM_FFN_GELU, LLM_FFN_PAR → ggml_geglu_split);
+    // 4. h = x + post_attention_norm(attn); x' = h + post_ffw_norm(ffn(ffn_norm(h)));
+    //    QK-norm per head before RoPE;
+    // 5. sliding window from attention.sliding_window (512), pattern 6 when the key
+    //    sliding_window_pattern is absent (the 270M has none): layers 5, 11, 17 are global; key
+    //    j is visible to query i iff i − 512 < j ≤ i (is_masked_swa: p1 − p0 ≥ n_swa masks);
+    // 6. RoPE base rope.freq_base_swa (absent → 10000) on sliding layers, rope.freq_base (1e6)
+    //    on global ones; NEOX;
+    // 7. Q scaled by 1/sqrt(key_length) = 1/16 before the dot products, softmax scale 1; no
+    //    attention soft-capping in gemma3; final_logit_softcapping only if the key is present
+    //    (absent in the 270M);
+    // 8. tied head (no output.weight in the 270M).
     ArchSpec {
         name: "gemma3",
         rope: RopeStyle::Neox,

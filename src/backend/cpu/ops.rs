@@ -161,7 +161,10 @@ pub fn attend(
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if crate::backend::cpu::has_avx2() && p.head_dim % 8 == 0 && p.head_dim_v % 8 == 0 {
+    if crate::backend::cpu::has_avx2()
+        && p.head_dim.is_multiple_of(8)
+        && p.head_dim_v.is_multiple_of(8)
+    {
         // SAFETY: the features were detected; head sizes are multiples of 8.
         unsafe { avx2::attend(q, k, v, g, pos, p, scores, out) };
         return;
@@ -175,7 +178,10 @@ pub fn transpose_keys(k: &[f32], n_kv: usize, g: usize, p: &AttnParams, kt: &mut
     kt.clear();
     kt.resize(hd * n_kv, 0.0);
     for j in 0..n_kv {
-        for (d, &x) in k[j * k_row + g * hd..j * k_row + (g + 1) * hd].iter().enumerate() {
+        for (d, &x) in k[j * k_row + g * hd..j * k_row + (g + 1) * hd]
+            .iter()
+            .enumerate()
+        {
             kt[d * n_kv + j] = x;
         }
     }
@@ -213,8 +219,7 @@ fn attend_keys(
             scores.clear();
             scores.resize(n, 0.0);
             let l = |i: usize| &lanes[i * n..(i + 1) * n];
-            let (l0, l1, l2, l3, l4, l5, l6, l7) =
-                (l(0), l(1), l(2), l(3), l(4), l(5), l(6), l(7));
+            let (l0, l1, l2, l3, l4, l5, l6, l7) = (l(0), l(1), l(2), l(3), l(4), l(5), l(6), l(7));
             for (j, s) in scores.iter_mut().enumerate() {
                 *s = ((l0[j] + l4[j]) + (l1[j] + l5[j])) + ((l2[j] + l6[j]) + (l3[j] + l7[j]));
             }
@@ -371,8 +376,8 @@ mod avx2 {
                     _mm256_storeu_ps(scores.as_mut_ptr().add(j), s);
                     j += 8;
                 }
-                for j in j..n {
-                    scores[j] = dot(q.as_ptr(), base.add(j * k_row), hd);
+                for (j, s) in scores.iter_mut().enumerate().skip(j) {
+                    *s = dot(q.as_ptr(), base.add(j * k_row), hd);
                 }
             }
             Keys::Transposed { kt, n_kv } => {
@@ -387,7 +392,8 @@ mod avx2 {
                     }
                 }
                 let l = |i: usize| &lanes[i * n..(i + 1) * n];
-                let (l0, l1, l2, l3, l4, l5, l6, l7) = (l(0), l(1), l(2), l(3), l(4), l(5), l(6), l(7));
+                let (l0, l1, l2, l3, l4, l5, l6, l7) =
+                    (l(0), l(1), l(2), l(3), l(4), l(5), l(6), l(7));
                 for (j, s) in scores.iter_mut().enumerate() {
                     *s = ((l0[j] + l1[j]) + (l2[j] + l3[j])) + ((l4[j] + l5[j]) + (l6[j] + l7[j]));
                 }
@@ -546,8 +552,12 @@ mod tests {
             window: Some(5),
         };
         let n = 9;
-        let k: Vec<f32> = (0..n * 16).map(|i| ((i * 37 % 19) as f32 - 9.0) / 7.0).collect();
-        let v: Vec<f32> = (0..n * 16).map(|i| ((i * 11 % 13) as f32 - 6.0) / 5.0).collect();
+        let k: Vec<f32> = (0..n * 16)
+            .map(|i| ((i * 37 % 19) as f32 - 9.0) / 7.0)
+            .collect();
+        let v: Vec<f32> = (0..n * 16)
+            .map(|i| ((i * 11 % 13) as f32 - 6.0) / 5.0)
+            .collect();
         let q: Vec<f32> = (0..8).map(|i| i as f32 / 8.0 - 0.4).collect();
         let mut kt = Vec::new();
         transpose_keys(&k, n, 1, &p, &mut kt);
@@ -556,7 +566,16 @@ mod tests {
             for w in [None, Some(5)] {
                 let p = AttnParams { window: w, ..p };
                 attend(&q, Keys::Rows(&k), &v, 1, pos, &p, &mut s, &mut a);
-                attend(&q, Keys::Transposed { kt: &kt, n_kv: n }, &v, 1, pos, &p, &mut s, &mut b);
+                attend(
+                    &q,
+                    Keys::Transposed { kt: &kt, n_kv: n },
+                    &v,
+                    1,
+                    pos,
+                    &p,
+                    &mut s,
+                    &mut b,
+                );
                 // Bit-exact: batched (prefill) and single-query (decode) attention agree.
                 assert_eq!(a, b, "pos {pos} {w:?}");
             }
@@ -575,8 +594,12 @@ mod tests {
                 window: None,
             };
             let n = 11;
-            let k: Vec<f32> = (0..n * hd).map(|i| ((i * 29 % 31) as f32 - 15.0) / 7.0).collect();
-            let v: Vec<f32> = (0..n * 4).map(|i| ((i * 5 % 7) as f32 - 3.0) / 2.0).collect();
+            let k: Vec<f32> = (0..n * hd)
+                .map(|i| ((i * 29 % 31) as f32 - 15.0) / 7.0)
+                .collect();
+            let v: Vec<f32> = (0..n * 4)
+                .map(|i| ((i * 5 % 7) as f32 - 3.0) / 2.0)
+                .collect();
             let q: Vec<f32> = (0..hd).map(|i| (i as f32 - 5.0) / 3.0).collect();
             let mut kt = Vec::new();
             transpose_keys(&k, n, 0, &p, &mut kt);
@@ -603,9 +626,15 @@ mod tests {
                 window: None,
             };
             let n = 37;
-            let k: Vec<f32> = (0..n * 3 * hd).map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0).collect();
-            let v: Vec<f32> = (0..n * 3 * hdv).map(|i| ((i * 13 % 97) as f32 - 48.0) / 30.0).collect();
-            let q: Vec<f32> = (0..hd).map(|i| ((i * 7 % 23) as f32 - 11.0) / 9.0).collect();
+            let k: Vec<f32> = (0..n * 3 * hd)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+                .collect();
+            let v: Vec<f32> = (0..n * 3 * hdv)
+                .map(|i| ((i * 13 % 97) as f32 - 48.0) / 30.0)
+                .collect();
+            let q: Vec<f32> = (0..hd)
+                .map(|i| ((i * 7 % 23) as f32 - 11.0) / 9.0)
+                .collect();
             let (mut s, mut a, mut b) = (Vec::new(), vec![0f32; hdv], vec![0f32; hdv]);
             for pos in [0, 7, 8, 20, 36] {
                 for w in [None, Some(9)] {
@@ -613,7 +642,10 @@ mod tests {
                     attend_one(&q, &k, &v, 2, pos, &p, &mut s, &mut a);
                     attend(&q, Keys::Rows(&k), &v, 2, pos, &p, &mut s, &mut b);
                     for i in 0..hdv {
-                        assert!((a[i] - b[i]).abs() < 1e-5, "hd {hd} pos {pos} {w:?} dim {i}");
+                        assert!(
+                            (a[i] - b[i]).abs() < 1e-5,
+                            "hd {hd} pos {pos} {w:?} dim {i}"
+                        );
                     }
                 }
             }

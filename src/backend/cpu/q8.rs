@@ -545,7 +545,9 @@ pub mod avx2 {
     /// binary16 → f32 with the F16C instruction (same value as [`super::f16`]).
     #[inline(always)]
     unsafe fn h(b: [u8; 2]) -> f32 {
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(b) as i32)))
+        _mm_cvtss_f32(_mm_cvtph_ps(
+            _mm_cvtsi32_si128(u16::from_le_bytes(b) as i32),
+        ))
     }
 
     /// 8 lanes of i32 sums: lane `k` holds `Σ w·a` over elements `4k..4k+3` of the 32.
@@ -590,8 +592,9 @@ pub mod avx2 {
                     offs += if l.group == 32 {
                         u.m[b] * r.off32[b]
                     } else {
-                        r.d[b] * (u.m[2 * b] * r.sum16[2 * b] as f32
-                            + u.m[2 * b + 1] * r.sum16[2 * b + 1] as f32)
+                        r.d[b]
+                            * (u.m[2 * b] * r.sum16[2 * b] as f32
+                                + u.m[2 * b + 1] * r.sum16[2 * b + 1] as f32)
                     };
                 }
                 *o += offs;
@@ -601,7 +604,10 @@ pub mod avx2 {
     }
 
     #[inline(always)]
-    unsafe fn dot_n_impl<const N: usize, const G16: bool>(u: &Unpacked, a: &[ActRow; N]) -> [f32; N] {
+    unsafe fn dot_n_impl<const N: usize, const G16: bool>(
+        u: &Unpacked,
+        a: &[ActRow; N],
+    ) -> [f32; N] {
         let nb = u.q.len() / 32;
         let (wq, ws) = (u.q.as_ptr(), u.s.as_ptr());
         let aq: [*const i8; N] = std::array::from_fn(|j| a[j].qs.as_ptr());
