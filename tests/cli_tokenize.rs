@@ -1,21 +1,13 @@
 //! `ternlm tokenize` / `detokenize` on the real SmolLM2 vocabulary (scripts/fetch-models.sh).
 
-use std::path::{Path, PathBuf};
+mod model_util;
+
+use model_util::cache_model;
+use std::path::PathBuf;
 use std::process::Command;
 
 fn smollm2() -> PathBuf {
-    let p = std::env::var_os("TERNLM_CACHE")
-        .map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache"),
-            PathBuf::from,
-        )
-        .join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch-models.sh",
-        p.display()
-    );
-    p
+    cache_model("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
 fn run(args: &[&str]) -> (bool, String, String) {

@@ -6,18 +6,15 @@
 //! The real models (SmolLM2-135M, gemma-3-270m) come from `scripts/fetch-models.sh` into
 //! `$TERNLM_CACHE` (default `.cache`); the test fails, not skips, when they are missing.
 
+mod model_util;
+
+use model_util::cache_model;
 use serde_json::Value as Json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use ternlm::gguf::SplitSet;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn cache_models() -> PathBuf {
-    std::env::var_os("TERNLM_CACHE")
-        .map_or_else(|| repo().join(".cache"), PathBuf::from)
-        .join("models")
 }
 
 fn dump(name: &str) -> Json {
@@ -115,7 +112,7 @@ fn synthetic_models_match_gguf_py() {
 #[test]
 fn real_smollm2_matches_gguf_py() {
     check(
-        &cache_models().join("SmolLM2-135M-Instruct.Q4_1.gguf"),
+        &cache_model("SmolLM2-135M-Instruct.Q4_1.gguf"),
         &[dump("SmolLM2-135M-Instruct.Q4_1")],
     );
 }
@@ -123,7 +120,7 @@ fn real_smollm2_matches_gguf_py() {
 #[test]
 fn real_gemma3_matches_gguf_py() {
     check(
-        &cache_models().join("gemma-3-270m-q4_k_m.gguf"),
+        &cache_model("gemma-3-270m-q4_k_m.gguf"),
         &[dump("gemma-3-270m-q4_k_m")],
     );
 }

@@ -174,10 +174,10 @@ fn tied_head_binds_token_embd() {
 
 #[test]
 fn real_model_specs() {
-    let dir = repo().join(".cache/models");
-    let smol = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if smol.exists() {
-        let s = load(&smol).spec().clone();
+    {
+        let s = load(&cache_model("SmolLM2-135M-Instruct.Q4_1.gguf"))
+            .spec()
+            .clone();
         assert_eq!(
             (s.arch.name, s.n_layer, s.n_embd, s.n_ff),
             ("llama", 30, 576, 1536)
@@ -192,9 +192,10 @@ fn real_model_specs() {
         );
         assert!(s.layers.iter().all(|l| l.sliding_window.is_none()));
     }
-    let gemma = dir.join("gemma-3-270m-q4_k_m.gguf");
-    if gemma.exists() {
-        let s = load(&gemma).spec().clone();
+    {
+        let s = load(&cache_model("gemma-3-270m-q4_k_m.gguf"))
+            .spec()
+            .clone();
         assert_eq!(
             (s.arch.name, s.n_layer, s.n_embd, s.n_ff),
             ("gemma3", 18, 640, 2048)

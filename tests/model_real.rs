@@ -1,5 +1,5 @@
 //! The real models (SmolLM2-135M Q4_1, gemma-3-270m Q4_K_M; fetched by
-//! `scripts/fetch-models.sh` into `.cache/models`; missing models fail the test) against llama.cpp's
+//! `scripts/fetch-models.sh` into `$TERNLM_CACHE/models`, default `.cache/models`; missing models fail the test) against llama.cpp's
 //! greedy runs in `tests/data/golden/real/` (testing.md §4.1):
 //! - forced decoding: prompt + llama.cpp's 64 generated ids in one batch; per step our top-1
 //!   must equal llama.cpp's where its lead over the runner-up is clear ([`CLEAR_LEAD`]), at
@@ -23,12 +23,7 @@ use ternlm::model::{LogitsFor, Model};
 fn cases() -> Vec<(Model, serde_json::Value)> {
     let mut out = Vec::new();
     for name in ["SmolLM2-135M-Instruct.Q4_1", "gemma-3-270m-q4_k_m"] {
-        let path = repo().join(".cache/models").join(format!("{name}.gguf"));
-        assert!(
-            path.exists(),
-            "{} is missing: run scripts/fetch-models.sh",
-            path.display()
-        );
+        let path = cache_model(&format!("{name}.gguf"));
         let mut m = Model::from_file(&path).unwrap();
         m.set_threads(2);
         out.push((

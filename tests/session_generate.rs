@@ -2,11 +2,13 @@
 //! tokens, context overflow and truncation, seeded sampling, cancellation, step-by-step driving,
 //! metrics, log-probabilities and the sampling defaults from metadata.
 
+mod model_util;
+
+use model_util::tiny_engine as engine;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use ternlm::gguf::{GgufHeader, Limits};
-use ternlm::model::Model;
 use ternlm::session::{
     Engine, EngineOptions, Event, FinishReason, GenerateParams, Input, LogprobSource, ManualClock,
     SamplerParams, Session, SessionOptions, Stats,
@@ -15,16 +17,6 @@ use ternlm::tokenizer::chat::ChatMessage;
 
 /// `<|endoftext|>`: BOS = EOS of the tiny models' vocabulary.
 const EOT: u32 = 264;
-
-fn engine(name: &str) -> Engine {
-    let path = format!(
-        "{}/tests/data/models/{name}.gguf",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut model = Model::from_file(Path::new(&path)).unwrap();
-    model.set_threads(1);
-    Engine::with_options(Arc::new(model), EngineOptions::default()).unwrap()
-}
 
 fn session(e: &Engine, n_ctx: usize) -> Session {
     e.session(SessionOptions {

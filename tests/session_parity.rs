@@ -2,10 +2,11 @@
 //! recompute, chunked vs single-shot prefill, the three-arm checkpoint test, restore-then-continue
 //! and prefix reuse.
 
-use std::path::Path;
-use std::sync::Arc;
-use ternlm::model::{LogitsFor, Model};
-use ternlm::session::{Engine, EngineOptions, Session, SessionOptions};
+mod model_util;
+
+use model_util::tiny_engine as engine;
+use ternlm::model::LogitsFor;
+use ternlm::session::{Engine, Session, SessionOptions};
 
 /// Architectures and the features they bring: GQA everywhere, llama3 RoPE scaling, tied
 /// embeddings with MQA, qwen2 biases, qwen3 QK-norm, gemma3 sliding window 8 (crossed by every
@@ -19,16 +20,6 @@ const MODELS: &[&str] = &[
     "tiny-gemma3-f32",
     "tiny-bitnet-tq2_0",
 ];
-
-fn engine(name: &str) -> Engine {
-    let path = format!(
-        "{}/tests/data/models/{name}.gguf",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut model = Model::from_file(Path::new(&path)).unwrap();
-    model.set_threads(1);
-    Engine::with_options(Arc::new(model), EngineOptions::default()).unwrap()
-}
 
 fn session(e: &Engine, chunk: usize) -> Session {
     e.session(SessionOptions {

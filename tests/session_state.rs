@@ -1,24 +1,12 @@
 //! Saved session state (runtime.md §3.2): round trips, and every bad input is a typed error that
 //! leaves the loading session exactly as it was.
 
-use std::path::Path;
-use std::sync::Arc;
-use ternlm::error::{Error, SessionError, StateError};
-use ternlm::model::Model;
-use ternlm::session::state::{STATE_MAGIC, STATE_VERSION};
-use ternlm::session::{
-    Engine, EngineOptions, Event, GenerateParams, SamplerParams, Session, SessionOptions,
-};
+mod model_util;
 
-fn engine(name: &str) -> Engine {
-    let path = format!(
-        "{}/tests/data/models/{name}.gguf",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut model = Model::from_file(Path::new(&path)).unwrap();
-    model.set_threads(1);
-    Engine::with_options(Arc::new(model), EngineOptions::default()).unwrap()
-}
+use model_util::tiny_engine as engine;
+use ternlm::error::{Error, SessionError, StateError};
+use ternlm::session::state::{STATE_MAGIC, STATE_VERSION};
+use ternlm::session::{Engine, Event, GenerateParams, SamplerParams, Session, SessionOptions};
 
 fn session(e: &Engine, n_ctx: usize) -> Session {
     e.session(SessionOptions {

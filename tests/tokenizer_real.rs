@@ -5,29 +5,17 @@
 //! concatenation of the streamed deltas (one token at a time) equals decoding all ids at once.
 //! The models come from scripts/fetch-models.sh; the test fails when they are missing.
 
+mod model_util;
+
+use model_util::cache_model;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use ternlm::gguf::SplitSet;
 use ternlm::tokenizer::stream::{StopStep, TextStream, Utf8Stream};
 use ternlm::tokenizer::Tokenizer;
 
-fn model_path(file: &str) -> PathBuf {
-    std::env::var_os("TERNLM_CACHE")
-        .map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache"),
-            PathBuf::from,
-        )
-        .join("models")
-        .join(file)
-}
-
 fn load(file: &str) -> Tokenizer {
-    let path = model_path(file);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-models.sh",
-        path.display()
-    );
+    let path = cache_model(file);
     Tokenizer::from_metadata(SplitSet::open(&path).unwrap().metadata()).unwrap()
 }
 

@@ -11,16 +11,13 @@
 //!
 //! A missing cache fails the test (it is not skipped): run `scripts/fetch-models.sh` first.
 
+mod model_util;
+
+use model_util::cache_dir;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use ternlm::gguf::SplitSet;
 use ternlm::tokenizer::Tokenizer;
-
-fn cache_dir() -> PathBuf {
-    std::env::var_os("TERNLM_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache"))
-}
 
 fn vocab_files() -> Vec<PathBuf> {
     let dir = cache_dir().join("vocab");

@@ -1,8 +1,10 @@
-//! Shared helpers of the model tests: golden files, logit comparison, bounds.
+//! Shared helpers of the integration tests: the fetch cache, test models, golden files, logit
+//! comparison, bounds.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use ternlm::model::Model;
+use ternlm::session::Engine;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -10,6 +12,27 @@ pub fn repo() -> PathBuf {
 
 pub fn models_dir() -> PathBuf {
     repo().join("tests/data/models")
+}
+
+/// The fetch cache: `$TERNLM_CACHE`, else `<repo>/.cache` (filled by scripts/fetch-models.sh).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("TERNLM_CACHE").map_or_else(|| repo().join(".cache"), PathBuf::from)
+}
+
+/// A real model of the cache; the test fails (never skips) when it was not fetched.
+pub fn cache_model(file: &str) -> PathBuf {
+    let p = cache_dir().join("models").join(file);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-models.sh",
+        p.display()
+    );
+    p
+}
+
+/// A synthetic model of tests/data/models as an engine, with one CPU thread (see [`load`]).
+pub fn tiny_engine(name: &str) -> Engine {
+    Engine::new(load(&models_dir().join(format!("{name}.gguf")))).unwrap()
 }
 
 pub fn golden_dir() -> PathBuf {
