@@ -21,6 +21,8 @@ pub enum Error {
     Model(#[from] ModelError),
     #[error("session: {0}")]
     Session(#[from] SessionError),
+    #[error("gpu: {0}")]
+    Gpu(#[from] GpuError),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -42,6 +44,7 @@ impl Error {
             Error::Tokenizer(e) => e.code(),
             Error::Model(e) => e.code(),
             Error::Session(e) => e.code(),
+            Error::Gpu(e) => e.code(),
             Error::Io { .. } => "io",
             Error::Download { .. } => "download",
             Error::Usage(_) => "usage",
@@ -237,6 +240,43 @@ impl ModelError {
             ModelError::TokenOutOfRange { .. } => "model_token_range",
             ModelError::BackendUnavailable(_) => "backend_unavailable",
             ModelError::EmptyInput => "model_empty_input",
+        }
+    }
+}
+
+/// Errors of the GPU backend. After any of them the CPU backend still works; after
+/// [`GpuError::DeviceLost`] the GPU engine must be created again.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError)]
+pub enum GpuError {
+    #[error("no GPU adapter: {0}")]
+    NoAdapter(String),
+    #[error("could not create the GPU device: {0}")]
+    Device(String),
+    #[error("the GPU device was lost: {0}")]
+    DeviceLost(String),
+    #[error("out of GPU memory: {0}")]
+    OutOfMemory(String),
+    #[error("tensor '{name}' needs {needed} bytes in one binding, the device allows {limit}")]
+    TooLarge { name: String, needed: u64, limit: u64 },
+    #[error("GPU validation error: {0}")]
+    Validation(String),
+    #[error("reading back from the GPU failed: {0}")]
+    Readback(String),
+    #[error("type {0} has no GPU kernel")]
+    UnsupportedType(String),
+}
+
+impl GpuError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            GpuError::NoAdapter(_) => "gpu_no_adapter",
+            GpuError::Device(_) => "gpu_device",
+            GpuError::DeviceLost(_) => "gpu_device_lost",
+            GpuError::OutOfMemory(_) => "gpu_out_of_memory",
+            GpuError::TooLarge { .. } => "gpu_too_large",
+            GpuError::Validation(_) => "gpu_validation",
+            GpuError::Readback(_) => "gpu_readback",
+            GpuError::UnsupportedType(_) => "gpu_unsupported_type",
         }
     }
 }

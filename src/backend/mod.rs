@@ -10,6 +10,7 @@
 //! Weights are `{cols = in, rows = out}` ([`Weight`]); `matmul` computes `y[t] = W·x[t]`.
 
 pub mod cpu;
+pub mod gpu;
 
 use crate::error::Result;
 use crate::model::arch::{Activation, RopeStyle};

@@ -1,0 +1,473 @@
+//! The GPU context: adapter, device, limits, optional features, the pipeline cache, and the
+//! few primitives every op is built from (buffers, one dispatch, readback) — spec/platform.md
+//! §1–§2.
+//!
+//! - Limits: the adapter's values are requested for the ones that size weights and workgroups,
+//!   and every split is then planned from `device.limits()` (a browser may grant less than its
+//!   adapter advertises). [`GpuOptions::max_binding_size`] lowers the binding limit further so
+//!   tests exercise row splitting on tiny models.
+//! - Features: `shader-f16` and subgroups are used when present and never required; every kernel
+//!   has an f32, workgroup-reduction form (SwiftShader and wgpu's web backend have neither).
+//! - Errors: wgpu reports validation, out-of-memory and device loss asynchronously. They are
+//!   captured (never the default panic) and surfaced as [`GpuError`] by
+//!   [`GpuContext::check`], which every readback calls.
+
+use super::wgsl::{self, Defines};
+use crate::error::{GpuError, Result};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use wgpu::util::DeviceExt;
+
+/// How to create a [`GpuContext`].
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Caps `maxStorageBufferBindingSize` below the device's (tests of the split path).
+    pub max_binding_size: Option<u64>,
+    /// Never use `shader-f16`, even where the adapter has it (the SwiftShader configuration).
+    pub no_f16: bool,
+    /// Never use subgroup operations (the browser configuration).
+    pub no_subgroups: bool,
+    /// Ask for a software adapter (lavapipe, SwiftShader).
+    pub force_fallback: bool,
+}
+
+/// What the adapter is, for logs and benchmark tables.
+#[derive(Debug, Clone)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub driver: String,
+    pub device_type: String,
+}
+
+/// Errors wgpu reported since the last [`GpuContext::check`].
+#[derive(Default)]
+struct ErrorSink {
+    first: Option<GpuError>,
+    lost: Option<String>,
+}
+
+/// One pipeline per (shader, entry, defines).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    shader: &'static str,
+    entry: &'static str,
+    defines: Defines,
+}
+
+/// A device and everything created once per device.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub adapter: AdapterSummary,
+    /// The device's limits (what was granted).
+    pub limits: wgpu::Limits,
+    /// `shader-f16` is enabled and used.
+    pub f16: bool,
+    /// Subgroup operations are enabled and used.
+    pub subgroups: bool,
+    /// The largest byte range one storage binding may cover (after [`GpuOptions`]), a multiple
+    /// of 256.
+    pub max_binding: u64,
+    pipelines: RefCell<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    errors: Arc<Mutex<ErrorSink>>,
+    dispatches: std::cell::Cell<u64>,
+}
+
+impl GpuContext {
+    /// Picks the high-performance adapter and creates a device with its limits.
+    pub async fn new(opts: &GpuOptions) -> Result<GpuContext> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: opts.force_fallback,
+                compatible_surface: None,
+                apply_limit_buckets: false,
+            })
+            .await
+            .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        let have = adapter.features();
+        let mut features = wgpu::Features::empty();
+        let f16 = !opts.no_f16 && have.contains(wgpu::Features::SHADER_F16);
+        if f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
+        // wgpu's web backend never reports subgroups (platform.md §2); natively they are used
+        // when present.
+        let subgroups = !opts.no_subgroups && have.contains(wgpu::Features::SUBGROUP);
+        if subgroups {
+            features |= wgpu::Features::SUBGROUP;
+        }
+        let a = adapter.limits();
+        let required_limits = wgpu::Limits {
+            max_buffer_size: a.max_buffer_size,
+            max_storage_buffer_binding_size: a.max_storage_buffer_binding_size,
+            max_compute_workgroup_storage_size: a.max_compute_workgroup_storage_size,
+            max_storage_buffers_per_shader_stage: a.max_storage_buffers_per_shader_stage,
+            max_compute_invocations_per_workgroup: a.max_compute_invocations_per_workgroup,
+            max_compute_workgroup_size_x: a.max_compute_workgroup_size_x,
+            ..wgpu::Limits::defaults()
+        };
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("ternlm"),
+                required_features: features,
+                required_limits,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::Device(e.to_string()))?;
+        let errors = Arc::new(Mutex::new(ErrorSink::default()));
+        {
+            let sink = errors.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                // The whole source chain: naga's shader diagnostics are in the sources.
+                let mut msg = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    msg.push_str(&format!(": {s}"));
+                    src = s.source();
+                }
+                let err = match &e {
+                    wgpu::Error::OutOfMemory { .. } => GpuError::OutOfMemory(msg),
+                    _ => GpuError::Validation(msg),
+                };
+                let mut s = sink.lock().unwrap_or_else(|p| p.into_inner());
+                s.first.get_or_insert(err);
+            }));
+            let sink = errors.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                let mut s = sink.lock().unwrap_or_else(|p| p.into_inner());
+                s.lost.get_or_insert(format!("{reason:?}: {msg}"));
+            });
+        }
+        let limits = device.limits();
+        let granted = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        let max_binding = opts.max_binding_size.map_or(granted, |m| m.min(granted)) / 256 * 256;
+        Ok(GpuContext {
+            device,
+            queue,
+            adapter: AdapterSummary {
+                name: info.name,
+                backend: format!("{:?}", info.backend),
+                driver: format!("{} {}", info.driver, info.driver_info),
+                device_type: format!("{:?}", info.device_type),
+            },
+            limits,
+            f16,
+            subgroups,
+            max_binding,
+            pipelines: RefCell::new(HashMap::new()),
+            errors,
+            dispatches: std::cell::Cell::new(0),
+        })
+    }
+
+    /// [`GpuContext::new`], blocking (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(opts: &GpuOptions) -> Result<GpuContext> {
+        pollster::block_on(Self::new(opts))
+    }
+
+    /// The first error wgpu reported since the last check (device loss first), if any.
+    pub fn check(&self) -> Result<()> {
+        let mut s = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = &s.lost {
+            return Err(GpuError::DeviceLost(m.clone()).into());
+        }
+        match s.first.take() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Dispatches recorded since the context was made (for "dispatches per token").
+    pub fn dispatch_count(&self) -> u64 {
+        self.dispatches.get()
+    }
+
+    /// A storage buffer of `bytes` (rounded up to 4), zero-filled.
+    pub fn storage(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A storage buffer holding `data` (padded to 4 bytes).
+    pub fn storage_init(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
+        let buf = self.storage(label, data.len() as u64);
+        self.write(&buf, 0, data);
+        buf
+    }
+
+    /// Writes `data` at `offset` (the tail padded with zeros to 4 bytes).
+    pub fn write(&self, buf: &wgpu::Buffer, offset: u64, data: &[u8]) {
+        if data.len() % 4 == 0 {
+            self.queue.write_buffer(buf, offset, data);
+        } else {
+            let mut v = data.to_vec();
+            v.resize(data.len().next_multiple_of(4), 0);
+            self.queue.write_buffer(buf, offset, &v);
+        }
+    }
+
+    /// The pipeline of `entry` in `shader` with `defines`, created on first use.
+    fn pipeline(
+        &self,
+        shader: &'static str,
+        entry: &'static str,
+        defines: &Defines,
+    ) -> Result<wgpu::ComputePipeline> {
+        let key = PipelineKey {
+            shader,
+            entry,
+            defines: defines.clone(),
+        };
+        if let Some(p) = self.pipelines.borrow().get(&key) {
+            return Ok(p.clone());
+        }
+        let src = wgsl::build(shader, defines, self)?;
+        let label = format!("{shader}:{entry}{}", defines.label());
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&label),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+        let p = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        self.pipelines.borrow_mut().insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// Records one dispatch into `enc`: binding 0 is the uniform `params` (when not empty),
+    /// then the `buffers` in order at bindings 1, 2, … (each whole or as a byte range).
+    /// Workgroup counts above the per-dimension limit are folded into `y` by the caller
+    /// ([`GpuContext::grid`]).
+    pub fn dispatch(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        k: &Kernel,
+        params: &[u8],
+        buffers: &[wgpu::BindingResource],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let pipeline = self.pipeline(k.shader, k.entry, &k.defines)?;
+        let ubuf;
+        let mut entries = Vec::with_capacity(buffers.len() + 1);
+        if !params.is_empty() {
+            ubuf = self
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("params"),
+                    contents: params,
+                    usage: wgpu::BufferUsages::UNIFORM,
+                });
+            entries.push(wgpu::BindGroupEntry {
+                binding: 0,
+                resource: ubuf.as_entire_binding(),
+            });
+        }
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.clone(),
+            });
+        }
+        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(k.entry),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(k.entry),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bg, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        self.dispatches.set(self.dispatches.get() + 1);
+        Ok(())
+    }
+
+    /// Workgroup counts `[x, y, 1]` covering `n` groups within the per-dimension limit
+    /// (platform.md §1.1: a 128k-row LM head needs a 2-D dispatch). Kernels compute the flat
+    /// index as `y·x_count + x` and skip indices ≥ n.
+    pub fn grid(&self, n: u32) -> [u32; 3] {
+        let max = self.limits.max_compute_workgroups_per_dimension.max(1);
+        if n <= max {
+            [n.max(1), 1, 1]
+        } else {
+            [max, n.div_ceil(max), 1]
+        }
+    }
+
+    /// Copies `bytes` of `buf` from `offset` back to the host: submits `enc` (if any) first.
+    /// Awaits the mapping; natively the wait is a blocking poll, in the browser the event loop
+    /// resolves it.
+    pub async fn read_bytes(
+        &self,
+        enc: Option<wgpu::CommandEncoder>,
+        buf: &wgpu::Buffer,
+        offset: u64,
+        bytes: u64,
+    ) -> Result<Vec<u8>> {
+        let size = bytes.next_multiple_of(4).max(4);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = enc.unwrap_or_else(|| self.device.create_command_encoder(&Default::default()));
+        enc.copy_buffer_to_buffer(buf, offset, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = oneshot::channel();
+        staging
+            .slice(..)
+            .map_async(wgpu::MapMode::Read, move |r| tx.send(r));
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let mapped = rx.await;
+        self.check()?;
+        mapped
+            .ok_or_else(|| GpuError::Readback("mapping was dropped".into()))?
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let out = {
+            let view = staging
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| GpuError::Readback(e.to_string()))?;
+            view[..bytes as usize].to_vec()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// [`GpuContext::read_bytes`] as f32 (`n` values).
+    pub async fn read_f32(
+        &self,
+        enc: Option<wgpu::CommandEncoder>,
+        buf: &wgpu::Buffer,
+        offset: u64,
+        n: usize,
+    ) -> Result<Vec<f32>> {
+        let b = self.read_bytes(enc, buf, offset, n as u64 * 4).await?;
+        Ok(bytemuck::pod_collect_to_vec(&b))
+    }
+
+    /// [`GpuContext::read_f32`], blocking (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_f32_blocking(
+        &self,
+        enc: Option<wgpu::CommandEncoder>,
+        buf: &wgpu::Buffer,
+        offset: u64,
+        n: usize,
+    ) -> Result<Vec<f32>> {
+        pollster::block_on(self.read_f32(enc, buf, offset, n))
+    }
+}
+
+/// A kernel: an entry point of a shader file with its defines.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    pub shader: &'static str,
+    pub entry: &'static str,
+    pub defines: Defines,
+}
+
+impl Kernel {
+    pub fn new(shader: &'static str, entry: &'static str) -> Kernel {
+        Kernel {
+            shader,
+            entry,
+            defines: Defines::default(),
+        }
+    }
+
+    /// With `name` defined as `value`.
+    pub fn def(mut self, name: &str, value: impl ToString) -> Kernel {
+        self.defines.set(name, value.to_string());
+        self
+    }
+}
+
+/// A single-value channel whose receiver is a future (wgpu's map callback → `await`), so the
+/// same readback code runs natively and in the browser.
+mod oneshot {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Waker};
+
+    struct Slot<T> {
+        value: Option<T>,
+        sent: bool,
+        waker: Option<Waker>,
+    }
+
+    pub struct Sender<T>(Arc<Mutex<Slot<T>>>);
+    pub struct Receiver<T>(Arc<Mutex<Slot<T>>>);
+
+    pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
+        let s = Arc::new(Mutex::new(Slot {
+            value: None,
+            sent: false,
+            waker: None,
+        }));
+        (Sender(s.clone()), Receiver(s))
+    }
+
+    impl<T> Sender<T> {
+        pub fn send(self, v: T) {
+            let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            s.value = Some(v);
+        }
+    }
+
+    impl<T> Drop for Sender<T> {
+        fn drop(&mut self) {
+            let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            s.sent = true;
+            if let Some(w) = s.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Resolves to `None` when the sender was dropped without sending.
+    impl<T> Future for Receiver<T> {
+        type Output = Option<T>;
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            if s.sent {
+                Poll::Ready(s.value.take())
+            } else {
+                s.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}

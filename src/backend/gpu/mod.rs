@@ -1,0 +1,15 @@
+//! The GPU backend (wgpu: Vulkan/Metal/DX12 natively, WebGPU in the browser) — spec/platform.md,
+//! formats.md §5.
+//!
+//! - [`context`]: adapter, device, limits, features, pipeline cache, dispatch and readback;
+//! - [`wgsl`]: the shader sources in `shaders/` and their preprocessor;
+//! - [`layout`]: weight layouts on the GPU and their upload, split by rows;
+//! - [`ops`]: one launcher per op, paired with the CPU reference in `backend::cpu`.
+
+pub mod context;
+pub mod layout;
+pub mod ops;
+pub mod wgsl;
+
+pub use context::{GpuContext, GpuOptions, Kernel};
+pub use layout::{upload, GpuWeight};

@@ -1,0 +1,225 @@
+//! Op launchers: each records one or more dispatches of a kernel in `shaders/` (named like the
+//! op) into a command encoder. Shapes are the caller's to check; every kernel guards its own
+//! bounds. The CPU reference of each op is in `backend::cpu` and the pairing is tested by the
+//! backend-check harness (`tests/gpu_ops.rs`).
+
+use super::context::{GpuContext, Kernel};
+use super::layout::GpuWeight;
+use crate::error::Result;
+use crate::model::arch::Activation;
+
+/// A uniform block from 32-bit fields, padded to 16 bytes.
+pub fn params(fields: &[u32]) -> Vec<u8> {
+    let mut v = fields.to_vec();
+    v.resize(fields.len().next_multiple_of(4), 0);
+    bytemuck::cast_slice(&v).to_vec()
+}
+
+/// Threads per workgroup of elementwise.wgsl.
+const EW_WG: u32 = 256;
+
+/// Records an elementwise kernel over `n` elements.
+fn elementwise(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    k: Kernel,
+    n: usize,
+    extra: [u32; 5],
+    bufs: &[wgpu::BindingResource],
+) -> Result<()> {
+    let grid = ctx.grid((n as u32).div_ceil(EW_WG));
+    let [cols, s, src_cols, src_col0, kind] = extra;
+    let p = params(&[n as u32, cols, grid[0], s, src_cols, src_col0, kind, 0]);
+    ctx.dispatch(enc, &k, &p, bufs, grid)
+}
+
+/// `x += y` over `n` elements.
+pub fn add(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    n: usize,
+) -> Result<()> {
+    let k = Kernel::new("elementwise", "add").def("ADD", 1);
+    let b = [x.as_entire_binding(), y.as_entire_binding()];
+    elementwise(ctx, enc, k, n, [0; 5], &b)
+}
+
+/// `x[r] += b` for `n` elements of rows `cols` wide.
+pub fn add_bias(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    x: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    n: usize,
+    cols: usize,
+) -> Result<()> {
+    let k = Kernel::new("elementwise", "add_bias").def("ADD_BIAS", 1);
+    let bufs = [x.as_entire_binding(), b.as_entire_binding()];
+    elementwise(ctx, enc, k, n, [cols as u32, 0, 0, 0, 0], &bufs)
+}
+
+/// `x *= s` (`entry = "scale"`) or `x = s·tanh(x/s)` (`entry = "softcap"`).
+pub fn unary(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    entry: &'static str,
+    x: &wgpu::Buffer,
+    n: usize,
+    s: f32,
+) -> Result<()> {
+    let k = Kernel::new("elementwise", entry).def("UNARY", 1);
+    let bufs = [x.as_entire_binding()];
+    elementwise(ctx, enc, k, n, [0, s.to_bits(), 0, 0, 0], &bufs)
+}
+
+/// `o = act(gate) ⊙ up`.
+pub fn glu(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    gate: &wgpu::Buffer,
+    up: &wgpu::Buffer,
+    o: &wgpu::Buffer,
+    n: usize,
+    act: Activation,
+) -> Result<()> {
+    let kind = match act {
+        Activation::Silu => 0,
+        Activation::GeluTanh => 1,
+        Activation::Relu2 => 2,
+    };
+    let k = Kernel::new("elementwise", "glu").def("GLU", 1);
+    let bufs = [
+        gate.as_entire_binding(),
+        up.as_entire_binding(),
+        o.as_entire_binding(),
+    ];
+    elementwise(ctx, enc, k, n, [0, 0, 0, 0, kind], &bufs)
+}
+
+/// `dst[r][c] = src[r][col0 + c]` for `rows × cols`.
+#[allow(clippy::too_many_arguments)]
+pub fn copy_cols(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    src: &wgpu::Buffer,
+    src_cols: usize,
+    col0: usize,
+    dst: &wgpu::Buffer,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    let k = Kernel::new("elementwise", "copy_cols").def("COPY_COLS", 1);
+    let bufs = [src.as_entire_binding(), dst.as_entire_binding()];
+    let extra = [cols as u32, 0, src_cols as u32, col0 as u32, 0];
+    elementwise(ctx, enc, k, rows * cols, extra, &bufs)
+}
+
+/// RMSNorm of each `group`-long slice of `x` (`n` elements) into `y`, times `w` if given.
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    x: &wgpu::Buffer,
+    w: Option<&wgpu::Buffer>,
+    y: &wgpu::Buffer,
+    n: usize,
+    group: usize,
+    eps: f32,
+) -> Result<()> {
+    let n_groups = (n / group) as u32;
+    let grid = ctx.grid(n_groups);
+    let p = params(&[
+        n_groups,
+        group as u32,
+        grid[0],
+        eps.to_bits(),
+        w.is_some() as u32,
+    ]);
+    // Without a weight, `x` is bound in its place (never read).
+    let bufs = [
+        x.as_entire_binding(),
+        w.unwrap_or(x).as_entire_binding(),
+        y.as_entire_binding(),
+    ];
+    ctx.dispatch(enc, &Kernel::new("rms_norm", "rms_norm"), &p, &bufs, grid)
+}
+
+/// Tokens per matmul workgroup (matmul.wgsl `TT`).
+const MATMUL_TT: u32 = 4;
+
+/// `y[t][col0 + r] = W·x[t]` for `tokens` rows of `x` (`[tokens, w.cols]`) into `y`
+/// (`[tokens, y_cols]`), one dispatch per weight part.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    w: &GpuWeight,
+    x: &wgpu::Buffer,
+    tokens: usize,
+    y: &wgpu::Buffer,
+    y_cols: usize,
+    col0: usize,
+) -> Result<()> {
+    let k = Kernel::new("matmul", "matmul")
+        .def("MATMUL", 1)
+        .def(&w.define(), 1);
+    for part in &w.parts {
+        let mut grid = ctx.grid(part.rows as u32);
+        grid[2] = (tokens as u32).div_ceil(MATMUL_TT);
+        let p = params(&[
+            part.rows as u32,
+            w.cols as u32,
+            tokens as u32,
+            w.row_words as u32,
+            grid[0],
+            (col0 + part.row0) as u32,
+            y_cols as u32,
+            part.aux,
+            w.mult.to_bits(),
+        ]);
+        let bufs = [
+            part.buf.as_entire_binding(),
+            x.as_entire_binding(),
+            y.as_entire_binding(),
+        ];
+        ctx.dispatch(enc, &k, &p, &bufs, grid)?;
+    }
+    Ok(())
+}
+
+/// `y[t] = W[ids[t]]` (`ids` a buffer of `tokens` u32, each < `w.rows`).
+pub fn embed(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    w: &GpuWeight,
+    ids: &wgpu::Buffer,
+    tokens: usize,
+    y: &wgpu::Buffer,
+) -> Result<()> {
+    let k = Kernel::new("matmul", "embed")
+        .def("EMBED", 1)
+        .def(&w.define(), 1);
+    let grid = ctx.grid(tokens as u32);
+    for part in &w.parts {
+        let p = params(&[
+            part.rows as u32,
+            w.cols as u32,
+            tokens as u32,
+            w.row_words as u32,
+            grid[0],
+            part.row0 as u32,
+            w.cols as u32,
+            part.aux,
+            w.mult.to_bits(),
+        ]);
+        let bufs = [
+            part.buf.as_entire_binding(),
+            ids.as_entire_binding(),
+            y.as_entire_binding(),
+        ];
+        ctx.dispatch(enc, &k, &p, &bufs, grid)?;
+    }
+    Ok(())
+}
