@@ -6,9 +6,9 @@ mod gpu_util;
 
 use gpu_util::*;
 use ternlm::backend::cpu::ops as cpu;
-use ternlm::backend::gpu::{ops, upload, GpuContext, GpuOptions};
+use ternlm::backend::gpu::{ops, GpuContext};
 use ternlm::model::arch::Activation;
-use ternlm::quant::{GgmlType, TensorView};
+use ternlm::quant::GgmlType;
 
 /// f32 ops: the bound of testing.md §3.
 const F32_BOUND: f64 = 1e-7;
@@ -45,7 +45,12 @@ fn elementwise_ops() {
                 5.5 * (v / 5.5).tanh()
             })
             .collect();
-        check(&format!("bias/scale/softcap {case}"), &got, &want, F32_BOUND);
+        check(
+            &format!("bias/scale/softcap {case}"),
+            &got,
+            &want,
+            F32_BOUND,
+        );
 
         // glu, every activation
         for act in [Activation::Silu, Activation::GeluTanh, Activation::Relu2] {
@@ -63,7 +68,17 @@ fn elementwise_ops() {
         let (c0, w) = (cols / 3, (cols / 3).max(1).min(cols - cols / 3));
         let out = poisoned(&ctx, rows * w);
         let mut enc = encoder(&ctx);
-        ops::copy_cols(&ctx, &mut enc, &upload_f32(&ctx, &a), cols, c0, &out, rows, w).unwrap();
+        ops::copy_cols(
+            &ctx,
+            &mut enc,
+            &upload_f32(&ctx, &a),
+            cols,
+            c0,
+            &out,
+            rows,
+            w,
+        )
+        .unwrap();
         let got = finish(&ctx, enc, &out, rows * w);
         let want: Vec<f32> = (0..rows)
             .flat_map(|r| a[r * cols + c0..r * cols + c0 + w].to_vec())
@@ -90,100 +105,26 @@ fn rms_norm_plain_and_per_head() {
         let wb = upload_f32(&ctx, &w);
         let mut enc = encoder(&ctx);
         let wo = weighted.then_some(&wb);
-        ops::rms_norm(&ctx, &mut enc, &upload_f32(&ctx, &x), wo, &out, n, group, 1e-5).unwrap();
+        ops::rms_norm(
+            &ctx,
+            &mut enc,
+            &upload_f32(&ctx, &x),
+            wo,
+            &out,
+            n,
+            group,
+            1e-5,
+        )
+        .unwrap();
         let got = finish(&ctx, enc, &out, n);
         let mut want = vec![0f32; n];
         cpu::rms_norm(&x, weighted.then_some(&w[..]), group, 1e-5, &mut want);
-        check(&format!("rms_norm {rows}x{cols}/{group}"), &got, &want, F32_BOUND);
-    }
-}
-
-/// Random bytes of a tensor of `ty` that decode to finite values: plain types from random
-/// values; block types from random bytes with every f16 scale field replaced by a sane value
-/// (see [`sane_block`]).
-pub fn random_tensor(rng: &mut Rng, ty: GgmlType, cols: usize, rows: usize) -> Vec<u8> {
-    let n = cols * rows;
-    match ty {
-        GgmlType::F32 => bytemuck::cast_slice(&rng.values(n)).to_vec(),
-        GgmlType::F16 => (0..n)
-            .flat_map(|_| half::f16::from_f32(rng.value()).to_le_bytes())
-            .collect(),
-        GgmlType::BF16 => (0..n)
-            .flat_map(|_| half::bf16::from_f32(rng.value()).to_le_bytes())
-            .collect(),
-        _ => panic!("random_tensor: add {ty:?}"),
-    }
-}
-
-/// `W·x` in f64 from the CPU decoder.
-fn reference_matmul(v: &TensorView, x: &[f32], tokens: usize) -> Vec<f32> {
-    let (cols, rows) = (v.ncols(), v.nrows());
-    let mut w = vec![0f32; cols];
-    let mut y = vec![0f32; tokens * rows];
-    for r in 0..rows {
-        v.dequantize_row(r, &mut w).unwrap();
-        for t in 0..tokens {
-            let s: f64 = w
-                .iter()
-                .zip(&x[t * cols..(t + 1) * cols])
-                .map(|(&a, &b)| a as f64 * b as f64)
-                .sum();
-            y[t * rows + r] = s as f32;
-        }
-    }
-    y
-}
-
-/// matmul and embed of one type over odd shapes, token counts around the tile, and a split
-/// into row parts (a binding limit of a few rows).
-pub fn matmul_cases(ty: GgmlType, shapes: &[(usize, usize)], bound: f64) {
-    let mut rng = Rng::new(ty as u64 + 100);
-    for split in [false, true] {
-        for &(cols, rows) in shapes {
-            let data = random_tensor(&mut rng, ty, cols, rows);
-            let ne = [cols as u64, rows as u64];
-            let v = TensorView::new("w", ty, &ne, &data).unwrap();
-            // A binding limit of about 3 rows (at least 256 bytes): exercises the split path.
-            let row_bytes = data.len() / rows + 16;
-            let limit = (row_bytes * 3).next_multiple_of(256);
-            let opts = GpuOptions {
-                max_binding_size: split.then_some(limit as u64),
-                ..Default::default()
-            };
-            let ctx = ctx_with(&opts);
-            let w = upload(&ctx, &v).unwrap();
-            if split && data.len() > limit {
-                assert!(w.parts.len() > 1, "{ty:?} {cols}x{rows}: split into parts");
-            }
-            for tokens in [1usize, 3, 4, 5, 9] {
-                let case = format!("matmul {ty:?} {cols}x{rows} t{tokens} split={split}");
-                let x = rng.values(tokens * cols);
-                let y = poisoned(&ctx, tokens * rows);
-                let mut enc = encoder(&ctx);
-                ops::matmul(&ctx, &mut enc, &w, &upload_f32(&ctx, &x), tokens, &y, rows, 0)
-                    .unwrap();
-                let got = finish(&ctx, enc, &y, tokens * rows);
-                check(&case, &got, &reference_matmul(&v, &x, tokens), bound);
-            }
-            // embed: random ids, repeated and at both ends
-            let ids: Vec<u32> = (0..7)
-                .map(|i| match i {
-                    0 => 0,
-                    1 => rows as u32 - 1,
-                    _ => rng.below(rows) as u32,
-                })
-                .collect();
-            let out = poisoned(&ctx, ids.len() * cols);
-            let mut enc = encoder(&ctx);
-            let idb = ctx.storage_init("ids", bytemuck::cast_slice(&ids));
-            ops::embed(&ctx, &mut enc, &w, &idb, ids.len(), &out).unwrap();
-            let got = finish(&ctx, enc, &out, ids.len() * cols);
-            let mut want = vec![0f32; ids.len() * cols];
-            for (o, &id) in want.chunks_exact_mut(cols).zip(&ids) {
-                v.dequantize_row(id as usize, o).unwrap();
-            }
-            assert_eq!(got, want, "embed {ty:?} {cols}x{rows} split={split}");
-        }
+        check(
+            &format!("rms_norm {rows}x{cols}/{group}"),
+            &got,
+            &want,
+            F32_BOUND,
+        );
     }
 }
 

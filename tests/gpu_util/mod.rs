@@ -5,7 +5,8 @@
 
 #![allow(dead_code)]
 
-use ternlm::backend::gpu::{GpuContext, GpuOptions};
+use ternlm::backend::gpu::{ops, upload, GpuContext, GpuOptions};
+use ternlm::quant::{GgmlType, TensorView};
 
 /// A GPU context; the test fails when there is no adapter.
 pub fn ctx() -> GpuContext {
@@ -72,7 +73,12 @@ pub fn poisoned(ctx: &GpuContext, n: usize) -> wgpu::Buffer {
 }
 
 /// Submits `enc`, reads `n` outputs back and checks the sentinels behind them.
-pub fn finish(ctx: &GpuContext, enc: wgpu::CommandEncoder, out: &wgpu::Buffer, n: usize) -> Vec<f32> {
+pub fn finish(
+    ctx: &GpuContext,
+    enc: wgpu::CommandEncoder,
+    out: &wgpu::Buffer,
+    n: usize,
+) -> Vec<f32> {
     let all = ctx
         .read_f32_blocking(Some(enc), out, 0, n + GUARD)
         .unwrap_or_else(|e| panic!("GPU error: {e}"));
@@ -112,4 +118,169 @@ pub fn nmse(case: &str, got: &[f32], want: &[f32]) -> f64 {
 pub fn check(case: &str, got: &[f32], want: &[f32], bound: f64) {
     let e = nmse(case, got, want);
     assert!(e <= bound, "{case}: NMSE {e:e} > {bound:e}");
+}
+
+/// Byte offsets of the f16 scale/min fields inside one block of `ty` (formats.md §3-§4).
+fn f16_fields(ty: GgmlType) -> &'static [usize] {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q2_K => &[80, 82],
+        GgmlType::Q3_K => &[108],
+        GgmlType::Q6_K => &[208],
+        GgmlType::TQ1_0 => &[52],
+        GgmlType::TQ2_0 => &[64],
+        _ => panic!("random_tensor: add {ty:?}"),
+    }
+}
+
+/// A sane random f16 scale: magnitude 1e-3..1e-1 (log-uniform), negative one time in four.
+pub fn sane_f16(rng: &mut Rng) -> u16 {
+    let mag = 10f32.powf(-2.0 + rng.unit());
+    let v = if rng.below(4) == 0 { -mag } else { mag };
+    half::f16::from_f32(v).to_bits()
+}
+
+/// Random bytes of a tensor of `ty` that decode to finite values: plain types from random
+/// values; block types from random bytes with every f16 scale/min field replaced by
+/// [`sane_f16`] (the first block's first field by an f16 subnormal); I2_S from random codes and
+/// a sane f32 trailer scale.
+pub fn random_tensor(rng: &mut Rng, ty: GgmlType, cols: usize, rows: usize) -> Vec<u8> {
+    let n = cols * rows;
+    match ty {
+        GgmlType::F32 => bytemuck::cast_slice(&rng.values(n)).to_vec(),
+        GgmlType::F16 => (0..n)
+            .flat_map(|_| half::f16::from_f32(rng.value()).to_le_bytes())
+            .collect(),
+        GgmlType::BF16 => (0..n)
+            .flat_map(|_| half::bf16::from_f32(rng.value()).to_le_bytes())
+            .collect(),
+        GgmlType::I2_S => {
+            let mut b = rng.bytes(n / 4);
+            let s = half::f16::from_bits(sane_f16(rng)).to_f32() * 10.0;
+            b.extend(s.to_le_bytes());
+            b.extend([0u8; 28]);
+            b
+        }
+        _ => {
+            let (bs, ts) = (ty.block_size() as usize, ty.type_size() as usize);
+            assert_eq!(cols % bs, 0, "{ty:?}: {cols} columns are not whole blocks");
+            let mut b = rng.bytes(n / bs * ts);
+            for (i, blk) in b.chunks_exact_mut(ts).enumerate() {
+                for (f, &at) in f16_fields(ty).iter().enumerate() {
+                    let bits = if i == 0 && f == 0 {
+                        1 + rng.below(0x3ff) as u16 // subnormal
+                    } else {
+                        sane_f16(rng)
+                    };
+                    blk[at..at + 2].copy_from_slice(&bits.to_le_bytes());
+                }
+            }
+            b
+        }
+    }
+}
+
+/// `W·x` in f64 from the CPU decoder.
+pub fn reference_matmul(v: &TensorView, x: &[f32], tokens: usize) -> Vec<f32> {
+    let (cols, rows) = (v.ncols(), v.nrows());
+    let mut w = vec![0f32; cols];
+    let mut y = vec![0f32; tokens * rows];
+    for r in 0..rows {
+        v.dequantize_row(r, &mut w).unwrap();
+        for t in 0..tokens {
+            let s: f64 = w
+                .iter()
+                .zip(&x[t * cols..(t + 1) * cols])
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum();
+            y[t * rows + r] = s as f32;
+        }
+    }
+    y
+}
+
+/// matmul and embed of one type over odd shapes, token counts around the tile, and a split
+/// into row parts (a binding limit of a few rows, or of about 130 rows for shapes of 256 rows
+/// or more, so that parts are rounded down to multiples of 128 rows). matmul must be within
+/// `bound` (NMSE), embed bit-exact. Returns the largest matmul NMSE seen.
+pub fn matmul_cases(ty: GgmlType, shapes: &[(usize, usize)], bound: f64) -> f64 {
+    let mut rng = Rng::new(ty as u64 + 100);
+    let mut worst = 0f64;
+    for split in [false, true] {
+        for &(cols, rows) in shapes {
+            let data = random_tensor(&mut rng, ty, cols, rows);
+            let ne = [cols as u64, rows as u64];
+            let v = TensorView::new("w", ty, &ne, &data).unwrap();
+            // The binding limit of the split path (at least 256 bytes); the GPU row is at most
+            // this estimate (T2R rows hold 66 bytes per 256 columns).
+            let row_bytes = data.len() / rows + cols / 4 + 16;
+            let part_rows = if rows >= 256 { 130 } else { 3 };
+            let limit = (row_bytes * part_rows).next_multiple_of(256);
+            let opts = GpuOptions {
+                max_binding_size: split.then_some(limit as u64),
+                ..Default::default()
+            };
+            let ctx = ctx_with(&opts);
+            let w = upload(&ctx, &v).unwrap();
+            if split && data.len() > limit {
+                assert!(w.parts.len() > 1, "{ty:?} {cols}x{rows}: split into parts");
+                if part_rows > 128 {
+                    let starts: Vec<usize> = w.parts.iter().map(|p| p.row0).collect();
+                    assert!(
+                        starts.iter().all(|r| r % 128 == 0),
+                        "{ty:?} {cols}x{rows}: parts start at {starts:?}"
+                    );
+                }
+            }
+            for tokens in [1usize, 3, 4, 5, 9] {
+                let case = format!("matmul {ty:?} {cols}x{rows} t{tokens} split={split}");
+                let x = rng.values(tokens * cols);
+                let y = poisoned(&ctx, tokens * rows);
+                let mut enc = encoder(&ctx);
+                ops::matmul(
+                    &ctx,
+                    &mut enc,
+                    &w,
+                    &upload_f32(&ctx, &x),
+                    tokens,
+                    &y,
+                    rows,
+                    0,
+                )
+                .unwrap();
+                let got = finish(&ctx, enc, &y, tokens * rows);
+                let e = nmse(&case, &got, &reference_matmul(&v, &x, tokens));
+                assert!(e <= bound, "{case}: NMSE {e:e} > {bound:e}");
+                worst = worst.max(e);
+            }
+            // embed: random ids, repeated and at both ends
+            let ids: Vec<u32> = (0..7)
+                .map(|i| match i {
+                    0 => 0,
+                    1 => rows as u32 - 1,
+                    _ => rng.below(rows) as u32,
+                })
+                .collect();
+            let out = poisoned(&ctx, ids.len() * cols);
+            let mut enc = encoder(&ctx);
+            let idb = ctx.storage_init("ids", bytemuck::cast_slice(&ids));
+            ops::embed(&ctx, &mut enc, &w, &idb, ids.len(), &out).unwrap();
+            let got = finish(&ctx, enc, &out, ids.len() * cols);
+            let mut want = vec![0f32; ids.len() * cols];
+            for (o, &id) in want.chunks_exact_mut(cols).zip(&ids) {
+                v.dequantize_row(id as usize, o).unwrap();
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert!(
+                bits(&got) == bits(&want),
+                "embed {ty:?} {cols}x{rows} split={split}: first difference at {:?}",
+                got.iter()
+                    .zip(&want)
+                    .position(|(a, b)| a.to_bits() != b.to_bits())
+                    .map(|i| (i, got[i], want[i]))
+            );
+        }
+    }
+    worst
 }

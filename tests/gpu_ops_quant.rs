@@ -1,0 +1,46 @@
+//! matmul and embed of every quantized weight type against the CPU decoders (src/quant), on
+//! the GPU layouts of src/backend/gpu/layout.rs: legacy 32-element blocks, K-quants and the
+//! ternary types through T2R. The kernels dequantize exactly and accumulate in f32, so matmul
+//! is held to the f32 bound against an f64 reference of the decoded weights, and embed must be
+//! bit-exact.
+
+mod gpu_util;
+
+use gpu_util::*;
+use ternlm::quant::GgmlType;
+
+/// Exact dequantization, f32 accumulation (testing.md §3).
+const BOUND: f64 = 1e-7;
+
+fn run(types: &[GgmlType], shapes: &[(usize, usize)]) {
+    for &ty in types {
+        let e = matmul_cases(ty, shapes, BOUND);
+        eprintln!("{ty:?}: worst matmul NMSE {e:.3e}");
+    }
+}
+
+#[test]
+fn matmul_legacy_blocks() {
+    use GgmlType::*;
+    run(
+        &[Q4_0, Q4_1, Q5_0, Q5_1, Q8_0],
+        &[(32, 5), (96, 7), (608, 13), (96, 301)],
+    );
+}
+
+#[test]
+fn matmul_k_quants() {
+    use GgmlType::*;
+    run(
+        &[Q2_K, Q3_K, Q4_K, Q5_K, Q6_K],
+        &[(256, 5), (768, 7), (256, 301)],
+    );
+}
+
+#[test]
+fn matmul_ternary() {
+    use GgmlType::*;
+    run(&[TQ1_0, TQ2_0], &[(256, 5), (768, 7), (768, 301)]);
+    // I2_S rows are whole 128-column chunks; K % 256 = 128 leaves a pad chunk in T2R.
+    run(&[I2_S], &[(128, 3), (384, 7), (768, 301)]);
+}
