@@ -6,6 +6,7 @@
 //! - [`layout`]: weight layouts on the GPU and their upload, split by rows;
 //! - [`ops`]: one launcher per op, paired with the CPU reference in `backend::cpu`.
 
+pub mod attn;
 pub mod context;
 pub mod layout;
 pub mod ops;

@@ -15,10 +15,15 @@ use std::collections::BTreeMap;
 /// The shader files, by name (`shaders/<name>.wgsl`).
 const SOURCES: &[(&str, &str)] = &[
     ("common", include_str!("../../../shaders/common.wgsl")),
-    ("elementwise", include_str!("../../../shaders/elementwise.wgsl")),
+    (
+        "elementwise",
+        include_str!("../../../shaders/elementwise.wgsl"),
+    ),
     ("rms_norm", include_str!("../../../shaders/rms_norm.wgsl")),
     ("dequant", include_str!("../../../shaders/dequant.wgsl")),
     ("matmul", include_str!("../../../shaders/matmul.wgsl")),
+    ("rope", include_str!("../../../shaders/rope.wgsl")),
+    ("attention", include_str!("../../../shaders/attention.wgsl")),
 ];
 
 /// The source of shader `name`.

@@ -1,0 +1,144 @@
+//! RoPE and attention on the GPU (`shaders/rope.wgsl`, `shaders/attention.wgsl`), paired with
+//! `backend::cpu::ops::{rope, attend}` and tested by `tests/gpu_ops_attn.rs`.
+//!
+//! - RoPE: the cos/sin of every (position, pair) come from a table computed once per layer on
+//!   the CPU with [`cpu::ops::rope_cos_sin`], so the GPU rotates by bit-identical angles (GPU
+//!   `sin`/`cos` lose accuracy at large arguments) and the rotation matches the CPU's FMA form.
+//! - Attention: f32 K/V cache, one workgroup per (token, query head) with an online softmax over
+//!   key blocks (any context length), GQA by index, optional sliding window.
+//!
+//! Out of scope for now: an f16 KV cache, subgroup reductions, split-K over long contexts for
+//! decode, and a tiled prefill kernel that shares K/V reads between query rows.
+
+use super::context::{GpuContext, Kernel};
+use super::ops::params;
+use crate::backend::cpu;
+use crate::backend::{AttnParams, RopeFreqs};
+use crate::error::{GpuError, Result};
+use crate::model::arch::RopeStyle;
+
+/// Threads per rope workgroup (rope.wgsl `WG`).
+const ROPE_WG: u32 = 256;
+/// The largest `head_dim` / `head_dim_v` attention.wgsl holds (its `MAX_D`).
+pub const ATTN_MAX_HEAD_DIM: usize = 256;
+
+/// The cos/sin table of one layer's RoPE for positions `[0, n_pos)`: `[n_pos][n_rot/2]` pairs
+/// `(cos, sin)·attn_factor` as f32, computed on the CPU with [`cpu::ops::rope_cos_sin`] so the
+/// GPU rotation uses bit-identical angles (GPU sin/cos are inaccurate for large arguments).
+pub fn rope_table(
+    ctx: &GpuContext,
+    freqs: &RopeFreqs,
+    attn_factor: f32,
+    n_pos: usize,
+) -> wgpu::Buffer {
+    let mut table = Vec::with_capacity(n_pos * freqs.factors.len() * 2);
+    let mut cs = Vec::with_capacity(freqs.factors.len());
+    for pos in 0..n_pos {
+        cpu::ops::rope_cos_sin(pos, freqs, attn_factor, &mut cs);
+        table.extend(cs.iter().flat_map(|&(c, s)| [c, s]));
+    }
+    ctx.storage_init("rope_table", bytemuck::cast_slice(&table))
+}
+
+/// Rotates in place rows `x[tokens][n_heads·head_dim]`; row `t` is at position `pos0 + t`; the
+/// first `n_rot` dims of each head, adjacent pairs (`Norm`) or halves (`Neox`). `table` is a
+/// [`rope_table`] covering positions up to `pos0 + tokens`.
+#[allow(clippy::too_many_arguments)]
+pub fn rope(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    x: &wgpu::Buffer,
+    table: &wgpu::Buffer,
+    tokens: usize,
+    pos0: usize,
+    n_heads: usize,
+    head_dim: usize,
+    n_rot: usize,
+    style: RopeStyle,
+) -> Result<()> {
+    debug_assert!(n_rot.is_multiple_of(2) && n_rot <= head_dim);
+    let half = n_rot / 2;
+    if tokens == 0 || half == 0 || n_heads == 0 {
+        return Ok(());
+    }
+    let need = ((pos0 + tokens) * n_rot * 4) as u64;
+    if table.size() < need {
+        return Err(GpuError::Validation(format!(
+            "rope table of {} bytes does not cover positions < {} ({need} bytes)",
+            table.size(),
+            pos0 + tokens
+        ))
+        .into());
+    }
+    let n = tokens * n_heads * half;
+    let grid = ctx.grid((n as u32).div_ceil(ROPE_WG));
+    let p = params(&[
+        n as u32,
+        n_heads as u32,
+        head_dim as u32,
+        half as u32,
+        pos0 as u32,
+        matches!(style, RopeStyle::Neox) as u32,
+        grid[0],
+    ]);
+    let bufs = [x.as_entire_binding(), table.as_entire_binding()];
+    ctx.dispatch(enc, &Kernel::new("rope", "rope"), &p, &bufs, grid)
+}
+
+/// Causal attention of `q` rows (`[tokens][n_head·head_dim]`, row `t` at position `pos0 + t`)
+/// over the KV cache buffers `k` (`[capacity][n_head_kv·head_dim]` f32) and `v`
+/// (`[capacity][n_head_kv·head_dim_v]` f32), rows `0..pos0 + tokens` valid; GQA kv head
+/// `h / (n_head/n_head_kv)`, `p.scale` on `q·k`, sliding window `p.window` (query `i` sees keys
+/// `i − W < j ≤ i`); output `o`: `[tokens][n_head·head_dim_v]`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    q: &wgpu::Buffer,
+    k: &wgpu::Buffer,
+    v: &wgpu::Buffer,
+    o: &wgpu::Buffer,
+    tokens: usize,
+    pos0: usize,
+    p: &AttnParams,
+) -> Result<()> {
+    if p.head_dim > ATTN_MAX_HEAD_DIM
+        || p.head_dim_v > ATTN_MAX_HEAD_DIM
+        || p.n_head_kv == 0
+        || !p.n_head.is_multiple_of(p.n_head_kv)
+    {
+        return Err(GpuError::Validation(format!(
+            "attention: unsupported heads {}/{} of dims {}/{} (head dims ≤ {ATTN_MAX_HEAD_DIM})",
+            p.n_head, p.n_head_kv, p.head_dim, p.head_dim_v
+        ))
+        .into());
+    }
+    debug_assert!(p.window != Some(0), "a zero window sees no keys");
+    if tokens == 0 || p.n_head == 0 {
+        return Ok(());
+    }
+    let n_groups = (tokens * p.n_head) as u32;
+    let grid = ctx.grid(n_groups);
+    let window = p.window.map_or(0, |w| w.min(u32::MAX as usize) as u32);
+    let u = params(&[
+        tokens as u32,
+        pos0 as u32,
+        p.n_head as u32,
+        (p.n_head / p.n_head_kv) as u32,
+        p.head_dim as u32,
+        p.head_dim_v as u32,
+        (p.n_head_kv * p.head_dim) as u32,
+        (p.n_head_kv * p.head_dim_v) as u32,
+        p.scale.to_bits(),
+        window,
+        grid[0],
+    ]);
+    let bufs = [
+        q.as_entire_binding(),
+        k.as_entire_binding(),
+        v.as_entire_binding(),
+        o.as_entire_binding(),
+    ];
+    let kernel = Kernel::new("attention", "attention");
+    ctx.dispatch(enc, &kernel, &u, &bufs, grid)
+}
