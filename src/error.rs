@@ -224,8 +224,6 @@ pub enum ModelError {
     Mismatch(String),
     #[error("token id {id} is outside the vocabulary of {n_vocab}")]
     TokenOutOfRange { id: u32, n_vocab: usize },
-    #[error("backend '{0}' is not available")]
-    BackendUnavailable(String),
     #[error("no tokens to run")]
     EmptyInput,
 }
@@ -238,7 +236,6 @@ impl ModelError {
             ModelError::TensorShape { .. } => "model_tensor_shape",
             ModelError::Mismatch(_) => "model_mismatch",
             ModelError::TokenOutOfRange { .. } => "model_token_range",
-            ModelError::BackendUnavailable(_) => "backend_unavailable",
             ModelError::EmptyInput => "model_empty_input",
         }
     }
@@ -257,7 +254,11 @@ pub enum GpuError {
     #[error("out of GPU memory: {0}")]
     OutOfMemory(String),
     #[error("tensor '{name}' needs {needed} bytes in one binding, the device allows {limit}")]
-    TooLarge { name: String, needed: u64, limit: u64 },
+    TooLarge {
+        name: String,
+        needed: u64,
+        limit: u64,
+    },
     #[error("GPU validation error: {0}")]
     Validation(String),
     #[error("reading back from the GPU failed: {0}")]

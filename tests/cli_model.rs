@@ -1,5 +1,5 @@
 //! The model commands of the CLI: `logits` against llama.cpp's golden logits, `bench` JSON,
-//! `--backend gpu` as a clear error, and `-m URL` downloaded from a localhost server into the cache
+//! `--backend gpu|auto` (a missing adapter is a typed error or a CPU fallback), and `-m URL` downloaded from a localhost server into the cache
 //! with the second run served from the cache.
 
 use serde_json::Value;
@@ -13,9 +13,14 @@ fn repo() -> &'static Path {
 }
 
 fn run(args: &[&str], cache: &Path) -> (bool, Vec<u8>, String) {
+    run_env(args, cache, &[])
+}
+
+fn run_env(args: &[&str], cache: &Path, env: &[(&str, &str)]) -> (bool, Vec<u8>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ternlm"))
         .args(args)
         .env("TERNLM_CACHE", cache)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -91,25 +96,41 @@ fn logits_match_llama_cpp_golden() {
 }
 
 #[test]
-fn bench_prints_json_and_gpu_backend_is_a_clear_error() {
+fn bench_prints_json_on_each_backend() {
     let dir = temp("bench");
     let model = repo().join("tests/data/models/tiny-qwen3-q8_0.gguf");
     let m = model.to_str().unwrap();
-    let (ok, out, err) = run(
-        &["bench", "-m", m, "-p", "16", "-n", "4", "--backend", "cpu"],
-        &dir,
-    );
-    assert!(ok, "{err}");
-    let j: Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(j["n_prompt"], 16);
-    assert_eq!(j["n_gen"], 4);
-    assert!(
-        j["prefill_tok_s"].as_f64().unwrap() > 0.0 && j["decode_tok_s"].as_f64().unwrap() > 0.0
-    );
+    for backend in ["cpu", "gpu"] {
+        let (ok, out, err) = run(
+            &["bench", "-m", m, "-p", "16", "-n", "4", "--backend", backend],
+            &dir,
+        );
+        assert!(ok, "{err}");
+        let j: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(j["backend"], backend);
+        assert_eq!(j["n_prompt"], 16);
+        assert_eq!(j["n_gen"], 4);
+        assert!(
+            j["prefill_tok_s"].as_f64().unwrap() > 0.0 && j["decode_tok_s"].as_f64().unwrap() > 0.0
+        );
+        if backend == "gpu" {
+            assert!(j["dispatches_per_token"].as_f64().unwrap() > 0.0, "{j}");
+            assert!(j["effective_gb_s"].as_f64().unwrap() > 0.0, "{j}");
+        }
+    }
 
-    let (ok, _, err) = run(&["bench", "-m", m, "--backend", "gpu"], &dir);
+    // No adapter (wgpu limited to a backend this build lacks): `gpu` is a typed error, `auto`
+    // falls back to the CPU and says why.
+    let no_gpu = [("WGPU_BACKEND", "metal")];
+    let args = ["bench", "-m", m, "-p", "4", "-n", "1"];
+    let (ok, _, err) = run_env(&[&args[..], &["--backend", "gpu"]].concat(), &dir, &no_gpu);
     assert!(!ok);
-    assert!(err.contains("[backend_unavailable]"), "{err}");
+    assert!(err.contains("[gpu_no_adapter]"), "{err}");
+    let (ok, out, err) = run_env(&[&args[..], &["--backend", "auto"]].concat(), &dir, &no_gpu);
+    assert!(ok, "{err}");
+    assert!(err.contains("running on the CPU"), "{err}");
+    let j: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(j["backend"], "cpu");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -2,11 +2,14 @@
 //! §3, §4.1): all positions of three fixed sequences (1, 17, 128 tokens) and 16 cached greedy
 //! decode steps, with the bounds (NMSE ≤ 1e-4 for F32/F16, ≤ 5e-3 quantized, ≤ 1e-2
 //! TQ1_0/TQ2_0; ≤ 3% of positions above 10× that; top-1 equal where the lead is clear, see
-//! `model_util::MARGIN_STD`).
+//! `model_util::MARGIN_STD`). The same suite runs on the CPU backend and on the GPU backend
+//! (lavapipe in CI), there with a 64 KiB binding limit so that large tensors take the split
+//! path.
 
 mod model_util;
 
 use model_util::*;
+use ternlm::backend::gpu::GpuOptions;
 use ternlm::model::{LogitsFor, Model};
 
 struct Case {
@@ -15,7 +18,7 @@ struct Case {
     manifest: serde_json::Value,
 }
 
-fn cases() -> Vec<Case> {
+fn cases(gpu: bool) -> Vec<Case> {
     let dir = golden_dir().join("logits");
     let mut out = Vec::new();
     let mut names: Vec<_> = std::fs::read_dir(&dir)
@@ -32,9 +35,19 @@ fn cases() -> Vec<Case> {
             eprintln!("skipped {file}: not in tests/data/models");
             continue;
         }
+        let mut model = load(&model_path);
+        if gpu {
+            let opts = GpuOptions {
+                max_binding_size: Some(64 << 10),
+                ..Default::default()
+            };
+            model
+                .use_gpu(&opts)
+                .unwrap_or_else(|e| panic!("{file} on the GPU: {e}"));
+        }
         out.push(Case {
             stem: file.trim_end_matches(".gguf").to_string(),
-            model: load(&model_path),
+            model,
             manifest,
         });
     }
@@ -95,8 +108,17 @@ fn run(case: &Case, verbose: bool) -> Vec<(String, Stats)> {
 
 #[test]
 fn synthetic_models_match_llama_cpp() {
+    suite(false);
+}
+
+#[test]
+fn synthetic_models_match_llama_cpp_on_gpu() {
+    suite(true);
+}
+
+fn suite(gpu: bool) {
     let verbose = std::env::var("TERNLM_TEST_VERBOSE").is_ok();
-    let cases = cases();
+    let cases = cases(gpu);
     assert!(cases.len() >= 30, "expected the committed synthetic models");
     for case in &cases {
         for (what, s) in run(case, verbose) {

@@ -14,9 +14,34 @@ pub mod gpu;
 
 use crate::error::Result;
 use crate::model::arch::{Activation, RopeStyle};
-use crate::model::Weight;
+use crate::model::{Vector, Weight};
 
 pub use cpu::CpuBackend;
+
+/// RoPE frequencies of one layer, in llama.cpp's form so the angles come out bit-identical
+/// (`ggml_rope_cache_init`): for position `p`, `t_0 = p` and `t_{i+1} = t_i·theta_scale` in f32,
+/// and pair `i` turns by `freq_scale·(t_i / factors[i])`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RopeFreqs {
+    /// `base^(−2/n_rot)` in f32.
+    pub theta_scale: f32,
+    /// Linear scaling (1 when none).
+    pub freq_scale: f32,
+    /// Per-pair divisors, `n_rot/2` of them (`rope_freqs`, or 1).
+    pub factors: Vec<f32>,
+}
+
+impl RopeFreqs {
+    /// The angles of the `n_rot/2` pairs at position `pos`.
+    pub fn angles(&self, pos: usize) -> impl Iterator<Item = f32> + '_ {
+        let mut t = pos as f32;
+        self.factors.iter().map(move |&ff| {
+            let a = self.freq_scale * (t / ff);
+            t *= self.theta_scale;
+            a
+        })
+    }
+}
 
 /// RoPE of one layer.
 #[derive(Debug, Clone, Copy)]
@@ -25,8 +50,8 @@ pub struct RopeParams<'a> {
     pub head_dim: usize,
     /// Rotated dims per head (the first `n_rot`).
     pub n_rot: usize,
-    /// `θ_i`, `i < n_rot/2`: the angle at position `p` is `p·θ_i` (computed in f64).
-    pub theta: &'a [f64],
+    /// The layer's frequencies (see [`RopeFreqs`]).
+    pub freqs: &'a RopeFreqs,
     /// Multiplies cos and sin (1 unless `rope.scaling.attn_factor`).
     pub attn_factor: f32,
 }
@@ -60,15 +85,20 @@ pub trait Backend {
     /// input is prepared once.
     fn matmul(&self, ws: &[&Weight], x: &Self::Tensor) -> Result<Vec<Self::Tensor>>;
     /// `x[t] += b`.
-    fn add_bias(&self, x: &mut Self::Tensor, b: &[f32]);
+    fn add_bias(&self, x: &mut Self::Tensor, b: &Vector);
     /// `x *= s`.
     fn scale(&self, x: &mut Self::Tensor, s: f32);
     /// `x += y` (residual).
     fn add(&self, x: &mut Self::Tensor, y: &Self::Tensor);
     /// RMSNorm of each `group`-long slice of each row (`group = cols` for a plain norm,
-    /// `head_dim` for a per-head norm), times `w` (`w.len() == group`) when given.
-    fn rms_norm(&self, x: &Self::Tensor, w: Option<&[f32]>, group: usize, eps: f32)
-        -> Self::Tensor;
+    /// `head_dim` for a per-head norm), times `w` (`w.data.len() == group`) when given.
+    fn rms_norm(
+        &self,
+        x: &Self::Tensor,
+        w: Option<&Vector>,
+        group: usize,
+        eps: f32,
+    ) -> Self::Tensor;
     /// Rotates every head of every row in place; row `t` is at position `pos0 + t`.
     fn rope(&self, x: &mut Self::Tensor, pos0: usize, p: &RopeParams);
     /// Writes K and V rows of `layer` at positions `[pos0, pos0 + rows)`.
@@ -98,6 +128,7 @@ pub trait Backend {
     fn select_rows(&self, x: &Self::Tensor, rows: &[usize]) -> Self::Tensor;
     /// `x ← c·tanh(x/c)`.
     fn softcap(&self, x: &mut Self::Tensor, cap: f32);
-    /// Copies a tensor to the host, row-major.
-    fn read(&self, x: &Self::Tensor) -> Vec<f32>;
+    /// Copies a tensor to the host, row-major. A backend that records work (the GPU) runs it
+    /// here, and reports here any error of the ops recorded before.
+    fn read(&self, x: &Self::Tensor) -> Result<Vec<f32>>;
 }

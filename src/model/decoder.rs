@@ -64,7 +64,8 @@ pub(crate) fn forward<B: Backend>(
     let mut emit = |name: &str, layer: Option<usize>, t: &B::Tensor| {
         if let Some(f) = tap.as_deref_mut() {
             let (rows, cols) = b.shape(t);
-            let data = b.read(t);
+            // A failed read skips the tap; the error surfaces at the final read of the logits.
+            let Ok(data) = b.read(t) else { return };
             let name = match layer {
                 Some(l) => format!("{name}-{l}"),
                 None => name.to_string(),
@@ -93,7 +94,7 @@ pub(crate) fn forward<B: Backend>(
     for (il, (lw, ls)) in w.layers.iter().zip(&spec.layers).enumerate() {
         let l = Some(il);
         let last = il + 1 == spec.n_layer;
-        let cur = b.rms_norm(&x, Some(&lw.attn_norm.data), d, eps);
+        let cur = b.rms_norm(&x, Some(&lw.attn_norm), d, eps);
         emit("attn_norm", l, &cur);
 
         let sc = lw.scales;
@@ -122,23 +123,23 @@ pub(crate) fn forward<B: Backend>(
             (&mut v, &lw.v_bias, sc.v),
         ] {
             if let Some(bias) = bias {
-                b.add_bias(t, &bias.data);
+                b.add_bias(t, bias);
             }
             if s != 1.0 {
                 b.scale(t, s);
             }
         }
         if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
-            q = b.rms_norm(&q, Some(&qn.data), spec.head_dim, eps);
+            q = b.rms_norm(&q, Some(qn), spec.head_dim, eps);
             emit("Qcur_normed", l, &q);
-            k = b.rms_norm(&k, Some(&kn.data), spec.head_dim, eps);
+            k = b.rms_norm(&k, Some(kn), spec.head_dim, eps);
             emit("Kcur_normed", l, &k);
         }
         let rope = RopeParams {
             style: spec.rope.style,
             head_dim: spec.head_dim,
             n_rot: spec.rope.n_rot,
-            theta: &ls.rope_theta,
+            freqs: &ls.rope,
             attn_factor: spec.rope.attn_factor,
         };
         b.rope(&mut q, pos0, &rope);
@@ -165,19 +166,19 @@ pub(crate) fn forward<B: Backend>(
         let mut a = b.attention(&q, cache, il, pos0, &params);
         emit("kqv_out", l, &a);
         if let Some(sn) = &lw.attn_sub_norm {
-            a = b.rms_norm(&a, Some(&sn.data), spec.n_head * spec.head_dim_v, eps);
+            a = b.rms_norm(&a, Some(sn), spec.n_head * spec.head_dim_v, eps);
             emit("attn_sub_norm", l, &a);
         }
         let mut o = b.matmul(&[&lw.wo], &a)?.remove(0);
         if let Some(bias) = &lw.wo_bias {
-            b.add_bias(&mut o, &bias.data);
+            b.add_bias(&mut o, bias);
         }
         if sc.o != 1.0 {
             b.scale(&mut o, sc.o);
         }
         emit("attn_out", l, &o);
         if let Some(pn) = &lw.attn_post_norm {
-            o = b.rms_norm(&o, Some(&pn.data), d, eps);
+            o = b.rms_norm(&o, Some(pn), d, eps);
             emit("attn_post_norm", l, &o);
         }
         if last && !all_rows {
@@ -187,7 +188,7 @@ pub(crate) fn forward<B: Backend>(
         b.add(&mut x, &o);
         emit("ffn_inp", l, &x);
 
-        let m = b.rms_norm(&x, Some(&lw.ffn_norm.data), d, eps);
+        let m = b.rms_norm(&x, Some(&lw.ffn_norm), d, eps);
         emit("ffn_norm", l, &m);
         let mut gu = b.matmul(&[&lw.ffn_gate, &lw.ffn_up], &m)?;
         let mut up = gu.pop().expect("two outputs");
@@ -198,7 +199,7 @@ pub(crate) fn forward<B: Backend>(
             (&mut gate, &lw.ffn_gate_bias, sc.gate),
         ] {
             if let Some(bias) = bias {
-                b.add_bias(t, &bias.data);
+                b.add_bias(t, bias);
             }
             if s != 1.0 {
                 b.scale(t, s);
@@ -207,19 +208,19 @@ pub(crate) fn forward<B: Backend>(
         let mut f = b.glu(&gate, &up, spec.activation);
         emit("ffn_act", l, &f);
         if let Some(sn) = &lw.ffn_sub_norm {
-            f = b.rms_norm(&f, Some(&sn.data), spec.n_ff, eps);
+            f = b.rms_norm(&f, Some(sn), spec.n_ff, eps);
             emit("ffn_sub_norm", l, &f);
         }
         let mut y = b.matmul(&[&lw.ffn_down], &f)?.remove(0);
         if let Some(bias) = &lw.ffn_down_bias {
-            b.add_bias(&mut y, &bias.data);
+            b.add_bias(&mut y, bias);
         }
         if sc.down != 1.0 {
             b.scale(&mut y, sc.down);
         }
         emit("ffn_out", l, &y);
         if let Some(pn) = &lw.ffn_post_norm {
-            y = b.rms_norm(&y, Some(&pn.data), d, eps);
+            y = b.rms_norm(&y, Some(pn), d, eps);
             emit("ffn_post_norm", l, &y);
         }
         b.add(&mut x, &y);
@@ -228,17 +229,17 @@ pub(crate) fn forward<B: Backend>(
     if out_rows.is_empty() {
         return Ok(None);
     }
-    let y = b.rms_norm(&x, Some(&w.output_norm.data), d, eps);
+    let y = b.rms_norm(&x, Some(&w.output_norm), d, eps);
     emit("result_norm", None, &y);
     // Tied heads bind token_embd again (spec OutputRule); `lm_head` never copies.
     debug_assert!(spec.arch.output != OutputRule::AlwaysTied || w.output.is_none());
     let mut logits = b.matmul(&[w.lm_head()], &y)?.remove(0);
     if let Some(bias) = &w.output_bias {
-        b.add_bias(&mut logits, &bias.data);
+        b.add_bias(&mut logits, bias);
     }
     if let Some(c) = spec.final_softcap {
         b.softcap(&mut logits, c);
     }
     emit("result_output", None, &logits);
-    Ok(Some(b.read(&logits)))
+    Ok(Some(b.read(&logits)?))
 }

@@ -5,6 +5,12 @@
 //! chosen at creation; memory grows with use (a 4096-token SmolLM2 cache is 190 MB in f32, and
 //! the wasm heap should not pay for it up front). Rows at `[len, ..)` may hold stale data from a
 //! failed or truncated forward; reads are bounded by `len`.
+//!
+//! On the GPU backend the cache also has a GPU copy ([`GpuKv`], allocated at full capacity on
+//! first use). The host rows stay authoritative: the GPU forward writes its new rows to both
+//! (the host copy is read back with the logits), so snapshots and saved states never touch the
+//! GPU. The GPU copy is valid for its first `gpu.len` rows; whatever changes the host rows
+//! (a CPU forward, a restore) lowers that, and the next GPU forward uploads the difference.
 
 use crate::error::{ModelError, Result, SessionError};
 
@@ -17,6 +23,39 @@ pub struct KvCache {
     v_row: Vec<usize>,
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
+    pub(crate) gpu: GpuMirror,
+}
+
+/// Per-layer K and V buffers on the GPU, `[capacity][row]` f32.
+pub struct GpuKv {
+    pub k: Vec<wgpu::Buffer>,
+    pub v: Vec<wgpu::Buffer>,
+}
+
+/// The GPU copy of a cache, valid for rows `[0, len)`. A clone starts without one (it must not
+/// share GPU memory with the original); equality ignores it.
+#[derive(Default)]
+pub(crate) struct GpuMirror {
+    pub kv: Option<GpuKv>,
+    pub len: usize,
+}
+
+impl Clone for GpuMirror {
+    fn clone(&self) -> Self {
+        GpuMirror::default()
+    }
+}
+
+impl PartialEq for GpuMirror {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for GpuMirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuMirror({} rows)", self.len)
+    }
 }
 
 impl KvCache {
@@ -31,6 +70,7 @@ impl KvCache {
             v_row,
             k: vec![Vec::new(); n],
             v: vec![Vec::new(); n],
+            gpu: GpuMirror::default(),
         }
     }
 
@@ -60,11 +100,12 @@ impl KvCache {
     /// Forget every token from `n` on (`n ≥ len` is a no-op). O(1): rows are not zeroed.
     pub fn truncate(&mut self, n: usize) {
         self.len = self.len.min(n);
+        self.gpu.len = self.gpu.len.min(n);
     }
 
     /// Forget everything.
     pub fn clear(&mut self) {
-        self.len = 0;
+        self.truncate(0);
     }
 
     /// The first `len` K rows of `layer`, `[len][k_row]`.
@@ -110,6 +151,7 @@ impl KvCache {
         self.k = k;
         self.v = v;
         self.len = len;
+        self.gpu.len = 0;
         Ok(())
     }
 
@@ -128,6 +170,12 @@ impl KvCache {
     /// Write `n` rows of K and V of `layer` at positions `[pos0, pos0 + n)` (beyond `len`; made
     /// visible by [`KvCache::commit`]).
     pub(crate) fn write(&mut self, layer: usize, pos0: usize, k: &[f32], v: &[f32]) {
+        self.gpu.len = self.gpu.len.min(pos0);
+        self.write_host(layer, pos0, k, v);
+    }
+
+    /// [`KvCache::write`] of rows the GPU copy already has.
+    pub(crate) fn write_host(&mut self, layer: usize, pos0: usize, k: &[f32], v: &[f32]) {
         let (kr, vr) = (self.k_row[layer], self.v_row[layer]);
         let n = k.len() / kr;
         debug_assert_eq!(v.len(), n * vr);

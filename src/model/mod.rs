@@ -22,6 +22,9 @@ pub use tap::{TapEvent, TapFilter};
 pub use weights::{LayerWeights, Qkv, Scales, Vector, Weight, Weights};
 
 use crate::backend::cpu::{pool, CpuBackend, Kernel, Pool};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::backend::gpu::GpuOptions;
+use crate::backend::gpu::{self, GpuBackend, GpuContext, GpuModel};
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgufHeader, Limits, Metadata, SplitSet};
 use std::path::Path;
@@ -52,6 +55,8 @@ pub struct Model {
     pool: Pool,
     kernel: Kernel,
     tap_env: Option<TapFilter>,
+    /// The weights on a GPU, when the model runs there ([`Model::attach_gpu`]).
+    gpu: Option<GpuModel>,
 }
 
 impl std::fmt::Debug for Model {
@@ -118,6 +123,7 @@ impl Model {
             pool: Pool::new(pool::default_threads()),
             kernel: Kernel::default(),
             tap_env: TapFilter::from_env(),
+            gpu: None,
         })
     }
 
@@ -159,6 +165,30 @@ impl Model {
     }
 
     /// CPU threads (native; always 1 on wasm32). Default: `TERNLM_THREADS` or all cores.
+    /// Uploads the weights to `ctx`'s device; from then on every forward runs there. On error
+    /// the model stays on the CPU.
+    pub fn attach_gpu(&mut self, ctx: GpuContext) -> Result<()> {
+        let files: Vec<&[u8]> = self.files.iter().map(|f| f.as_slice()).collect();
+        self.gpu = Some(GpuModel::new(ctx, &self.weights, &files)?);
+        Ok(())
+    }
+
+    /// [`Model::attach_gpu`] with a new context (native: blocks while the device is created).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn use_gpu(&mut self, opts: &GpuOptions) -> Result<()> {
+        self.attach_gpu(GpuContext::new_blocking(opts)?)
+    }
+
+    /// Back to the CPU backend (frees the GPU weights).
+    pub fn detach_gpu(&mut self) {
+        self.gpu = None;
+    }
+
+    /// The GPU the model runs on, if any.
+    pub fn gpu(&self) -> Option<&GpuModel> {
+        self.gpu.as_ref()
+    }
+
     pub fn set_threads(&mut self, n: usize) {
         self.pool = Pool::new(n);
     }
@@ -238,7 +268,10 @@ impl Model {
             None => None,
         };
 
-        let backend = CpuBackend::new(
+        if let Some(g) = &self.gpu {
+            gpu::prepare_cache(&g.ctx, cache)?;
+        }
+        let cpu = CpuBackend::new(
             self.files.iter().map(|f| f.as_slice()).collect(),
             &self.pool,
             self.kernel,
@@ -254,18 +287,19 @@ impl Model {
                 LogitsFor::Last => Vec::new(),
                 LogitsFor::All => (0..chunk.len()).collect(),
             };
-            let r = decoder::forward(
-                &backend,
-                &self.spec,
-                &self.weights,
-                cache,
-                &decoder::Chunk {
-                    tokens: chunk,
-                    pos0,
-                    out_rows: &rows,
-                },
-                &mut tap,
-            );
+            let c = decoder::Chunk {
+                tokens: chunk,
+                pos0,
+                out_rows: &rows,
+            };
+            let r = match &self.gpu {
+                Some(g) => {
+                    let b = GpuBackend::new(g, cache.capacity());
+                    decoder::forward(&b, &self.spec, &self.weights, cache, &c, &mut tap)
+                        .and_then(|l| b.finish(cache).map(|()| l))
+                }
+                None => decoder::forward(&cpu, &self.spec, &self.weights, cache, &c, &mut tap),
+            };
             match r {
                 Ok(l) => out.extend(l.unwrap_or_default()),
                 Err(e) => {
@@ -274,6 +308,7 @@ impl Model {
                 }
             }
             cache.commit(pos0 + chunk.len());
+            cache.gpu.len = cache.len();
         }
         Ok(out)
     }

@@ -8,13 +8,13 @@
 //! `{arch}.attention.scale` is not read: llama.cpp reads it only for the granite family, none of
 //! the architectures here.
 //!
-//! RoPE frequencies are computed once per layer in f64 (`θ_i = base^(−2i/n_rot)`, divided by the
-//! `rope_freqs` factors, times the linear frequency scale). llama.cpp forms them in f32 by
-//! repeated multiplication (`theta *= theta_scale`), a relative difference of about 1e-6 that is
-//! far below every tolerance we test.
+//! RoPE angles are formed exactly as llama.cpp forms them, in f32 by repeated multiplication
+//! ([`RopeFreqs`]): on quantized real models a one-ulp difference in one angle flips int8
+//! activation roundings downstream and moves whole logit rows.
 
 use super::arch::{self, Activation, ArchSpec, AttnScaleRule, EmbedScale, RopeStyle, SwaRule};
 use super::weights::Table;
+use crate::backend::RopeFreqs;
 use crate::error::{ModelError, Result};
 use crate::gguf::{Array, Metadata, Value};
 
@@ -57,8 +57,7 @@ pub struct LayerSpec {
     /// (llama.cpp masks `p1 − p0 ≥ n_swa`). `None` for full causal attention.
     pub sliding_window: Option<usize>,
     pub rope_base: f64,
-    /// `θ_i` for `i < n_rot/2`, all scaling applied: the angle at position `p` is `p·θ_i`.
-    pub rope_theta: Vec<f64>,
+    pub rope: RopeFreqs,
 }
 
 /// Everything the decoder needs to know about a model's shape.
@@ -172,37 +171,45 @@ fn req_usize(md: &Metadata, name: &str) -> Result<usize> {
     Ok(Metadata::required(&key, md.int::<usize>(&key))?)
 }
 
-/// `θ_i` of one layer (see [`LayerSpec::rope_theta`]).
-fn rope_theta(
+/// The RoPE frequencies of one layer (see [`RopeFreqs`]). Llama 3 scaling from metadata (no
+/// `rope_freqs` tensor) becomes per-pair divisors, as the converter would have written them.
+fn layer_rope(
     n_rot: usize,
     base: f64,
     freq_scale: f64,
     freq_factors: Option<&[f32]>,
     llama3: Option<&RopeScaling>,
-) -> Vec<f64> {
-    (0..n_rot / 2)
+) -> RopeFreqs {
+    let factors = (0..n_rot / 2)
         .map(|i| {
-            let mut f = base.powf(-2.0 * i as f64 / n_rot as f64);
             if let Some(ff) = freq_factors {
-                f /= ff[i] as f64;
-            } else if let Some(RopeScaling::Llama3 {
+                return ff[i];
+            }
+            let f = base.powf(-2.0 * i as f64 / n_rot as f64);
+            if let Some(RopeScaling::Llama3 {
                 factor,
                 low_freq_factor,
                 high_freq_factor,
                 original_context,
             }) = llama3
             {
-                f = llama3_scale(
+                let scaled = llama3_scale(
                     f,
                     *factor,
                     *low_freq_factor,
                     *high_freq_factor,
                     *original_context,
                 );
+                return (f / scaled) as f32;
             }
-            f * freq_scale
+            1.0
         })
-        .collect()
+        .collect();
+    RopeFreqs {
+        theta_scale: (base as f32).powf(-2.0 / n_rot as f32),
+        freq_scale: freq_scale as f32,
+        factors,
+    }
 }
 
 /// The Llama 3 frequency rule (architectures.md §1.4), in f64.
@@ -410,19 +417,19 @@ impl ModelSpec {
             }
         };
         let llama3 = matches!(scaling, RopeScaling::Llama3 { .. }).then_some(&scaling);
-        let theta_full = rope_theta(n_rot, freq_base, freq_scale, rope_freqs, llama3);
+        let rope_full = layer_rope(n_rot, freq_base, freq_scale, rope_freqs, llama3);
         // Sliding layers: rope_freq_base_train_swa and rope_freq_scale_train_swa = 1
         // (llama_model::get_rope_freq_base/scale); the frequency factors still apply.
-        let theta_swa = rope_theta(n_rot, base_swa, 1.0, rope_freqs, llama3);
+        let rope_swa = layer_rope(n_rot, base_swa, 1.0, rope_freqs, llama3);
         let layers = swa
             .iter()
             .map(|&s| LayerSpec {
                 sliding_window: s.then_some(window),
                 rope_base: if s { base_swa } else { freq_base },
-                rope_theta: if s {
-                    theta_swa.clone()
+                rope: if s {
+                    rope_swa.clone()
                 } else {
-                    theta_full.clone()
+                    rope_full.clone()
                 },
             })
             .collect();
@@ -523,13 +530,15 @@ mod tests {
     }
 
     #[test]
-    fn theta_table() {
-        let t = rope_theta(8, 10000.0, 0.5, None, None);
-        assert_eq!(t.len(), 4);
-        assert_eq!(t[0], 0.5);
-        assert!((t[1] - 0.5 * 10000f64.powf(-0.25)).abs() < 1e-16);
+    fn rope_angles() {
+        let r = layer_rope(8, 10000.0, 0.5, None, None);
+        assert_eq!(r.factors, [1.0; 4]);
+        let a: Vec<f32> = r.angles(3).collect();
+        assert_eq!(a[0], 1.5);
+        assert!((a[1] - 1.5 * 10000f32.powf(-0.25)).abs() < 1e-6);
         let ff = [1.0f32, 2.0, 4.0, 8.0];
-        let t = rope_theta(8, 10000.0, 1.0, Some(&ff), None);
-        assert!((t[3] - 10000f64.powf(-0.75) / 8.0).abs() < 1e-16);
+        let r = layer_rope(8, 10000.0, 1.0, Some(&ff), None);
+        let a: Vec<f32> = r.angles(1).collect();
+        assert!((a[3] - 10000f32.powf(-0.75) / 8.0).abs() < 1e-7);
     }
 }

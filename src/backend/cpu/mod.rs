@@ -15,7 +15,7 @@ pub use pool::Pool;
 use super::{AttnParams, Backend, RopeParams};
 use crate::error::Result;
 use crate::model::arch::Activation;
-use crate::model::{KvCache, Weight};
+use crate::model::{KvCache, Vector, Weight};
 use std::sync::Mutex;
 
 /// Whether the AVX2 kernels may run: AVX2, FMA and F16C (x86-64 only; every AVX2 CPU we know of
@@ -91,9 +91,9 @@ impl Backend for CpuBackend<'_> {
             .collect())
     }
 
-    fn add_bias(&self, x: &mut Act, b: &[f32]) {
+    fn add_bias(&self, x: &mut Act, b: &Vector) {
         for row in x.data.chunks_exact_mut(x.cols) {
-            for (v, &bv) in row.iter_mut().zip(b) {
+            for (v, &bv) in row.iter_mut().zip(&b.data) {
                 *v += bv;
             }
         }
@@ -110,9 +110,9 @@ impl Backend for CpuBackend<'_> {
         }
     }
 
-    fn rms_norm(&self, x: &Act, w: Option<&[f32]>, group: usize, eps: f32) -> Act {
+    fn rms_norm(&self, x: &Act, w: Option<&Vector>, group: usize, eps: f32) -> Act {
         let mut out = vec![0f32; x.data.len()];
-        ops::rms_norm(&x.data, w, group, eps, &mut out);
+        ops::rms_norm(&x.data, w.map(|w| &w.data[..]), group, eps, &mut out);
         Act::new(x.rows, x.cols, out)
     }
 
@@ -183,7 +183,7 @@ impl Backend for CpuBackend<'_> {
 
     fn glu(&self, gate: &Act, up: &Act, act: Activation) -> Act {
         let mut out = vec![0f32; gate.data.len()];
-        ops::glu(&gate.data, &up.data, act, &mut out);
+        ops::glu_rows(&gate.data, &up.data, gate.cols, act, &mut out);
         Act::new(gate.rows, gate.cols, out)
     }
 
@@ -216,7 +216,7 @@ impl Backend for CpuBackend<'_> {
         x.data.iter_mut().for_each(|v| *v = (*v * inv).tanh() * cap);
     }
 
-    fn read(&self, x: &Act) -> Vec<f32> {
-        x.data.clone()
+    fn read(&self, x: &Act) -> Result<Vec<f32>> {
+        Ok(x.data.clone())
     }
 }

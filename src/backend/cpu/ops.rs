@@ -4,11 +4,12 @@
 //! (`ggml/src/ggml-cpu/ops.cpp`, `vec.h`):
 //! - RMSNorm: squares summed in f64 (`ggml_float`), `scale = 1/sqrtf(mean + eps)` in f32, then
 //!   `x·scale`, then `·w` (two roundings, as ggml's `rms_norm` followed by `mul`).
-//! - RoPE: `θ` and the angle in f64 (see [`crate::model::spec`]); the rotation in f32.
-//! - Softmax: subtract the max, `expf` in f32, sum in f64, multiply by `1/sum`.
-//! - SiLU `x/(1+expf(−x))`; GELU tanh form; ReLU².
+//! - RoPE: the angles in f32 as llama.cpp's cache ([`RopeFreqs`]); the rotation with GCC's FMAs.
+//! - Softmax: subtract the max, ggml's vector `expf`, sum blocks of 8 in f32 and those in f64,
+//!   multiply by `1/sum`; attention's dot products as `ggml_vec_dot_f32` (see [`attend`]).
+//! - SiLU `x/(1+expf(−x))` with ggml's vector `expf`; GELU tanh form; ReLU².
 
-use crate::backend::{AttnParams, RopeParams};
+use crate::backend::{AttnParams, RopeFreqs, RopeParams};
 use crate::model::arch::{Activation, RopeStyle};
 
 /// RMSNorm of each `group`-long slice of `x` into `out`, times `w` if given.
@@ -34,18 +35,22 @@ pub fn rms_norm(x: &[f32], w: Option<&[f32]>, group: usize, eps: f32, out: &mut 
     }
 }
 
-/// cos/sin of `pos·θ_i` for one position (angles in f64), times `attn_factor`.
-pub fn rope_cos_sin(pos: usize, theta: &[f64], attn_factor: f32, cs: &mut Vec<(f32, f32)>) {
+/// cos/sin of each pair's angle at one position (f32, as llama.cpp), times `attn_factor`.
+pub fn rope_cos_sin(pos: usize, freqs: &RopeFreqs, attn_factor: f32, cs: &mut Vec<(f32, f32)>) {
     cs.clear();
-    cs.extend(theta.iter().map(|&t| {
-        let a = pos as f64 * t;
-        (a.cos() as f32 * attn_factor, a.sin() as f32 * attn_factor)
-    }));
+    cs.extend(
+        freqs
+            .angles(pos)
+            .map(|a| (a.cos() * attn_factor, a.sin() * attn_factor)),
+    );
 }
 
 /// Rotates one head in place with precomputed `cs` (`n_rot/2` pairs).
 #[inline]
 pub fn rope_head(head: &mut [f32], style: RopeStyle, cs: &[(f32, f32)]) {
+    // GCC contracts llama.cpp's `rotate_pairs` (x86-64, both styles) into
+    // `fma(x0, cos, −(x1·sin))` and `fma(x0, sin, x1·cos)`: one rounding fewer than the plain
+    // expressions, and bit-identical to llama.cpp's rotated Q and K.
     let half = cs.len();
     for (i, &(c, s)) in cs.iter().enumerate() {
         let (a, b) = match style {
@@ -53,48 +58,69 @@ pub fn rope_head(head: &mut [f32], style: RopeStyle, cs: &[(f32, f32)]) {
             RopeStyle::Neox => (i, i + half),
         };
         let (x0, x1) = (head[a], head[b]);
-        head[a] = x0 * c - x1 * s;
-        head[b] = x0 * s + x1 * c;
+        head[a] = x0.mul_add(c, -(x1 * s));
+        head[b] = x0.mul_add(s, x1 * c);
     }
 }
 
 /// RoPE over rows of `n_heads·head_dim`; row `t` is at `pos0 + t`.
 pub fn rope(x: &mut [f32], cols: usize, pos0: usize, p: &RopeParams) {
-    let mut cs = Vec::with_capacity(p.theta.len());
+    let mut cs = Vec::with_capacity(p.n_rot / 2);
     for (t, row) in x.chunks_exact_mut(cols).enumerate() {
-        rope_cos_sin(pos0 + t, p.theta, p.attn_factor, &mut cs);
+        rope_cos_sin(pos0 + t, p.freqs, p.attn_factor, &mut cs);
         for head in row.chunks_exact_mut(p.head_dim) {
             rope_head(&mut head[..p.n_rot], p.style, &cs);
         }
     }
 }
 
-/// `e^x` for the softmax (`x ≤ 0` after the max is subtracted), written so that a loop over it
-/// vectorizes: ggml's `ggml_v_expf` (Arm's optimized-routines algorithm, ≤ 1.5 ulp; the same
-/// constants) with plain multiply-adds instead of FMAs, and inputs below −87 flushed to 0.
+/// `e^x` bit-identical to ggml's AVX2+FMA vector `ggml_v_expf`, which its softmax and SiLU
+/// use (Arm's optimized-routines algorithm, ≤ 1.5 ulp): the same constants and fused
+/// multiply-adds, and its scaled path for `|n| > 126` (subnormal results, 0 past `|n| > 192`;
+/// +∞ for large positive `x`). Branch-free per element, so a loop over it vectorizes.
 #[inline(always)]
-pub fn exp_softmax(x: f32) -> f32 {
-    let xc = x.max(-87.0);
+pub fn ggml_expf(x: f32) -> f32 {
     let r = f32::from_bits(0x4b40_0000); // 0x1.8p23: rounds to an integer in the low bits
-    let z = xc * f32::from_bits(0x3fb8_aa3b) + r; // x·log2(e)
+    let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // x·log2(e)
     let n = z - r;
-    let b = xc - n * f32::from_bits(0x3f31_7200) - n * f32::from_bits(0x35bf_be8e); // x − n·ln2
-    let k = f32::from_bits((z.to_bits() << 23).wrapping_add(1f32.to_bits())); // 2^n
+    // x − n·ln2 in two parts (fnmadd: −(n·c) + a).
+    let b = (-n).mul_add(
+        f32::from_bits(0x35bf_be8e),
+        (-n).mul_add(f32::from_bits(0x3f31_7200), x),
+    );
+    let e = z.to_bits() << 23;
+    let k = f32::from_bits(e.wrapping_add(1f32.to_bits())); // 2^n
     let u = b * b;
-    let j = ((f32::from_bits(0x3c07_2010) * b + f32::from_bits(0x3d2b_9f17)) * u
-        + (f32::from_bits(0x3e2a_af33) * b + f32::from_bits(0x3eff_fedb)))
-        * u
-        + f32::from_bits(0x3f7f_fff6) * b;
-    if x < -87.0 {
-        0.0
+    let j = f32::from_bits(0x3c07_2010)
+        .mul_add(b, f32::from_bits(0x3d2b_9f17))
+        .mul_add(
+            u,
+            f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)),
+        )
+        .mul_add(u, f32::from_bits(0x3f7f_fff6) * b);
+    // 2^n = s1·s2 when 2^n alone would overflow or underflow.
+    let g = if n <= 0.0 { 0x8200_0000u32 } else { 0 };
+    let s1 = f32::from_bits(g.wrapping_add(0x7f00_0000));
+    let s2 = f32::from_bits(e.wrapping_sub(g));
+    if n.abs() > 192.0 {
+        s1 * s1
+    } else if n.abs() > 126.0 {
+        s2.mul_add(j, s2) * s1
     } else {
-        k + j * k
+        j.mul_add(k, k)
     }
 }
 
-/// `x/(1+e^−x)` as ggml's `ggml_silu_f32`.
-#[inline]
+/// `x/(1+e^−x)` as ggml's vector `ggml_v_silu`.
+#[inline(always)]
 pub fn silu(x: f32) -> f32 {
+    x / (1.0 + ggml_expf(-x))
+}
+
+/// `x/(1+expf(−x))` with the C library's `expf`: ggml's scalar `ggml_silu_f32`, which takes
+/// the elements of a row after its last block of 8.
+#[inline]
+fn silu_scalar(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
@@ -106,16 +132,65 @@ pub fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh())
 }
 
-/// `act(g) ⊙ u` into `out`.
+/// `act(g) ⊙ u` of one row into `out` (see [`glu_rows`]).
 pub fn glu(gate: &[f32], up: &[f32], act: Activation, out: &mut [f32]) {
-    let it = out.iter_mut().zip(gate).zip(up);
-    match act {
-        Activation::Silu => it.for_each(|((o, &g), &u)| *o = silu(g) * u),
-        Activation::GeluTanh => it.for_each(|((o, &g), &u)| *o = gelu_tanh(g) * u),
-        Activation::Relu2 => it.for_each(|((o, &g), &u)| {
-            let r = g.max(0.0);
-            *o = r * r * u
-        }),
+    glu_rows(gate, up, out.len(), act, out)
+}
+
+/// `act(g) ⊙ u` into `out`, over rows of `cols` (ggml's SiLU treats a row's tail apart). Uses
+/// AVX2+FMA where the CPU has them (the same code and bits, wider vectors and hardware FMAs).
+pub fn glu_rows(gate: &[f32], up: &[f32], cols: usize, act: Activation, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::backend::cpu::has_avx2() {
+        // SAFETY: the features were detected.
+        unsafe { glu_avx2(gate, up, cols, act, out) };
+        return;
+    }
+    glu_impl(gate, up, cols, act, out)
+}
+
+/// [`glu_impl`] compiled for AVX2+FMA.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn glu_avx2(gate: &[f32], up: &[f32], cols: usize, act: Activation, out: &mut [f32]) {
+    glu_impl(gate, up, cols, act, out)
+}
+
+#[inline(always)]
+fn glu_impl(gate: &[f32], up: &[f32], cols: usize, act: Activation, out: &mut [f32]) {
+    debug_assert!(gate.len() == out.len() && up.len() == out.len());
+    debug_assert!(cols > 0 && out.len().is_multiple_of(cols));
+    let rows = out
+        .chunks_exact_mut(cols)
+        .zip(gate.chunks_exact(cols).zip(up.chunks_exact(cols)));
+    for (o, (g, u)) in rows {
+        match act {
+            // `ggml_vec_swiglu_f32`: the vector SiLU over blocks of 8, the scalar one after.
+            Activation::Silu => {
+                let v = cols / 8 * 8;
+                let (o8, ot) = o.split_at_mut(v);
+                for ((o, &g), &u) in o8.iter_mut().zip(&g[..v]).zip(&u[..v]) {
+                    *o = silu(g) * u;
+                }
+                for ((o, &g), &u) in ot.iter_mut().zip(&g[v..]).zip(&u[v..]) {
+                    *o = silu_scalar(g) * u;
+                }
+            }
+            Activation::GeluTanh => {
+                for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                    *o = gelu_tanh(g) * u;
+                }
+            }
+            Activation::Relu2 => {
+                for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                    let r = g.max(0.0);
+                    *o = r * r * u;
+                }
+            }
+        }
     }
 }
 
@@ -147,8 +222,78 @@ pub enum Keys<'a> {
     Transposed { kt: &'a [f32], n_kv: usize },
 }
 
-/// [`attend_one`], compiled for AVX2+FMA where the CPU has them (the same code; wider vectors
-/// for its dot products and accumulations).
+// Attention reproduces llama.cpp's CPU graph without flash attention (`build_attn_mha`):
+// `kq = mul_mat(k, q)`, `soft_max_ext(kq, mask, scale)`, `kqv = mul_mat(v, kq)` over an f32 KV
+// cache whose `n_kv` cells are a multiple of 256 (cell = position here; masked cells weigh
+// exactly 0, so leaving them out changes no sum). The scores always go through
+// `ggml_vec_dot_f32` (llamafile's sgemm wants a contiguous `q` and two or more tokens). `kqv`
+// goes through sgemm (one 8-lane FMA accumulator per output) for a batch of two or more
+// tokens and through `ggml_vec_dot_f32` for one. Our results must not depend on how tokens are
+// batched, and decode is what generates text, so `kqv` follows `ggml_vec_dot_f32` for every
+// batch: a multi-token prefill in llama.cpp can differ from ours in the last bit.
+// On x86-64 with AVX2+FMA (`GGML_F32_STEP` 32), `ggml_vec_dot_f32` keeps 4 accumulators of 8
+// lanes: element `i` of the first `n/32·32` goes to slot `i % 32` by FMA, in order of `i`.
+
+/// Slots of `ggml_vec_dot_f32`'s partial sums (4 accumulators × 8 lanes).
+const DOT_SLOTS: usize = 32;
+
+/// `GGML_F32x8_REDUCE` of the 32 slots (`p[8a + l]`: lane `l` of accumulator `a`): accumulators
+/// `(a0+a2) + (a1+a3)` lane-wise, the high 4 lanes onto the low 4, then two `hadd`s.
+#[inline(always)]
+fn reduce_slots(p: [f32; DOT_SLOTS]) -> f32 {
+    let v: [f32; 8] = std::array::from_fn(|l| (p[l] + p[16 + l]) + (p[8 + l] + p[24 + l]));
+    let t: [f32; 4] = std::array::from_fn(|i| v[i] + v[i + 4]);
+    (t[0] + t[1]) + (t[2] + t[3])
+}
+
+/// [`reduce_slots`] of `m` interleaved sums at once: `parts` is `[32][m]`, `out` gets `m`.
+#[inline(always)]
+fn reduce_slots_into(parts: &[f32], out: &mut [f32]) {
+    let m = out.len();
+    debug_assert_eq!(parts.len(), DOT_SLOTS * m);
+    let s: [&[f32]; DOT_SLOTS] = std::array::from_fn(|c| &parts[c * m..(c + 1) * m]);
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = reduce_slots(std::array::from_fn(|c| s[c][i]));
+    }
+}
+
+/// The leftover elements `n/32·32..n` of `ggml_vec_dot_f32`, added to its reduced sum in
+/// order: GCC vectorizes that loop for the first `⌊rest/4⌋·4` of them (products rounded, then
+/// added) and contracts the last `rest % 4` into scalar FMAs. Returns where the FMAs start.
+#[inline(always)]
+fn dot_tail_split(np: usize, n: usize) -> usize {
+    np + (n - np) / 4 * 4
+}
+
+/// `ggml_vec_dot_f32(x, y)` with its x86-64 AVX2+FMA arithmetic.
+#[inline(always)]
+fn ggml_dot(x: &[f32], y: &[f32]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let np = x.len() / DOT_SLOTS * DOT_SLOTS;
+    let mut p = [0f32; DOT_SLOTS];
+    for (xs, ys) in x[..np]
+        .chunks_exact(DOT_SLOTS)
+        .zip(y[..np].chunks_exact(DOT_SLOTS))
+    {
+        for c in 0..DOT_SLOTS {
+            p[c] = xs[c].mul_add(ys[c], p[c]);
+        }
+    }
+    let mut s = reduce_slots(p);
+    let nf = dot_tail_split(np, x.len());
+    for i in np..nf {
+        s += x[i] * y[i];
+    }
+    for i in nf..x.len() {
+        s = x[i].mul_add(y[i], s);
+    }
+    s
+}
+
+/// Attention of one query head `q` (`head_dim`) at absolute position `pos`, KV head `g`, over
+/// the keys `k` and the token-major value rows `v` (`[n][v_row]`); writes `out`
+/// (`head_dim_v`). `scores` is scratch. Uses AVX2+FMA where the CPU has them: the same code
+/// compiled with wider vectors and hardware FMAs, so the result is the same to the bit.
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
     q: &[f32],
@@ -161,14 +306,31 @@ pub fn attend(
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if crate::backend::cpu::has_avx2()
-        && p.head_dim.is_multiple_of(8)
-        && p.head_dim_v.is_multiple_of(8)
-    {
-        // SAFETY: the features were detected; head sizes are multiples of 8.
-        unsafe { avx2::attend(q, k, v, g, pos, p, scores, out) };
+    if crate::backend::cpu::has_avx2() {
+        // SAFETY: the features were detected.
+        unsafe { attend_avx2(q, k, v, g, pos, p, scores, out) };
         return;
     }
+    attend_keys(q, k, v, g, pos, p, scores, out)
+}
+
+/// [`attend_keys`] compiled for AVX2+FMA.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_avx2(
+    q: &[f32],
+    k: Keys,
+    v: &[f32],
+    g: usize,
+    pos: usize,
+    p: &AttnParams,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
     attend_keys(q, k, v, g, pos, p, scores, out)
 }
 
@@ -187,6 +349,12 @@ pub fn transpose_keys(k: &[f32], n_kv: usize, g: usize, p: &AttnParams, kt: &mut
     }
 }
 
+/// The first key visible from `pos`.
+#[inline(always)]
+fn first_key(pos: usize, p: &AttnParams) -> usize {
+    p.window.map_or(0, |w| (pos + 1).saturating_sub(w))
+}
+
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn attend_keys(
@@ -202,31 +370,32 @@ fn attend_keys(
     match k {
         Keys::Rows(k) => attend_one(q, k, v, g, pos, p, scores, out),
         Keys::Transposed { kt, n_kv } => {
-            // The arithmetic of `dot_f32` (8 unfused accumulators, then its pairing; head
-            // sizes here are multiples of 8 or go through the tail below), vectorized over
-            // keys, so the scores equal the `Rows` path bit for bit.
-            let lo = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            // [`ggml_dot`] vectorized over keys: slot `d % 32` of every key accumulates dim
+            // `d`, then the same reduction and tail, so the scores equal the `Rows` path's.
+            let lo = first_key(pos, p);
             let n = pos + 1 - lo;
-            let hd8 = q.len() / 8 * 8;
-            let mut lanes = vec![0f32; 8 * n];
-            for (d, &qd) in q[..hd8].iter().enumerate() {
-                let lane = &mut lanes[(d % 8) * n..(d % 8 + 1) * n];
-                let row = &kt[d * n_kv + lo..d * n_kv + pos + 1];
-                for (s, &x) in lane.iter_mut().zip(row) {
-                    *s += qd * x;
+            let hd = q.len();
+            let np = hd / DOT_SLOTS * DOT_SLOTS;
+            let row = |d: usize| &kt[d * n_kv + lo..d * n_kv + pos + 1];
+            let mut parts = vec![0f32; DOT_SLOTS * n];
+            for (d, &qd) in q[..np].iter().enumerate() {
+                let c = d % DOT_SLOTS;
+                for (s, &x) in parts[c * n..(c + 1) * n].iter_mut().zip(row(d)) {
+                    *s = x.mul_add(qd, *s);
                 }
             }
             scores.clear();
             scores.resize(n, 0.0);
-            let l = |i: usize| &lanes[i * n..(i + 1) * n];
-            let (l0, l1, l2, l3, l4, l5, l6, l7) = (l(0), l(1), l(2), l(3), l(4), l(5), l(6), l(7));
-            for (j, s) in scores.iter_mut().enumerate() {
-                *s = ((l0[j] + l4[j]) + (l1[j] + l5[j])) + ((l2[j] + l6[j]) + (l3[j] + l7[j]));
+            reduce_slots_into(&parts, scores);
+            let nf = dot_tail_split(np, hd);
+            for (d, &qd) in q.iter().enumerate().take(nf).skip(np) {
+                for (s, &x) in scores.iter_mut().zip(row(d)) {
+                    *s += x * qd;
+                }
             }
-            for (d, &qd) in q.iter().enumerate().skip(hd8) {
-                let row = &kt[d * n_kv + lo..d * n_kv + pos + 1];
-                for (s, &x) in scores.iter_mut().zip(row) {
-                    *s += qd * x;
+            for (d, &qd) in q.iter().enumerate().skip(nf) {
+                for (s, &x) in scores.iter_mut().zip(row(d)) {
+                    *s = x.mul_add(qd, *s);
                 }
             }
             for s in scores.iter_mut() {
@@ -237,9 +406,8 @@ fn attend_keys(
     }
 }
 
-/// Attention of one query head `q` (`head_dim`) at absolute position `pos` over the rows of
-/// `k` (`[n][k_row]`) and `v` (`[n][v_row]`), KV head `g`; writes `out` (`head_dim_v`).
-/// `scores` is scratch.
+/// Attention of one query head over the token-major key rows `k` (`[n][k_row]`); see
+/// [`attend`]. The portable code, without the AVX2 dispatch.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn attend_one(
@@ -254,16 +422,17 @@ pub fn attend_one(
 ) {
     let hd = p.head_dim;
     let k_row = p.n_head_kv * hd;
-    let lo = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+    let lo = first_key(pos, p);
     scores.clear();
     for j in lo..=pos {
         let kj = &k[j * k_row + g * hd..j * k_row + (g + 1) * hd];
-        scores.push(dot_f32(q, kj) * p.scale);
+        scores.push(ggml_dot(kj, q) * p.scale);
     }
     softmax_and_mix(v, g, lo, p, scores, out);
 }
 
-/// Softmax of `scores` (keys `lo..`) in place, then `out = Σ_j w_j·v_j` over V head `g`.
+/// Softmax of `scores` (keys `lo..`) in place, then `out = Σ_j w_j·v_j` over V head `g`, as
+/// `ggml_compute_forward_soft_max_f32` and `ggml_vec_dot_f32` compute them.
 #[inline(always)]
 fn softmax_and_mix(
     v: &[f32],
@@ -277,161 +446,35 @@ fn softmax_and_mix(
     let v_row = p.n_head_kv * hdv;
     let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
     for s in scores.iter_mut() {
-        *s = exp_softmax(*s - max);
+        *s = ggml_expf(*s - max);
     }
-    // Sums of 8 in f32, accumulated in f64 (ggml_vec_soft_max_f32).
+    // `ggml_vec_soft_max_f32`: blocks of 8 cells (by absolute position; masked cells are 0)
+    // summed in f32 like its AVX2 loop (high half onto the low one, then `movehl`,
+    // `movehdup`), accumulated in f64.
     let mut sum = 0f64;
-    let chunks = scores.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        sum += (((c[0] + c[4]) + (c[1] + c[5])) + ((c[2] + c[6]) + (c[3] + c[7]))) as f64;
+    for b in (lo / 8 * 8..=lo + scores.len() - 1).step_by(8) {
+        let c: [f32; 8] = std::array::from_fn(|l| {
+            (b + l)
+                .checked_sub(lo)
+                .and_then(|i| scores.get(i))
+                .map_or(0.0, |&s| s)
+        });
+        sum += (((c[0] + c[4]) + (c[2] + c[6])) + ((c[1] + c[5]) + (c[3] + c[7]))) as f64;
     }
-    sum += tail as f64;
     let inv = (1.0 / sum) as f32;
-    out.fill(0.0);
-    for (jj, &w) in scores.iter().enumerate() {
+    // `kqv`: out[d] is `ggml_vec_dot_f32` over the cells of V's transposed row d: cell j in
+    // slot j % 32; the slots of all dims at once, `[32][hdv]`.
+    let mut parts = vec![0f32; DOT_SLOTS * hdv];
+    for (jj, &e) in scores.iter().enumerate() {
         let j = lo + jj;
-        let w = w * inv;
+        let w = e * inv;
         let vj = &v[j * v_row + g * hdv..j * v_row + (g + 1) * hdv];
-        for (o, &x) in out.iter_mut().zip(vj) {
-            *o += w * x;
+        let c = j % DOT_SLOTS;
+        for (a, &x) in parts[c * hdv..(c + 1) * hdv].iter_mut().zip(vj) {
+            *a = x.mul_add(w, *a);
         }
     }
-}
-
-/// AVX2 attention: scores of 8 keys per pass with one horizontal-add tree (instead of a
-/// horizontal sum per key), V accumulated in registers 64 dims at a time. Same math as the
-/// portable [`attend_one`] up to f32 summation order.
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{exp_softmax, AttnParams, Keys};
-    use std::arch::x86_64::*;
-
-    /// `q·k_j` for 8 consecutive keys starting at `k` (rows `k_row` apart), `hd % 8 == 0`.
-    #[inline(always)]
-    unsafe fn scores8(q: *const f32, k: *const f32, k_row: usize, hd: usize) -> __m256 {
-        let mut a = [_mm256_setzero_ps(); 8];
-        for c in (0..hd).step_by(8) {
-            let qv = _mm256_loadu_ps(q.add(c));
-            for (kk, acc) in a.iter_mut().enumerate() {
-                *acc = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k.add(kk * k_row + c)), *acc);
-            }
-        }
-        let s01 = _mm256_hadd_ps(a[0], a[1]);
-        let s23 = _mm256_hadd_ps(a[2], a[3]);
-        let s45 = _mm256_hadd_ps(a[4], a[5]);
-        let s67 = _mm256_hadd_ps(a[6], a[7]);
-        let s0123 = _mm256_hadd_ps(s01, s23);
-        let s4567 = _mm256_hadd_ps(s45, s67);
-        _mm256_add_ps(
-            _mm256_permute2f128_ps(s0123, s4567, 0x20),
-            _mm256_permute2f128_ps(s0123, s4567, 0x31),
-        )
-    }
-
-    /// One key's score with exactly the arithmetic of a lane of [`scores8`]: per-lane FMA
-    /// chains, then `((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7))`. A key's score must not depend on
-    /// whether it falls in a block of 8 or in the tail (chunked prefill is bit-exact).
-    #[inline(always)]
-    unsafe fn dot(q: *const f32, k: *const f32, hd: usize) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for c in (0..hd).step_by(8) {
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(c)), _mm256_loadu_ps(k.add(c)), acc);
-        }
-        let h = _mm256_hadd_ps(acc, acc);
-        let h = _mm256_hadd_ps(h, h);
-        _mm_cvtss_f32(_mm_add_ss(
-            _mm256_castps256_ps128(h),
-            _mm256_extractf128_ps(h, 1),
-        ))
-    }
-
-    /// # Safety
-    /// AVX2 and FMA present; `head_dim` and `head_dim_v` multiples of 8.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn attend(
-        q: &[f32],
-        k: Keys,
-        v: &[f32],
-        g: usize,
-        pos: usize,
-        p: &AttnParams,
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-    ) {
-        let (hd, hdv) = (p.head_dim, p.head_dim_v);
-        let (k_row, v_row) = (p.n_head_kv * hd, p.n_head_kv * hdv);
-        let lo = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        let n = pos + 1 - lo;
-        scores.clear();
-        scores.resize(n, 0.0);
-        match k {
-            Keys::Rows(k) => {
-                debug_assert!(k.len() >= (pos + 1) * k_row);
-                let base = k.as_ptr().add(lo * k_row + g * hd);
-                let mut j = 0;
-                while j + 8 <= n {
-                    let s = scores8(q.as_ptr(), base.add(j * k_row), k_row, hd);
-                    _mm256_storeu_ps(scores.as_mut_ptr().add(j), s);
-                    j += 8;
-                }
-                for (j, s) in scores.iter_mut().enumerate().skip(j) {
-                    *s = dot(q.as_ptr(), base.add(j * k_row), hd);
-                }
-            }
-            Keys::Transposed { kt, n_kv } => {
-                // The same arithmetic as `scores8`, vectorized over keys: lane l of the FMA
-                // chain sums dims l, l+8, …; then the same pairing of the 8 lanes.
-                let mut lanes = vec![0f32; 8 * n];
-                for (d, &qd) in q.iter().enumerate() {
-                    let lane = &mut lanes[(d % 8) * n..(d % 8 + 1) * n];
-                    let row = &kt[d * n_kv + lo..d * n_kv + pos + 1];
-                    for (s, &x) in lane.iter_mut().zip(row) {
-                        *s = qd.mul_add(x, *s);
-                    }
-                }
-                let l = |i: usize| &lanes[i * n..(i + 1) * n];
-                let (l0, l1, l2, l3, l4, l5, l6, l7) =
-                    (l(0), l(1), l(2), l(3), l(4), l(5), l(6), l(7));
-                for (j, s) in scores.iter_mut().enumerate() {
-                    *s = ((l0[j] + l1[j]) + (l2[j] + l3[j])) + ((l4[j] + l5[j]) + (l6[j] + l7[j]));
-                }
-            }
-        }
-        let mut max = f32::NEG_INFINITY;
-        for s in scores.iter_mut() {
-            *s *= p.scale;
-            max = max.max(*s);
-        }
-        for s in scores.iter_mut() {
-            *s = exp_softmax(*s - max);
-        }
-        let mut sum = 0f64;
-        let chunks = scores.chunks_exact(8);
-        let tail: f32 = chunks.remainder().iter().sum();
-        for c in chunks {
-            sum += (((c[0] + c[4]) + (c[1] + c[5])) + ((c[2] + c[6]) + (c[3] + c[7]))) as f64;
-        }
-        sum += tail as f64;
-        let inv = (1.0 / sum) as f32;
-        // out = Σ_j w_j·v_j, 64 output dims (8 registers) per pass over the keys.
-        let vb = v.as_ptr().add(lo * v_row + g * hdv);
-        for c0 in (0..hdv).step_by(64) {
-            let w8 = (hdv - c0).min(64) / 8;
-            let mut acc = [_mm256_setzero_ps(); 8];
-            for (j, &s) in scores.iter().enumerate() {
-                let w = _mm256_set1_ps(s * inv);
-                let row = vb.add(j * v_row + c0);
-                for (i, a) in acc.iter_mut().enumerate().take(w8) {
-                    *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(row.add(8 * i)), *a);
-                }
-            }
-            for (i, a) in acc.iter().enumerate().take(w8) {
-                _mm256_storeu_ps(out.as_mut_ptr().add(c0 + 8 * i), *a);
-            }
-        }
-    }
+    reduce_slots_into(&parts, out);
 }
 
 #[cfg(test)]
@@ -455,12 +498,17 @@ mod tests {
 
     #[test]
     fn rope_styles_pair_the_right_dims() {
-        let theta = [1.0f64, 0.5];
+        // θ_0 = 1, θ_1 = 0.5.
+        let freqs = RopeFreqs {
+            theta_scale: 0.5,
+            freq_scale: 1.0,
+            factors: vec![1.0, 1.0],
+        };
         let p = |style| RopeParams {
             style,
             head_dim: 6,
             n_rot: 4,
-            theta: &theta,
+            freqs: &freqs,
             attn_factor: 1.0,
         };
         let x0 = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
@@ -530,15 +578,18 @@ mod tests {
         for i in 0..=200_000 {
             let x = -(i as f32) * 4.4e-4; // 0 … −88
             let want = (x as f64).exp();
-            let got = exp_softmax(x) as f64;
+            let got = ggml_expf(x) as f64;
             if want > 1e-37 {
                 worst = worst.max(((got - want) / want).abs());
             }
         }
         assert!(worst < 4e-7, "relative error {worst:e}");
-        assert_eq!(exp_softmax(0.0), 1.0);
-        assert_eq!(exp_softmax(-100.0), 0.0);
-        assert_eq!(exp_softmax(f32::NEG_INFINITY), 0.0);
+        assert_eq!(ggml_expf(0.0), 1.0);
+        // ggml's scaled path: subnormal results, then 0.
+        let sub = ggml_expf(-100.0) as f64;
+        assert!((sub / (-100f64).exp() - 1.0).abs() < 0.05, "{sub:e}");
+        assert_eq!(ggml_expf(-140.0), 0.0);
+        assert_eq!(ggml_expf(f32::NEG_INFINITY), 0.0);
     }
 
     #[test]
@@ -584,7 +635,8 @@ mod tests {
 
     #[test]
     fn portable_transposed_keys_are_bit_exact() {
-        for hd in [8, 12] {
+        // Dims in 32-slots only, in the tail only (products added, then FMAs), and both.
+        for hd in [8, 12, 38, 64] {
             let p = AttnParams {
                 n_head: 2,
                 n_head_kv: 1,
@@ -615,8 +667,8 @@ mod tests {
 
     #[test]
     fn dispatched_attention_matches_the_portable_one() {
-        // hd 64 and 37 keys: the AVX2 path's 8-key blocks, its tail and two 64-dim V passes.
-        for (hd, hdv) in [(64, 64), (16, 128)] {
+        // The AVX2 build of the same code computes the same bits.
+        for (hd, hdv) in [(64, 64), (38, 40), (16, 128)] {
             let p = AttnParams {
                 n_head: 6,
                 n_head_kv: 3,
@@ -641,12 +693,7 @@ mod tests {
                     let p = AttnParams { window: w, ..p };
                     attend_one(&q, &k, &v, 2, pos, &p, &mut s, &mut a);
                     attend(&q, Keys::Rows(&k), &v, 2, pos, &p, &mut s, &mut b);
-                    for i in 0..hdv {
-                        assert!(
-                            (a[i] - b[i]).abs() < 1e-5,
-                            "hd {hd} pos {pos} {w:?} dim {i}"
-                        );
-                    }
+                    assert_eq!(a, b, "hd {hd} pos {pos} {w:?}");
                 }
             }
         }

@@ -14,8 +14,8 @@
 
 use super::wgsl::{self, Defines};
 use crate::error::{GpuError, Result};
-use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
@@ -70,9 +70,9 @@ pub struct GpuContext {
     /// The largest byte range one storage binding may cover (after [`GpuOptions`]), a multiple
     /// of 256.
     pub max_binding: u64,
-    pipelines: RefCell<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     errors: Arc<Mutex<ErrorSink>>,
-    dispatches: std::cell::Cell<u64>,
+    dispatches: AtomicU64,
 }
 
 impl GpuContext {
@@ -163,9 +163,9 @@ impl GpuContext {
             f16,
             subgroups,
             max_binding,
-            pipelines: RefCell::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
             errors,
-            dispatches: std::cell::Cell::new(0),
+            dispatches: AtomicU64::new(0),
         })
     }
 
@@ -189,7 +189,7 @@ impl GpuContext {
 
     /// Dispatches recorded since the context was made (for "dispatches per token").
     pub fn dispatch_count(&self) -> u64 {
-        self.dispatches.get()
+        self.dispatches.load(Ordering::Relaxed)
     }
 
     /// A storage buffer of `bytes` (rounded up to 4), zero-filled.
@@ -213,13 +213,19 @@ impl GpuContext {
 
     /// Writes `data` at `offset` (the tail padded with zeros to 4 bytes).
     pub fn write(&self, buf: &wgpu::Buffer, offset: u64, data: &[u8]) {
-        if data.len() % 4 == 0 {
+        if data.len().is_multiple_of(4) {
             self.queue.write_buffer(buf, offset, data);
         } else {
             let mut v = data.to_vec();
             v.resize(data.len().next_multiple_of(4), 0);
             self.queue.write_buffer(buf, offset, &v);
         }
+    }
+
+    fn lock_pipelines(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<PipelineKey, wgpu::ComputePipeline>> {
+        self.pipelines.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The pipeline of `entry` in `shader` with `defines`, created on first use.
@@ -234,7 +240,7 @@ impl GpuContext {
             entry,
             defines: defines.clone(),
         };
-        if let Some(p) = self.pipelines.borrow().get(&key) {
+        if let Some(p) = self.lock_pipelines().get(&key) {
             return Ok(p.clone());
         }
         let src = wgsl::build(shader, defines, self)?;
@@ -255,7 +261,7 @@ impl GpuContext {
                 compilation_options: Default::default(),
                 cache: None,
             });
-        self.pipelines.borrow_mut().insert(key, p.clone());
+        self.lock_pipelines().insert(key, p.clone());
         Ok(p)
     }
 
@@ -305,7 +311,7 @@ impl GpuContext {
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bg, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-        self.dispatches.set(self.dispatches.get() + 1);
+        self.dispatches.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -338,7 +344,8 @@ impl GpuContext {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut enc = enc.unwrap_or_else(|| self.device.create_command_encoder(&Default::default()));
+        let mut enc =
+            enc.unwrap_or_else(|| self.device.create_command_encoder(&Default::default()));
         enc.copy_buffer_to_buffer(buf, offset, &staging, 0, size);
         self.queue.submit([enc.finish()]);
         let (tx, rx) = oneshot::channel();

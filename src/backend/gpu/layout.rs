@@ -157,9 +157,10 @@ pub fn upload(ctx: &GpuContext, v: &TensorView) -> Result<GpuWeight> {
                     .flat_map(|r| (0..bpr).map(move |b| (r, b)))
                     .map(|(r, b)| t.scale_bits(r, b))
                     .collect();
-                w.extend(s16.chunks(2).map(|c| {
-                    c[0] as u32 | (c.get(1).copied().unwrap_or(0) as u32) << 16
-                }));
+                w.extend(
+                    s16.chunks(2)
+                        .map(|c| c[0] as u32 | (c.get(1).copied().unwrap_or(0) as u32) << 16),
+                );
                 (w, aux)
             }
             None => (pack_rows(v, row0..row0 + n, rw), 0),

@@ -4,13 +4,16 @@
 //! - [`context`]: adapter, device, limits, features, pipeline cache, dispatch and readback;
 //! - [`wgsl`]: the shader sources in `shaders/` and their preprocessor;
 //! - [`layout`]: weight layouts on the GPU and their upload, split by rows;
-//! - [`ops`]: one launcher per op, paired with the CPU reference in `backend::cpu`.
+//! - [`ops`], [`attn`]: one launcher per op, paired with the CPU reference in `backend::cpu`;
+//! - [`backend`]: the [`crate::backend::Backend`] the generic decoder runs on.
 
 pub mod attn;
+pub mod backend;
 pub mod context;
 pub mod layout;
 pub mod ops;
 pub mod wgsl;
 
+pub use backend::{prepare_cache, GpuBackend, GpuModel, GpuTensor};
 pub use context::{GpuContext, GpuOptions, Kernel};
 pub use layout::{upload, GpuWeight};

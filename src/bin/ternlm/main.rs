@@ -7,7 +7,7 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
-use ternlm::error::ModelError;
+use ternlm::backend::gpu::GpuOptions;
 use ternlm::gguf::SplitSet;
 use ternlm::model::{LogitsFor, Model};
 use ternlm::session::{
@@ -163,25 +163,33 @@ impl ModelArgs {
         })
     }
 
-    /// Checks the backend choice. The WebGPU backend is not built yet: `gpu` is a clear error and
-    /// `auto` runs on the CPU.
-    fn check_backend(&self) -> ternlm::Result<()> {
-        match self.backend {
-            Backend::Cpu | Backend::Auto => Ok(()),
-            Backend::Gpu => Err(ModelError::BackendUnavailable(
-                "gpu (the WebGPU backend is not implemented yet)".into(),
-            )
-            .into()),
-        }
-    }
-
+    /// Loads the model and moves it to the backend asked for: `gpu` fails when there is no
+    /// adapter or the upload fails; `auto` uses the GPU when one works, else the CPU (saying why
+    /// on stderr).
     fn load(&self) -> ternlm::Result<Model> {
-        self.check_backend()?;
         let mut model = Model::from_file(&self.path()?)?;
         if let Some(t) = self.threads {
             model.set_threads(t.max(1));
         }
+        match self.backend {
+            Backend::Cpu => {}
+            Backend::Gpu => model.use_gpu(&GpuOptions::default())?,
+            Backend::Auto => {
+                if let Err(e) = model.use_gpu(&GpuOptions::default()) {
+                    eprintln!("ternlm: running on the CPU ({e})");
+                }
+            }
+        }
         Ok(model)
+    }
+}
+
+/// `"gpu"` or `"cpu"`, for reports.
+fn backend_name(m: &Model) -> &'static str {
+    if m.gpu().is_some() {
+        "gpu"
+    } else {
+        "cpu"
     }
 }
 
@@ -492,6 +500,7 @@ fn run(cli: Cli) -> ternlm::Result<()> {
             let t0 = Instant::now();
             let mut logits = m.forward(&mut cache, &prompt, LogitsFor::Last)?;
             let prefill = t0.elapsed().as_secs_f64();
+            let dispatches_before_decode = m.gpu().map_or(0, |g| g.ctx.dispatch_count());
             let t1 = Instant::now();
             for _ in 0..n_gen {
                 let next = logits
@@ -502,12 +511,21 @@ fn run(cli: Cli) -> ternlm::Result<()> {
                 logits = m.forward(&mut cache, &[next as u32], LogitsFor::Last)?;
             }
             let decode = t1.elapsed().as_secs_f64();
-            let report = serde_json::json!({
-                "model": model.path()?.display().to_string(), "backend": "cpu", "threads": m.threads(),
+            let mut report = serde_json::json!({
+                "model": model.path()?.display().to_string(), "backend": backend_name(&m), "threads": m.threads(),
                 "n_prompt": prompt.len(), "n_gen": n_gen,
                 "prefill_tok_s": prompt.len() as f64 / prefill, "decode_tok_s": n_gen as f64 / decode,
                 "prefill_ms": prefill * 1e3, "decode_ms": decode * 1e3,
             });
+            if let Some(g) = m.gpu() {
+                // Dispatches of the decode steps only; every step reads every weight once.
+                let per_token = (g.ctx.dispatch_count() - dispatches_before_decode) as f64 / n_gen.max(1) as f64;
+                let gb_s = g.weight_bytes() as f64 * n_gen as f64 / decode / 1e9;
+                report["adapter"] = g.ctx.adapter.name.clone().into();
+                report["weight_bytes"] = g.weight_bytes().into();
+                report["dispatches_per_token"] = per_token.into();
+                report["effective_gb_s"] = gb_s.into();
+            }
             println!("{report}");
         }
         Command::BenchTokenizer { model, file, runs } => {
