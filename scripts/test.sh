@@ -14,6 +14,15 @@ if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen 0.2.130" ]; then
     cargo install wasm-bindgen-cli --version 0.2.130
 fi
 
+step "Vulkan CPU driver (lavapipe) for the GPU tests"
+if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q mesa-vulkan-drivers libvulkan1
+fi
+# Mesa warns on every device creation without a writable runtime dir.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+
 step "test models (PyPI) into .cache, sha256-verified"
 bash scripts/fetch-models.sh
 

@@ -102,7 +102,17 @@ fn bench_prints_json_on_each_backend() {
     let m = model.to_str().unwrap();
     for backend in ["cpu", "gpu"] {
         let (ok, out, err) = run(
-            &["bench", "-m", m, "-p", "16", "-n", "4", "--backend", backend],
+            &[
+                "bench",
+                "-m",
+                m,
+                "-p",
+                "16",
+                "-n",
+                "4",
+                "--backend",
+                backend,
+            ],
             &dir,
         );
         assert!(ok, "{err}");

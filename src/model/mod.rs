@@ -22,9 +22,9 @@ pub use tap::{TapEvent, TapFilter};
 pub use weights::{LayerWeights, Qkv, Scales, Vector, Weight, Weights};
 
 use crate::backend::cpu::{pool, CpuBackend, Kernel, Pool};
+use crate::backend::gpu::{self, GpuBackend, GpuModel};
 #[cfg(not(target_arch = "wasm32"))]
-use crate::backend::gpu::GpuOptions;
-use crate::backend::gpu::{self, GpuBackend, GpuContext, GpuModel};
+use crate::backend::gpu::{GpuContext, GpuOptions};
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgufHeader, Limits, Metadata, SplitSet};
 use std::path::Path;
@@ -166,7 +166,9 @@ impl Model {
 
     /// CPU threads (native; always 1 on wasm32). Default: `TERNLM_THREADS` or all cores.
     /// Uploads the weights to `ctx`'s device; from then on every forward runs there. On error
-    /// the model stays on the CPU.
+    /// the model stays on the CPU. Native only for now: the forward reads its results back
+    /// synchronously, which the browser cannot do.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn attach_gpu(&mut self, ctx: GpuContext) -> Result<()> {
         let files: Vec<&[u8]> = self.files.iter().map(|f| f.as_slice()).collect();
         self.gpu = Some(GpuModel::new(ctx, &self.weights, &files)?);

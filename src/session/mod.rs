@@ -21,6 +21,9 @@
 //! Out of scope here: GPU KV buffers, recurrent state and checkpoints (§3.3; for attention-only
 //! models a snapshot or prefix reuse covers them), multiple sequences, embeddings.
 
+// On wasm32 the model's GPU objects are not Send (single-threaded); the Arc only shares.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+
 pub mod clock;
 pub mod generate;
 pub mod sampler;

@@ -253,13 +253,19 @@ impl<'a> GpuBackend<'a> {
     }
 }
 
+/// The browser cannot wait for a mapping inside a synchronous call.
+#[cfg(target_arch = "wasm32")]
+fn read_mapped(_: &GpuContext, _: &wgpu::Buffer, _: usize) -> Result<Vec<f32>> {
+    Err(GpuError::Readback("synchronous readback is native-only".into()).into())
+}
+
 /// The first `n` f32 of a MAP_READ buffer whose copy was submitted.
+#[cfg(not(target_arch = "wasm32"))]
 fn read_mapped(ctx: &GpuContext, buf: &wgpu::Buffer, n: usize) -> Result<Vec<f32>> {
     let (tx, rx) = std::sync::mpsc::channel();
     buf.slice(..).map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
     });
-    #[cfg(not(target_arch = "wasm32"))]
     ctx.device
         .poll(wgpu::PollType::wait_indefinitely())
         .map_err(|e| GpuError::Readback(e.to_string()))?;

@@ -519,7 +519,8 @@ fn run(cli: Cli) -> ternlm::Result<()> {
             });
             if let Some(g) = m.gpu() {
                 // Dispatches of the decode steps only; every step reads every weight once.
-                let per_token = (g.ctx.dispatch_count() - dispatches_before_decode) as f64 / n_gen.max(1) as f64;
+                let per_token = (g.ctx.dispatch_count() - dispatches_before_decode) as f64
+                    / n_gen.max(1) as f64;
                 let gb_s = g.weight_bytes() as f64 * n_gen as f64 / decode / 1e9;
                 report["adapter"] = g.ctx.adapter.name.clone().into();
                 report["weight_bytes"] = g.weight_bytes().into();
