@@ -177,11 +177,17 @@ mod tests {
     #[test]
     fn conditionals_defines_and_substitution() {
         let mut d = Defines::default();
-        d.set("WG", "64".into());
+        d.set("MATMUL", "1".into());
         d.set("TYPE_Q4_1", "1".into());
         let s = preprocess("matmul", &mut d).unwrap();
-        assert!(!s.contains('#'), "directives are consumed");
-        assert!(!s.contains("WG)"), "WG is substituted");
+        assert!(
+            s.lines().all(|l| !l.trim_start().starts_with('#')),
+            "directives are consumed"
+        );
+        let dq = s.lines().filter(|l| l.starts_with("fn dq(")).count();
+        assert_eq!(dq, 1, "one type section");
+        assert!(s.contains("fn matmul(") && !s.contains("fn embed("));
+        assert!(s.contains("fn flat_group("), "#include");
     }
 
     #[test]
