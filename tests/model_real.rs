@@ -3,17 +3,22 @@
 //! greedy runs in `tests/data/golden/real/` (testing.md §4.1):
 //! - forced decoding: prompt + llama.cpp's 64 generated ids in one batch; per step our top-1
 //!   must equal llama.cpp's where its lead over the runner-up is clear ([`CLEAR_LEAD`]), at
-//!   least 95% of all steps must agree, and the top-20 logits must agree within the quantized
+//!   least 98% of all steps must agree, and the top-20 logits must agree within the quantized
 //!   NMSE bound (5e-3);
 //! - free greedy decoding of the first prompt (cached, one token per call): the ids match
 //!   llama.cpp's up to the first step whose reference lead is not clear.
 //!
 //! Why not 100%: these weights are quantized and llama.cpp quantizes activations too, so a
-//! one-ulp difference anywhere (its approximate vector `expf` in SiLU/softmax, f32 RoPE angles,
-//! summation order) can flip an activation's int8 rounding and move whole logit rows. Measured
-//! on these prompts, llama.cpp against itself with an f16 instead of f32 KV cache differs by an
-//! RMS of 0.26 (SmolLM2) / 0.33 (gemma3) logits over the top-20 and agrees on 96.9% / 99.0% of
-//! the top-1s; ternlm against llama.cpp: 0.22 / 0.32 and 96.6% / 99.1%.
+//! one-ulp difference anywhere can flip an activation's int8 rounding and move whole logit rows.
+//! For SmolLM2 our arithmetic is llama.cpp's to the bit as it decodes one token at a time (two
+//! of the five prompts reproduce all 64 steps exactly), but llama.cpp's prefill of several
+//! tokens sums the attention's `kqv` in another order (sgemm) than its one-token decode, and
+//! ours must not depend on batching: the prompt's positions can differ in the last bit. Even
+//! llama.cpp's one-batch logits agree with its own greedy run on only 97.8% of these top-1s.
+//! gemma3's Q4_K matmuls are not yet bit-identical. Measured on these prompts, llama.cpp against
+//! itself with an f16 instead of f32 KV cache differs by an RMS of 0.26 (SmolLM2) / 0.33
+//! (gemma3) logits over the top-20 and agrees on 96.9% / 99.0% of the top-1s; ternlm against
+//! llama.cpp: 0.12 / 0.30 and 98.8% / 99.4%.
 
 mod model_util;
 
@@ -96,7 +101,7 @@ fn forced_decoding_matches_llama_cpp() {
         );
         assert!(nmse <= 5e-3, "{name}: top-20 NMSE {nmse:e}");
         assert_eq!(clear_agree, clear, "{name}: top-1 differs at a clear lead");
-        assert!(agree * 100 >= 95 * steps, "{name}: top-1 {agree}/{steps}");
+        assert!(agree * 100 >= 98 * steps, "{name}: top-1 {agree}/{steps}");
     }
 }
 
