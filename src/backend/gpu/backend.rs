@@ -253,34 +253,17 @@ impl<'a> GpuBackend<'a> {
     }
 }
 
+/// The first `n` f32 of a staging buffer whose copy was submitted.
+#[cfg(not(target_arch = "wasm32"))]
+fn read_mapped(ctx: &GpuContext, buf: &wgpu::Buffer, n: usize) -> Result<Vec<f32>> {
+    let b = pollster::block_on(ctx.map_staging(buf, n as u64 * 4))?;
+    Ok(bytemuck::pod_collect_to_vec(&b))
+}
+
 /// The browser cannot wait for a mapping inside a synchronous call.
 #[cfg(target_arch = "wasm32")]
 fn read_mapped(_: &GpuContext, _: &wgpu::Buffer, _: usize) -> Result<Vec<f32>> {
     Err(GpuError::Readback("synchronous readback is native-only".into()).into())
-}
-
-/// The first `n` f32 of a MAP_READ buffer whose copy was submitted.
-#[cfg(not(target_arch = "wasm32"))]
-fn read_mapped(ctx: &GpuContext, buf: &wgpu::Buffer, n: usize) -> Result<Vec<f32>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    buf.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
-    });
-    ctx.device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| GpuError::Readback(e.to_string()))?;
-    rx.recv()
-        .map_err(|e| GpuError::Readback(e.to_string()))?
-        .map_err(|e| GpuError::Readback(e.to_string()))?;
-    let out = {
-        let view = buf
-            .slice(..)
-            .get_mapped_range()
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        bytemuck::pod_collect_to_vec(&view[..n * 4])
-    };
-    buf.unmap();
-    Ok(out)
 }
 
 impl Backend for GpuBackend<'_> {
@@ -359,15 +342,11 @@ impl Backend for GpuBackend<'_> {
             return;
         };
         let (kb, vb) = ((k.rows * k.cols * 4) as u64, (v.rows * v.cols * 4) as u64);
-        let stage = |label| {
-            self.ctx().device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: kb.max(vb).max(4),
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        };
-        let (ks, vs) = (stage("kv_back_k"), stage("kv_back_v"));
+        let size = kb.max(vb);
+        let (ks, vs) = (
+            self.ctx().staging("kv_back_k", size),
+            self.ctx().staging("kv_back_v", size),
+        );
         {
             let mut enc = self.enc.borrow_mut();
             enc.copy_buffer_to_buffer(&k.buf, 0, &kv.k[layer], (pos0 * k.cols * 4) as u64, kb);

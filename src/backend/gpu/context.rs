@@ -328,8 +328,6 @@ impl GpuContext {
     }
 
     /// Copies `bytes` of `buf` from `offset` back to the host: submits `enc` (if any) first.
-    /// Awaits the mapping; natively the wait is a blocking poll, in the browser the event loop
-    /// resolves it.
     pub async fn read_bytes(
         &self,
         enc: Option<wgpu::CommandEncoder>,
@@ -338,16 +336,28 @@ impl GpuContext {
         bytes: u64,
     ) -> Result<Vec<u8>> {
         let size = bytes.next_multiple_of(4).max(4);
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = self.staging("readback", size);
         let mut enc =
             enc.unwrap_or_else(|| self.device.create_command_encoder(&Default::default()));
         enc.copy_buffer_to_buffer(buf, offset, &staging, 0, size);
         self.queue.submit([enc.finish()]);
+        self.map_staging(&staging, bytes).await
+    }
+
+    /// A buffer of `size` bytes to copy into and map for reading.
+    pub fn staging(&self, label: &str, size: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// The first `bytes` of a [`GpuContext::staging`] buffer whose copy was submitted. Awaits
+    /// the mapping; natively the wait is a blocking poll, in the browser the event loop
+    /// resolves it.
+    pub async fn map_staging(&self, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         let (tx, rx) = oneshot::channel();
         staging
             .slice(..)

@@ -4,7 +4,7 @@
 //! backend-check harness (`tests/gpu_ops.rs`).
 
 use super::context::{GpuContext, Kernel};
-use super::layout::GpuWeight;
+use super::layout::{GpuWeight, WeightPart};
 use crate::error::Result;
 use crate::model::arch::Activation;
 
@@ -146,6 +146,29 @@ pub fn rms_norm(
     ctx.dispatch(enc, &Kernel::new("rms_norm", "rms_norm"), &p, &bufs, grid)
 }
 
+/// matmul.wgsl's `Params` for one weight part (`row0`: matmul's output column of the part's
+/// first row, embed's first id of the part).
+fn weight_params(
+    w: &GpuWeight,
+    part: &WeightPart,
+    tokens: usize,
+    groups_x: u32,
+    row0: usize,
+    y_cols: usize,
+) -> Vec<u8> {
+    params(&[
+        part.rows as u32,
+        w.cols as u32,
+        tokens as u32,
+        w.row_words as u32,
+        groups_x,
+        row0 as u32,
+        y_cols as u32,
+        part.aux,
+        w.mult.to_bits(),
+    ])
+}
+
 /// Tokens per matmul workgroup (matmul.wgsl `TT`).
 const MATMUL_TT: u32 = 4;
 
@@ -168,17 +191,7 @@ pub fn matmul(
     for part in &w.parts {
         let mut grid = ctx.grid(part.rows as u32);
         grid[2] = (tokens as u32).div_ceil(MATMUL_TT);
-        let p = params(&[
-            part.rows as u32,
-            w.cols as u32,
-            tokens as u32,
-            w.row_words as u32,
-            grid[0],
-            (col0 + part.row0) as u32,
-            y_cols as u32,
-            part.aux,
-            w.mult.to_bits(),
-        ]);
+        let p = weight_params(w, part, tokens, grid[0], col0 + part.row0, y_cols);
         let bufs = [
             part.buf.as_entire_binding(),
             x.as_entire_binding(),
@@ -203,17 +216,7 @@ pub fn embed(
         .def(&w.define(), 1);
     let grid = ctx.grid(tokens as u32);
     for part in &w.parts {
-        let p = params(&[
-            part.rows as u32,
-            w.cols as u32,
-            tokens as u32,
-            w.row_words as u32,
-            grid[0],
-            part.row0 as u32,
-            w.cols as u32,
-            part.aux,
-            w.mult.to_bits(),
-        ]);
+        let p = weight_params(w, part, tokens, grid[0], part.row0, w.cols);
         let bufs = [
             part.buf.as_entire_binding(),
             ids.as_entire_binding(),
