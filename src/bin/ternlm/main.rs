@@ -7,7 +7,7 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
-use ternlm::backend::gpu::GpuOptions;
+use ternlm::backend::gpu::{GpuContext, GpuOptions};
 use ternlm::gguf::SplitSet;
 use ternlm::model::{LogitsFor, Model};
 use ternlm::session::{
@@ -164,8 +164,8 @@ impl ModelArgs {
     }
 
     /// Loads the model and moves it to the backend asked for: `gpu` fails when there is no
-    /// adapter or the upload fails; `auto` uses the GPU when one works, else the CPU (saying why
-    /// on stderr).
+    /// adapter or the upload fails; `auto` uses a hardware GPU when one works, else the CPU
+    /// (saying why on stderr).
     fn load(&self) -> ternlm::Result<Model> {
         let mut model = Model::from_file(&self.path()?)?;
         if let Some(t) = self.threads {
@@ -174,11 +174,22 @@ impl ModelArgs {
         match self.backend {
             Backend::Cpu => {}
             Backend::Gpu => model.use_gpu(&GpuOptions::default())?,
-            Backend::Auto => {
-                if let Err(e) = model.use_gpu(&GpuOptions::default()) {
-                    eprintln!("ternlm: running on the CPU ({e})");
+            // A software adapter (lavapipe, SwiftShader) is far slower than the CPU backend:
+            // `auto` takes hardware GPUs only.
+            Backend::Auto => match GpuContext::new_blocking(&GpuOptions::default()) {
+                Ok(ctx) if ctx.adapter.device_type == "Cpu" => {
+                    eprintln!(
+                        "ternlm: running on the CPU (the GPU adapter {} is software)",
+                        ctx.adapter.name
+                    );
                 }
-            }
+                Ok(ctx) => {
+                    if let Err(e) = model.attach_gpu(ctx) {
+                        eprintln!("ternlm: running on the CPU ({e})");
+                    }
+                }
+                Err(e) => eprintln!("ternlm: running on the CPU ({e})"),
+            },
         }
         Ok(model)
     }
