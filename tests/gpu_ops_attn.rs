@@ -234,6 +234,7 @@ fn attention_matches_reference() {
             head_dim_v: hdv,
             scale,
             window,
+            batched: tokens > 1,
         };
         let n_kv = pos0 + tokens;
         // Cache rows past the valid ones are NaN: reading one poisons the output.
@@ -275,6 +276,7 @@ fn attention_matches_reference() {
         head_dim_v: 512,
         scale: 1.0,
         window: None,
+        batched: false,
     };
     let b = ctx.storage("b", 4096);
     let mut enc = encoder(&ctx);

@@ -13,6 +13,7 @@ mod model_util;
 
 use model_util::*;
 use ternlm::backend::cpu::Kernel;
+use ternlm::backend::BatchOrder;
 use ternlm::model::{LogitsFor, Model, MAX_UBATCH};
 
 /// One model per architecture (plus GQA, tied head, llama3 `rope_freqs`, sliding window).
@@ -63,6 +64,36 @@ fn chunked_prefill_equals_one_shot() {
                 "{name}: chunk {chunk}: not bit-exact (max-abs {d:e})"
             );
             assert_eq!(c.len(), toks.len());
+        }
+    }
+}
+
+/// [`BatchOrder::LlamaCpp`] changes batches of two or more tokens only: chunks of ≥ 2 still
+/// equal one shot to the bit, one token at a time equals the default order's.
+#[test]
+fn llama_cpp_batch_order_changes_batches_only() {
+    for (name, mut m) in models() {
+        let toks = tokens(20, m.spec().n_vocab, 6);
+        let run = |m: &Model, chunk: usize| {
+            let mut c = m.new_cache(64);
+            let mut out = Vec::new();
+            for part in toks.chunks(chunk) {
+                out.extend(m.forward(&mut c, part, LogitsFor::All).unwrap());
+            }
+            out
+        };
+        let (invariant_one, invariant_whole) = (run(&m, 1), run(&m, 20));
+        m.set_batch_order(BatchOrder::LlamaCpp);
+        let whole = run(&m, 20);
+        assert_eq!(run(&m, 1), invariant_one, "{name}: one token per step");
+        for chunk in [2, 7] {
+            assert_eq!(run(&m, chunk), whole, "{name}: chunk {chunk}");
+        }
+        // Without int8 activations (which can turn the last bit into a flipped code) the two
+        // orders agree to the chunked-prefill bound.
+        if name.ends_with("-f32.gguf") {
+            let d = max_abs(&whole, &invariant_whole);
+            assert!(d <= 1e-4, "{name}: orders differ by {d:e}");
         }
     }
 }

@@ -1,28 +1,25 @@
 //! The real models (SmolLM2-135M Q4_1, gemma-3-270m Q4_K_M; fetched by
 //! `scripts/fetch-models.sh` into `$TERNLM_CACHE/models`, default `.cache/models`; missing models fail the test) against llama.cpp's
 //! greedy runs in `tests/data/golden/real/` (testing.md §4.1):
-//! - forced decoding: prompt + llama.cpp's 64 generated ids in one batch; per step our top-1
-//!   must equal llama.cpp's where its lead over the runner-up is clear ([`CLEAR_LEAD`]), at
-//!   least 98% of all steps must agree, and the top-20 logits must agree within the quantized
-//!   NMSE bound (5e-3);
-//! - free greedy decoding of the first prompt (cached, one token per call): the ids match
-//!   llama.cpp's up to the first step whose reference lead is not clear.
+//! - forced decoding: the prompt in one batch, then llama.cpp's 64 generated ids one per step
+//!   (as llama.cpp ran); per step our top-1 must equal llama.cpp's where its lead over the
+//!   runner-up is clear ([`CLEAR_LEAD`]), at least 99% of all steps must agree, and the top-20
+//!   logits must agree within the quantized NMSE bound (5e-3);
+//! - free greedy decoding (cached, one token per call): the ids match llama.cpp's up to the
+//!   first step whose reference lead is not clear.
 //!
-//! Why not 100%: these weights are quantized and llama.cpp quantizes activations too, so a
-//! one-ulp difference anywhere can flip an activation's int8 rounding and move whole logit rows.
-//! For SmolLM2 our arithmetic is llama.cpp's to the bit as it decodes one token at a time (two
-//! of the five prompts reproduce all 64 steps exactly), but llama.cpp's prefill of several
-//! tokens sums the attention's `kqv` in another order (sgemm) than its one-token decode, and
-//! ours must not depend on batching: the prompt's positions can differ in the last bit. Even
-//! llama.cpp's one-batch logits agree with its own greedy run on only 97.8% of these top-1s.
-//! gemma3's Q4_K matmuls are not yet bit-identical. Measured on these prompts, llama.cpp against
-//! itself with an f16 instead of f32 KV cache differs by an RMS of 0.26 (SmolLM2) / 0.33
-//! (gemma3) logits over the top-20 and agrees on 96.9% / 99.0% of the top-1s; ternlm against
-//! llama.cpp: 0.12 / 0.30 and 98.8% / 99.4%.
+//! Both run with [`BatchOrder::LlamaCpp`], llama.cpp's summation order for batched attention
+//! (the default, batch-invariant order computes the prompt as if decoded token by token:
+//! 98.8% / 99.4% forced top-1, RMS top-20 difference 0.12 / 0.30).
+//! SmolLM2 is then llama.cpp's arithmetic to the bit (every logit, all 5 × 64 greedy ids). gemma3's
+//! Q4_K matmuls are not yet bit-identical (≈1e-7 relative), which moves two near-tied top-1s
+//! (leads 0.03). For scale: llama.cpp against itself with an f16 instead of an f32 KV cache
+//! differs by an RMS of 0.26 (SmolLM2) / 0.33 (gemma3) logits over the top-20.
 
 mod model_util;
 
 use model_util::*;
+use ternlm::backend::BatchOrder;
 use ternlm::model::{LogitsFor, Model};
 
 fn cases() -> Vec<(Model, serde_json::Value)> {
@@ -31,6 +28,7 @@ fn cases() -> Vec<(Model, serde_json::Value)> {
         let path = cache_model(&format!("{name}.gguf"));
         let mut m = Model::from_file(&path).unwrap();
         m.set_threads(2);
+        m.set_batch_order(BatchOrder::LlamaCpp);
         out.push((
             m,
             read_json(&golden_dir().join(format!("real/{name}.json"))),
@@ -65,18 +63,18 @@ fn want_len(g: &serde_json::Value) -> usize {
 fn forced_decoding_matches_llama_cpp() {
     for (m, g) in cases() {
         let name = g["model"].as_str().unwrap();
-        let nv = m.spec().n_vocab;
         let (mut steps, mut agree, mut clear, mut clear_agree) = (0, 0, 0, 0);
         let (mut num, mut den) = (0f64, 0f64);
         for p in g["prompts"].as_array().unwrap() {
             let prompt = ids(&p["prompt_ids"]);
             let gen = ids(&p["generated_ids"]);
-            let mut toks = prompt.clone();
-            toks.extend(&gen[..gen.len() - 1]);
-            let mut c = m.new_cache(toks.len());
-            let logits = m.forward(&mut c, &toks, LogitsFor::All).unwrap();
-            for (i, step) in p["top_k"].as_array().unwrap().iter().enumerate() {
-                let row = &logits[(prompt.len() - 1 + i) * nv..(prompt.len() + i) * nv];
+            // As llama.cpp ran: the prompt in one batch, then one token per step.
+            let mut c = m.new_cache(prompt.len() + gen.len());
+            let mut rows = vec![m.forward(&mut c, &prompt, LogitsFor::Last).unwrap()];
+            for &t in &gen[..gen.len() - 1] {
+                rows.push(m.forward(&mut c, &[t], LogitsFor::Last).unwrap());
+            }
+            for (step, row) in p["top_k"].as_array().unwrap().iter().zip(&rows) {
                 let want = top_k(step);
                 steps += 1;
                 let same = argmax(row) == want[0].0;
@@ -101,7 +99,7 @@ fn forced_decoding_matches_llama_cpp() {
         );
         assert!(nmse <= 5e-3, "{name}: top-20 NMSE {nmse:e}");
         assert_eq!(clear_agree, clear, "{name}: top-1 differs at a clear lead");
-        assert!(agree * 100 >= 98 * steps, "{name}: top-1 {agree}/{steps}");
+        assert!(agree * 100 >= 99 * steps, "{name}: top-1 {agree}/{steps}");
     }
 }
 

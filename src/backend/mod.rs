@@ -67,6 +67,23 @@ pub struct AttnParams {
     pub scale: f32,
     /// Sliding window `W`: a query at `i` sees keys `i − W < j ≤ i`.
     pub window: Option<usize>,
+    /// Sum `kqv` in the order of llamafile's sgemm, as llama.cpp's CPU graph does for a batch of
+    /// two or more tokens, instead of `ggml_vec_dot_f32`'s (its one-token order). The CPU
+    /// backend follows it to the bit; the GPU ignores it. See [`BatchOrder`].
+    pub batched: bool,
+}
+
+/// How the sums of a multi-token batch are ordered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BatchOrder {
+    /// Every token's row is computed exactly as if it were decoded alone (llama.cpp's one-token
+    /// order), so results never depend on how tokens were batched or cached.
+    #[default]
+    Invariant,
+    /// Attention's `kqv` of a batch of two or more tokens in llama.cpp's batch (sgemm) order:
+    /// a prompt prefilled in one batch and then decoded is llama.cpp's run to the bit, but a
+    /// position's logits depend, in the last bits, on the batch it ran in.
+    LlamaCpp,
 }
 
 /// The ops of a decoder step.

@@ -28,7 +28,7 @@ use super::arch::{AttnScaleRule, OutputRule};
 use super::spec::ModelSpec;
 use super::tap::TapEvent;
 use super::weights::{Qkv, Weights};
-use crate::backend::{AttnParams, Backend, RopeParams};
+use crate::backend::{AttnParams, Backend, BatchOrder, RopeParams};
 use crate::error::Result;
 
 /// The debug hook: called with each named intermediate.
@@ -40,6 +40,7 @@ pub(crate) struct Chunk<'a> {
     pub tokens: &'a [u32],
     pub pos0: usize,
     pub out_rows: &'a [usize],
+    pub order: BatchOrder,
 }
 
 /// Runs one chunk, writing its K/V into `cache`, and returns the logits of `out_rows`
@@ -57,6 +58,7 @@ pub(crate) fn forward<B: Backend>(
         tokens,
         pos0,
         out_rows,
+        order,
     } = *chunk;
     let n = tokens.len();
     let d = spec.n_embd;
@@ -162,6 +164,7 @@ pub(crate) fn forward<B: Backend>(
             head_dim_v: spec.head_dim_v,
             scale: kq_scale,
             window: ls.sliding_window,
+            batched: order == BatchOrder::LlamaCpp && n > 1,
         };
         let mut a = b.attention(&q, cache, il, pos0, &params);
         emit("kqv_out", l, &a);

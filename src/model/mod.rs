@@ -25,6 +25,7 @@ use crate::backend::cpu::{pool, CpuBackend, Kernel, Pool};
 use crate::backend::gpu::{self, GpuBackend, GpuModel};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::backend::gpu::{GpuContext, GpuOptions};
+use crate::backend::BatchOrder;
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgufHeader, Limits, Metadata, SplitSet};
 use std::path::Path;
@@ -55,6 +56,7 @@ pub struct Model {
     pool: Pool,
     kernel: Kernel,
     tap_env: Option<TapFilter>,
+    batch_order: BatchOrder,
     /// The weights on a GPU, when the model runs there ([`Model::attach_gpu`]).
     gpu: Option<GpuModel>,
 }
@@ -123,6 +125,7 @@ impl Model {
             pool: Pool::new(pool::default_threads()),
             kernel: Kernel::default(),
             tap_env: TapFilter::from_env(),
+            batch_order: BatchOrder::default(),
             gpu: None,
         })
     }
@@ -162,6 +165,11 @@ impl Model {
 
     pub fn set_kernel(&mut self, kernel: Kernel) {
         self.kernel = kernel;
+    }
+
+    /// How multi-token batches order their sums on the CPU (default: batch-invariant).
+    pub fn set_batch_order(&mut self, order: BatchOrder) {
+        self.batch_order = order;
     }
 
     /// CPU threads (native; always 1 on wasm32). Default: `TERNLM_THREADS` or all cores.
@@ -293,6 +301,7 @@ impl Model {
                 tokens: chunk,
                 pos0,
                 out_rows: &rows,
+                order: self.batch_order,
             };
             let r = match &self.gpu {
                 Some(g) => {

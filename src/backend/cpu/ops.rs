@@ -228,9 +228,9 @@ pub enum Keys<'a> {
 // exactly 0, so leaving them out changes no sum). The scores always go through
 // `ggml_vec_dot_f32` (llamafile's sgemm wants a contiguous `q` and two or more tokens). `kqv`
 // goes through sgemm (one 8-lane FMA accumulator per output) for a batch of two or more
-// tokens and through `ggml_vec_dot_f32` for one. Our results must not depend on how tokens are
-// batched, and decode is what generates text, so `kqv` follows `ggml_vec_dot_f32` for every
-// batch: a multi-token prefill in llama.cpp can differ from ours in the last bit.
+// tokens and through `ggml_vec_dot_f32` for one, and so does ours (`AttnParams::batched`): a
+// prompt prefilled in one batch then decoded token by token is llama.cpp's run to the bit, and
+// a position's logits depend (in the last bits) on whether it was decoded alone or in a batch.
 // On x86-64 with AVX2+FMA (`GGML_F32_STEP` 32), `ggml_vec_dot_f32` keeps 4 accumulators of 8
 // lanes: element `i` of the first `n/32·32` goes to slot `i % 32` by FMA, in order of `i`.
 
@@ -462,19 +462,30 @@ fn softmax_and_mix(
         sum += (((c[0] + c[4]) + (c[2] + c[6])) + ((c[1] + c[5]) + (c[3] + c[7]))) as f64;
     }
     let inv = (1.0 / sum) as f32;
-    // `kqv`: out[d] is `ggml_vec_dot_f32` over the cells of V's transposed row d: cell j in
-    // slot j % 32; the slots of all dims at once, `[32][hdv]`.
-    let mut parts = vec![0f32; DOT_SLOTS * hdv];
+    // `kqv`: out[d] sums the cells of V's transposed row d, all dims at once. One token:
+    // `ggml_vec_dot_f32`, cell j in slot j % 32 (`[32][hdv]`). A batch: llamafile's sgemm, one
+    // 8-lane FMA accumulator (cell j in lane j % 8, `[8][hdv]`), then its `hsum`.
+    let slots = if p.batched { 8 } else { DOT_SLOTS };
+    let mut parts = vec![0f32; slots * hdv];
     for (jj, &e) in scores.iter().enumerate() {
         let j = lo + jj;
         let w = e * inv;
         let vj = &v[j * v_row + g * hdv..j * v_row + (g + 1) * hdv];
-        let c = j % DOT_SLOTS;
+        let c = j % slots;
         for (a, &x) in parts[c * hdv..(c + 1) * hdv].iter_mut().zip(vj) {
             *a = x.mul_add(w, *a);
         }
     }
-    reduce_slots_into(&parts, out);
+    if p.batched {
+        let s: [&[f32]; 8] = std::array::from_fn(|c| &parts[c * hdv..(c + 1) * hdv]);
+        for (i, o) in out.iter_mut().enumerate() {
+            // `hsum(__m256)`: high half onto the low one, then `movehl`, `movehdup`.
+            let t: [f32; 4] = std::array::from_fn(|l| s[l + 4][i] + s[l][i]);
+            *o = (t[0] + t[2]) + (t[1] + t[3]);
+        }
+    } else {
+        reduce_slots_into(&parts, out);
+    }
 }
 
 #[cfg(test)]
@@ -555,6 +566,7 @@ mod tests {
             head_dim_v: 1,
             scale: 1.0,
             window: Some(2),
+            batched: false,
         };
         let k = [0.0f32; 5];
         let v = [1.0f32, 2.0, 3.0, 4.0, 5.0];
@@ -601,6 +613,7 @@ mod tests {
             head_dim_v: 8,
             scale: 0.35,
             window: Some(5),
+            batched: false,
         };
         let n = 9;
         let k: Vec<f32> = (0..n * 16)
@@ -644,6 +657,7 @@ mod tests {
                 head_dim_v: 4,
                 scale: 0.3,
                 window: None,
+                batched: false,
             };
             let n = 11;
             let k: Vec<f32> = (0..n * hd)
@@ -676,6 +690,7 @@ mod tests {
                 head_dim_v: hdv,
                 scale: 0.125,
                 window: None,
+                batched: false,
             };
             let n = 37;
             let k: Vec<f32> = (0..n * 3 * hd)
@@ -689,11 +704,15 @@ mod tests {
                 .collect();
             let (mut s, mut a, mut b) = (Vec::new(), vec![0f32; hdv], vec![0f32; hdv]);
             for pos in [0, 7, 8, 20, 36] {
-                for w in [None, Some(9)] {
-                    let p = AttnParams { window: w, ..p };
+                for (w, batched) in [(None, false), (Some(9), false), (None, true)] {
+                    let p = AttnParams {
+                        window: w,
+                        batched,
+                        ..p
+                    };
                     attend_one(&q, &k, &v, 2, pos, &p, &mut s, &mut a);
                     attend(&q, Keys::Rows(&k), &v, 2, pos, &p, &mut s, &mut b);
-                    assert_eq!(a, b, "hd {hd} pos {pos} {w:?}");
+                    assert_eq!(a, b, "hd {hd} pos {pos} {w:?} batched {batched}");
                 }
             }
         }
