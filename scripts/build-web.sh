@@ -19,7 +19,7 @@ args=(--release --lib --target wasm32-unknown-unknown)
 [ -n "$FEATURES" ] && args+=(--features "$FEATURES")
 cargo build "${args[@]}"
 wasm-bindgen --target "$TARGET" --out-dir "$OUT_DIR" --out-name "$OUT_NAME" \
-    target/wasm32-unknown-unknown/release/ternlm.wasm
+    "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/ternlm.wasm"
 if command -v wasm-opt >/dev/null; then
     # shellcheck disable=SC2086 # the flags are a word list
     wasm-opt $WASM_OPT "$OUT_DIR/${OUT_NAME}_bg.wasm" -o "$OUT_DIR/${OUT_NAME}_bg.wasm"

@@ -19,3 +19,16 @@ fn half_of(w: u32, hi: bool) -> f32 {
 fn bf16_of(w: u32, hi: bool) -> f32 {
     return bitcast<f32>(select(w << 16u, w & 0xffff0000u, hi));
 }
+
+// act(g) as ggml computes it: 0 SiLU (ggml_silu_f32), 1 GELU (ggml_gelu_f32, tanh form), 2 ReLU².
+fn activation(kind: u32, g: f32) -> f32 {
+    if (kind == 0u) {
+        return g / (1.0 + exp(-g));
+    } else if (kind == 1u) {
+        // tanh overflows to NaN in some implementations for large |z|: clamp (tanh(±10) = ±1 in f32).
+        let z = clamp(0.7978846 * g * (1.0 + 0.044715 * g * g), -10.0, 10.0);
+        return 0.5 * g * (1.0 + tanh(z));
+    }
+    let r = max(g, 0.0);
+    return r * r;
+}

@@ -82,18 +82,7 @@ fn softcap(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 fn glu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = index(wg, lid);
     if (i < p.n) {
-        let g = gate[i];
-        var a: f32;
-        if (p.kind == 0u) {
-            a = g / (1.0 + exp(-g));
-        } else if (p.kind == 1u) {
-            // tanh overflows to NaN in some implementations for large |z|: clamp (tanh(±10) = ±1 in f32).
-            let z = clamp(0.7978846 * g * (1.0 + 0.044715 * g * g), -10.0, 10.0);
-            a = 0.5 * g * (1.0 + tanh(z));
-        } else {
-            let r = max(g, 0.0);
-            a = r * r;
-        }
+        let a = activation(p.kind, gate[i]);
         o[i] = a * up[i];
     }
 }

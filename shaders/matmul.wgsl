@@ -21,9 +21,9 @@ struct Params {
     y_cols: u32,     // output row stride (all parts)
     aux: u32,        // word offset of a second region (T2R scales)
     mult: f32,       // tensor multiplier (T2R from I2_S), else 1
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
+    eps: f32,        // NORM
+    act: u32,        // GLU: common.wgsl activation kind
+    w_row0: u32,     // first row of the part used (rows past it form the output)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -32,48 +32,126 @@ struct Params {
 #include "dequant"
 
 #ifdef MATMUL
+// Fusions, each a define: NORM (x is RMS-normalized per token and times the weight `nw`, eps in
+// the params), GLU (the weight holds gate rows then up rows; y = act(gate·x) ⊙ up·x, `kind` in
+// the params), RESIDUAL (y += the product instead of y =).
 @group(0) @binding(2) var<storage, read> x: array<f32>;        // [tokens, cols]
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;  // [tokens, y_cols]
+#ifdef NORM
+@group(0) @binding(4) var<storage, read> nw: array<f32>;       // [cols]
+var<workgroup> inv_rms: array<f32, TT>;
+#endif
 
-var<workgroup> part: array<f32, WG * TT>;
+#ifdef GLU
+const NACC: u32 = 2u;
+#else
+const NACC: u32 = 1u;
+#endif
+var<workgroup> part: array<f32, WG * TT * NACC>;
+
+// Σ_e v[e]·x[xb + e] over one group (times the norm weight under NORM).
+fn dot_group(v: array<f32, G>, xb: u32, k0: u32, ne: u32) -> f32 {
+    var s = 0.0;
+    for (var e = 0u; e < ne; e++) {
+#ifdef NORM
+        s += v[e] * (x[xb + e] * nw[k0 + e]);
+#else
+        s += v[e] * x[xb + e];
+#endif
+    }
+    return s;
+}
+
+// Sums part[base + 0..WG] into part[base] (all threads call it).
+fn reduce(base: u32, lid: u32) {
+    for (var h = WG / 2u; h > 0u; h >>= 1u) {
+        if (lid < h) {
+            part[base + lid] += part[base + lid + h];
+        }
+        workgroupBarrier();
+    }
+}
 
 @compute @workgroup_size(WG)
 fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    // Uniform control flow up to the last barrier: out-of-range workgroups compute and discard.
     let r = flat_group(wg, p.groups_x);
-    if (r >= p.rows) {
-        return;
-    }
+    let live = r < p.rows;
     let t0 = wg.z * TT;
     let nt = min(TT, p.tokens - t0);
-    var acc: array<f32, TT>;
-    let n_groups = (p.cols + G - 1u) / G;
-    for (var g = lid; g < n_groups; g += WG) {
-        let v = dq(r, g);
-        let k0 = g * G;
-        let ne = min(G, p.cols - k0);
-        for (var t = 0u; t < nt; t++) {
-            let xb = (t0 + t) * p.cols + k0;
-            var s = 0.0;
-            for (var e = 0u; e < ne; e++) {
-                s += v[e] * x[xb + e];
+#ifdef NORM
+    for (var t = 0u; t < TT; t++) {
+        var s = 0.0;
+        if (t < nt) {
+            for (var i = lid; i < p.cols; i += WG) {
+                let v = x[(t0 + t) * p.cols + i];
+                s += v * v;
             }
-            acc[t] += s;
+        }
+        part[lid] = s;
+        workgroupBarrier();
+        reduce(0u, lid);
+        if (lid == 0u) {
+            inv_rms[t] = 1.0 / sqrt(part[0] / f32(p.cols) + p.eps);
+        }
+        workgroupBarrier();
+    }
+#endif
+    var acc: array<f32, TT>;
+#ifdef GLU
+    var acc_up: array<f32, TT>;
+#endif
+    let n_groups = (p.cols + G - 1u) / G;
+    if (live) {
+        for (var g = lid; g < n_groups; g += WG) {
+            let k0 = g * G;
+            let ne = min(G, p.cols - k0);
+            let v = dq(p.w_row0 + r, g);
+#ifdef GLU
+            let vu = dq(p.w_row0 + r + p.rows, g);
+#endif
+            for (var t = 0u; t < nt; t++) {
+                let xb = (t0 + t) * p.cols + k0;
+                acc[t] += dot_group(v, xb, k0, ne);
+#ifdef GLU
+                acc_up[t] += dot_group(vu, xb, k0, ne);
+#endif
+            }
         }
     }
     for (var t = 0u; t < TT; t++) {
         part[t * WG + lid] = acc[t];
+#ifdef GLU
+        part[(TT + t) * WG + lid] = acc_up[t];
+#endif
     }
     workgroupBarrier();
     for (var h = WG / 2u; h > 0u; h >>= 1u) {
         if (lid < h) {
-            for (var t = 0u; t < TT; t++) {
+            for (var t = 0u; t < TT * NACC; t++) {
                 part[t * WG + lid] += part[t * WG + lid + h];
             }
         }
         workgroupBarrier();
     }
-    if (lid < nt) {
-        y[(t0 + lid) * p.y_cols + p.row0 + r] = part[lid * WG] * p.mult;
+    if (live && lid < nt) {
+        var v = part[lid * WG] * p.mult;
+#ifdef NORM
+        v *= inv_rms[lid];
+#endif
+#ifdef GLU
+        var u = part[(TT + lid) * WG] * p.mult;
+#ifdef NORM
+        u *= inv_rms[lid];
+#endif
+        v = activation(p.act, v) * u;
+#endif
+        let i = (t0 + lid) * p.y_cols + p.row0 + r;
+#ifdef RESIDUAL
+        y[i] += v;
+#else
+        y[i] = v;
+#endif
     }
 }
 #endif

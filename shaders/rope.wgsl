@@ -19,6 +19,7 @@ struct Params {
     pad: u32,
 }
 
+#ifdef ROPE
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;  // [tokens, n_heads·head_dim]
 @group(0) @binding(2) var<storage, read> cs: array<f32>;       // [n_pos, half, 2] (cos, sin)·attn_factor
@@ -46,3 +47,97 @@ fn rope(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     x[a] = fma(x0, c, -(x1 * s));
     x[b] = fma(x0, s, x1 * c);
 }
+#endif
+
+#ifdef ROPE_KV
+// RoPE of q in place and of k into the KV cache, v copied into the cache, both also into the
+// chunk's K/V rows (backend.rs KvOut), in one dispatch: threads [0, nq) rotate q pairs, then
+// one thread per K element, then one per V element.
+struct KvParams {
+    nq: u32,         // q pairs: tokens · n_head · half
+    n_head: u32,
+    head_dim: u32,
+    half: u32,
+    pos0: u32,
+    neox: u32,
+    groups_x: u32,
+    k_cols: u32,     // n_head_kv · head_dim
+    v_cols: u32,
+    tokens: u32,
+    out_k: u32,      // word offset of this layer's K rows in `out` (V rows follow)
+    n_rot: u32,      // rotated dims per head (2·half; `half` is 1 when none are)
+}
+@group(0) @binding(0) var<uniform> kp: KvParams;
+@group(0) @binding(1) var<storage, read_write> q: array<f32>;   // [tokens, n_head·head_dim]
+@group(0) @binding(2) var<storage, read> k: array<f32>;         // [tokens, k_cols]
+@group(0) @binding(3) var<storage, read> v: array<f32>;         // [tokens, v_cols]
+@group(0) @binding(4) var<storage, read> cs: array<f32>;
+@group(0) @binding(5) var<storage, read_write> kc: array<f32>;  // [capacity, k_cols]
+@group(0) @binding(6) var<storage, read_write> vc: array<f32>;  // [capacity, v_cols]
+@group(0) @binding(7) var<storage, read_write> out: array<f32>;
+
+fn cos_sin(t: u32, pair: u32) -> vec2<f32> {
+    let at = ((kp.pos0 + t) * kp.half + pair) * 2u;
+    return vec2<f32>(cs[at], cs[at + 1u]);
+}
+
+@compute @workgroup_size(WG)
+fn rope_kv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    var i = flat_group(wg, kp.groups_x) * WG + lid;
+    if (i < kp.nq) {
+        let pair = i % kp.half;
+        let th = i / kp.half;
+        let cs2 = cos_sin(th / kp.n_head, pair);
+        let base = th * kp.head_dim;
+        var a = base + 2u * pair;
+        var b = a + 1u;
+        if (kp.neox != 0u) {
+            a = base + pair;
+            b = a + kp.half;
+        }
+        let x0 = q[a];
+        let x1 = q[b];
+        q[a] = fma(x0, cs2.x, -(x1 * cs2.y));
+        q[b] = fma(x0, cs2.y, x1 * cs2.x);
+        return;
+    }
+    i -= kp.nq;
+    let nk = kp.tokens * kp.k_cols;
+    if (i < nk) {
+        let t = i / kp.k_cols;
+        let d = i % kp.head_dim;
+        var val = k[i];
+        if (d < kp.n_rot) {
+            // This element's pair: (first, second) and which of the two it is.
+            var pair: u32;
+            var first: bool;
+            var other: u32;
+            if (kp.neox != 0u) {
+                first = d < kp.half;
+                pair = select(d - kp.half, d, first);
+                other = select(i - kp.half, i + kp.half, first);
+            } else {
+                first = d % 2u == 0u;
+                pair = d / 2u;
+                other = select(i - 1u, i + 1u, first);
+            }
+            let cs2 = cos_sin(t, pair);
+            if (first) {
+                val = fma(val, cs2.x, -(k[other] * cs2.y));
+            } else {
+                val = fma(k[other], cs2.y, val * cs2.x);
+            }
+        }
+        kc[(kp.pos0 + t) * kp.k_cols + i % kp.k_cols] = val;
+        out[kp.out_k + i] = val;
+        return;
+    }
+    i -= nk;
+    if (i < kp.tokens * kp.v_cols) {
+        let t = i / kp.v_cols;
+        let val = v[i];
+        vc[(kp.pos0 + t) * kp.v_cols + i % kp.v_cols] = val;
+        out[kp.out_k + nk + i] = val;
+    }
+}
+#endif

@@ -6,9 +6,9 @@ mod gpu_util;
 
 use gpu_util::*;
 use ternlm::backend::cpu::ops as cpu;
-use ternlm::backend::gpu::{ops, GpuContext};
+use ternlm::backend::gpu::{ops, upload, GpuContext};
 use ternlm::model::arch::Activation;
-use ternlm::quant::GgmlType;
+use ternlm::quant::{GgmlType, TensorView};
 
 /// f32 ops: the bound of testing.md §3.
 const F32_BOUND: f64 = 1e-7;
@@ -143,4 +143,168 @@ fn grid_folds_past_the_dimension_limit() {
     assert_eq!(ctx.grid(5), [5, 1, 1]);
     let g = ctx.grid(max + 1);
     assert_eq!(g, [max, 2, 1]);
+}
+
+/// matmul.wgsl's fusions against the unfused CPU references: NORM (RMSNorm × weight first),
+/// GLU (gate rows then up rows of one weight), RESIDUAL (accumulate into `y`), and a row range
+/// of a weight (the halves of a gate+up weight), for plain, block, K and ternary types.
+#[test]
+fn matmul_fusions_match_reference() {
+    let ctx = ctx();
+    let mut rng = Rng::new(21);
+    const BOUND: f64 = 1e-7;
+    for (ty, cols, n) in [
+        (GgmlType::F32, 70, 9),
+        (GgmlType::Q4_0, 96, 13),
+        (GgmlType::Q4_K, 256, 5),
+        (GgmlType::TQ2_0, 512, 7),
+    ] {
+        let bytes = random_tensor(&mut rng, ty, cols, 2 * n);
+        let v = TensorView::new("w", ty, &[cols as u64, 2 * n as u64], &bytes).unwrap();
+        let w = upload(&ctx, &v).unwrap();
+        let half = |i: usize| {
+            let rb = bytes.len() / (2 * n);
+            TensorView::new(
+                "h",
+                ty,
+                &[cols as u64, n as u64],
+                &bytes[i * n * rb..(i + 1) * n * rb],
+            )
+            .unwrap()
+        };
+        for tokens in [1usize, 5] {
+            let case = format!("{ty:?} {cols}x{n} t{tokens}");
+            let x = rng.values(tokens * cols);
+            let nw: Vec<f32> = (0..cols).map(|_| 1.0 + 0.3 * rng.value()).collect();
+            let eps = 1e-5;
+            let mut xn = vec![0f32; x.len()];
+            cpu::rms_norm(&x, Some(&nw), cols, eps, &mut xn);
+            let (xb, nwb) = (upload_f32(&ctx, &x), upload_f32(&ctx, &nw));
+            let run = |fuse: ops::Fuse, y: &wgpu::Buffer, y_cols: usize| {
+                let mut enc = encoder(&ctx);
+                ops::matmul(&ctx, &mut enc, &w, &xb, tokens, y, y_cols, 0, fuse).unwrap();
+                finish(&ctx, enc, y, tokens * y_cols)
+            };
+            let norm = Some((&nwb, eps));
+
+            // NORM over all 2n rows.
+            let y = poisoned(&ctx, tokens * 2 * n);
+            let got = run(
+                ops::Fuse {
+                    norm,
+                    ..Default::default()
+                },
+                &y,
+                2 * n,
+            );
+            check(
+                &format!("norm {case}"),
+                &got,
+                &reference_matmul(&v, &xn, tokens),
+                BOUND,
+            );
+
+            // Row range: the up half alone, on the plain input.
+            let y = poisoned(&ctx, tokens * n);
+            let rows = Some((n, n));
+            let got = run(
+                ops::Fuse {
+                    rows,
+                    ..Default::default()
+                },
+                &y,
+                n,
+            );
+            check(
+                &format!("rows {case}"),
+                &got,
+                &reference_matmul(&half(1), &x, tokens),
+                BOUND,
+            );
+
+            // NORM + GLU.
+            for act in [Activation::Silu, Activation::GeluTanh, Activation::Relu2] {
+                let y = poisoned(&ctx, tokens * n);
+                let glu = Some(act);
+                let got = run(
+                    ops::Fuse {
+                        norm,
+                        glu,
+                        ..Default::default()
+                    },
+                    &y,
+                    n,
+                );
+                let (g, u) = (
+                    reference_matmul(&half(0), &xn, tokens),
+                    reference_matmul(&half(1), &xn, tokens),
+                );
+                let mut want = vec![0f32; g.len()];
+                cpu::glu(&g, &u, act, &mut want);
+                check(&format!("glu {act:?} {case}"), &got, &want, BOUND);
+            }
+
+            // RESIDUAL onto random values.
+            let y0 = rng.values(tokens * 2 * n);
+            let mut init = y0.clone();
+            init.extend(std::iter::repeat_n(f32::from_bits(SENTINEL), GUARD));
+            let y = upload_f32(&ctx, &init);
+            let got = run(
+                ops::Fuse {
+                    residual: true,
+                    ..Default::default()
+                },
+                &y,
+                2 * n,
+            );
+            let want: Vec<f32> = reference_matmul(&v, &x, tokens)
+                .iter()
+                .zip(&y0)
+                .map(|(a, b)| a + b)
+                .collect();
+            check(&format!("residual {case}"), &got, &want, BOUND);
+        }
+    }
+    // A GLU over a weight of an odd row count is refused.
+    let bytes = random_tensor(&mut rng, GgmlType::F32, 8, 3);
+    let v = TensorView::new("w", GgmlType::F32, &[8, 3], &bytes).unwrap();
+    let w = upload(&ctx, &v).unwrap();
+    let (x, y) = (upload_f32(&ctx, &[0.0; 8]), poisoned(&ctx, 3));
+    let fuse = ops::Fuse {
+        glu: Some(Activation::Silu),
+        ..Default::default()
+    };
+    assert!(ops::matmul(&ctx, &mut encoder(&ctx), &w, &x, 1, &y, 1, 0, fuse).is_err());
+}
+
+/// The GPU argmax equals the CPU's (first maximum, NaN never wins, all-NaN → 0) on random rows,
+/// rows with ties, NaN, ±inf, and a 128k-wide LM-head row.
+#[test]
+fn argmax_matches_cpu() {
+    let ctx = ctx();
+    let mut rng = Rng::new(33);
+    for &(rows, cols) in &[(1, 1), (3, 7), (2, 257), (1, 128_256), (70, 50)] {
+        let mut x = rng.values(rows * cols);
+        // Specials: a tie for the max, NaN, -inf, an all-NaN row.
+        if cols > 3 {
+            x[2] = 9.0;
+            x[cols - 1] = 9.0;
+            x[1] = f32::NAN;
+        }
+        if rows > 1 {
+            x[cols..2 * cols].fill(f32::NAN);
+        }
+        if rows > 2 {
+            x[2 * cols..3 * cols].fill(f32::NEG_INFINITY);
+        }
+        let ids = poisoned(&ctx, rows);
+        let mut enc = encoder(&ctx);
+        ops::argmax(&ctx, &mut enc, &upload_f32(&ctx, &x), rows, cols, &ids).unwrap();
+        let got: Vec<u32> = finish(&ctx, enc, &ids, rows)
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        let want: Vec<u32> = x.chunks(cols).map(cpu::argmax).collect();
+        assert_eq!(got, want, "{rows}x{cols}");
+    }
 }

@@ -145,6 +145,84 @@ fn rope_matches_cpu() {
             .count();
         eprintln!("{case}: NMSE {e:e}, {exact}/{} bit-exact", got.len());
         assert!(e <= ROPE_BOUND, "{case}: NMSE {e:e} > {ROPE_BOUND:e}");
+
+        // rope_kv: the same rotation of q in place and of k into the cache rows at pos0..,
+        // v copied, both also gathered into `out`; cache rows around them stay poisoned.
+        let (kvh, hdv) = (heads.div_ceil(2), 20);
+        let (k_cols, v_cols) = (kvh * hd, kvh * hdv);
+        let (k, v) = (rng.values(tokens * k_cols), rng.values(tokens * v_cols));
+        let mut k_want = k.clone();
+        cpu::rope(&mut k_want, k_cols, pos0, &rp);
+        let cap = pos0 + tokens + 2;
+        let (qb, kc, vc) = (
+            guarded(&ctx, &x),
+            poisoned(&ctx, cap * k_cols),
+            poisoned(&ctx, cap * v_cols),
+        );
+        let out_k = 5;
+        let out = poisoned(&ctx, out_k + tokens * (k_cols + v_cols));
+        let dest = attn::KvDest {
+            k: &kc,
+            v: &vc,
+            out: &out,
+            out_k,
+        };
+        let (kb, vb) = (upload_f32(&ctx, &k), upload_f32(&ctx, &v));
+        let mut enc = encoder(&ctx);
+        attn::rope_kv(
+            &ctx,
+            &mut enc,
+            (&qb, &kb, &vb),
+            &table,
+            dest,
+            tokens,
+            pos0,
+            (heads, k_cols, v_cols),
+            hd,
+            n_rot,
+            style,
+        )
+        .unwrap();
+        let q_got = finish(&ctx, enc, &qb, x.len());
+        check(&format!("{case} rope_kv q"), &q_got, &want, ROPE_BOUND);
+        let (rows, enc) = (pos0..pos0 + tokens, encoder(&ctx));
+        let kc_got = finish(&ctx, enc, &kc, cap * k_cols);
+        check(
+            &format!("{case} rope_kv k"),
+            &kc_got[rows.start * k_cols..rows.end * k_cols],
+            &k_want,
+            ROPE_BOUND,
+        );
+        let vc_got = finish(&ctx, encoder(&ctx), &vc, cap * v_cols);
+        assert_eq!(
+            &vc_got[rows.start * v_cols..rows.end * v_cols],
+            &v[..],
+            "{case}: v rows"
+        );
+        let untouched = |all: &[f32], cols: usize| {
+            all[..rows.start * cols]
+                .iter()
+                .chain(&all[rows.end * cols..])
+                .all(|x| x.to_bits() == POISON)
+        };
+        assert!(
+            untouched(&kc_got, k_cols) && untouched(&vc_got, v_cols),
+            "{case}: other rows"
+        );
+        let out_got = finish(
+            &ctx,
+            encoder(&ctx),
+            &out,
+            out_k + tokens * (k_cols + v_cols),
+        );
+        assert!(out_got[..out_k].iter().all(|x| x.to_bits() == POISON));
+        let (ok, ov) = out_got[out_k..].split_at(tokens * k_cols);
+        assert_eq!(
+            ok,
+            &kc_got[rows.start * k_cols..rows.end * k_cols],
+            "{case}: out k"
+        );
+        assert_eq!(ov, &v[..], "{case}: out v");
     }
 
     // A table too short for the positions is an error, not an out-of-bounds read.

@@ -126,3 +126,31 @@ fn suite(gpu: bool) {
         }
     }
 }
+
+/// Greedy decoding on the GPU reads back only the argmax id: it picks the same ids as the argmax
+/// of the GPU's own logits, step by step.
+#[test]
+fn gpu_greedy_ids_equal_argmax_of_gpu_logits() {
+    for file in [
+        "tiny-llama-q4_0.gguf",
+        "tiny-gemma3-f32.gguf",
+        "tiny-bitnet-tq2_0.gguf",
+    ] {
+        let mut m = load(&models_dir().join(file));
+        m.use_gpu(&GpuOptions::default()).unwrap();
+        let (mut a, mut b) = (m.new_cache(40), m.new_cache(40));
+        let prompt = [1u32, 5, 9, 2];
+        let mut id = m.forward_argmax(&mut a, &prompt).unwrap();
+        let mut logits = m.forward(&mut b, &prompt, LogitsFor::Last).unwrap();
+        for step in 0..24 {
+            assert_eq!(
+                id,
+                ternlm::session::sampler::argmax(&logits),
+                "{file} step {step}"
+            );
+            logits = m.forward(&mut b, &[id], LogitsFor::Last).unwrap();
+            id = m.forward_argmax(&mut a, &[id]).unwrap();
+        }
+        assert_eq!(a, b, "{file}: the same cache rows either way");
+    }
+}

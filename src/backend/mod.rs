@@ -148,4 +148,73 @@ pub trait Backend {
     /// Copies a tensor to the host, row-major. A backend that records work (the GPU) runs it
     /// here, and reports here any error of the ops recorded before.
     fn read(&self, x: &Self::Tensor) -> Result<Vec<f32>>;
+    /// The index of each row's largest value ([`cpu::ops::argmax`]), copied to the host in
+    /// place of the rows (greedy decoding on the GPU reads back only the token ids).
+    fn read_argmax(&self, x: &Self::Tensor) -> Result<Vec<u32>> {
+        let cols = self.shape(x).1.max(1);
+        Ok(self.read(x)?.chunks(cols).map(cpu::ops::argmax).collect())
+    }
+
+    // Fused forms of op sequences of the decoder. Each default is the sequence itself, so a
+    // backend overrides only what it fuses; `norm` is an RMSNorm over whole rows, times its
+    // weight, applied to `x` first.
+
+    /// `matmul(ws, rms_norm(x))`.
+    fn norm_matmul(
+        &self,
+        ws: &[&Weight],
+        x: &Self::Tensor,
+        norm: (&Vector, f32),
+    ) -> Result<Vec<Self::Tensor>> {
+        let n = self.rms_norm(x, Some(norm.0), self.shape(x).1, norm.1);
+        self.matmul(ws, &n)
+    }
+
+    /// `acc += W·a` (`a` normalized first when `norm` is given).
+    fn matmul_add(
+        &self,
+        w: &Weight,
+        a: &Self::Tensor,
+        norm: Option<(&Vector, f32)>,
+        acc: &mut Self::Tensor,
+    ) -> Result<()> {
+        let y = match norm {
+            Some(n) => self.norm_matmul(&[w], a, n)?,
+            None => self.matmul(&[w], a)?,
+        };
+        self.add(acc, &y[0]);
+        Ok(())
+    }
+
+    /// RoPE of `q` in place and of `k`, then `k` and `v` stored as [`Backend::store_kv`] does.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_store_kv(
+        &self,
+        cache: &mut Self::Cache,
+        layer: usize,
+        pos0: usize,
+        q: &mut Self::Tensor,
+        mut k: Self::Tensor,
+        v: &Self::Tensor,
+        p: &RopeParams,
+    ) {
+        self.rope(q, pos0, p);
+        self.rope(&mut k, pos0, p);
+        self.store_kv(cache, layer, pos0, &k, v);
+    }
+
+    /// `act(gate·n) ⊙ up·n` with `n = rms_norm(x)`.
+    fn norm_glu(
+        &self,
+        gate: &Weight,
+        up: &Weight,
+        x: &Self::Tensor,
+        norm: (&Vector, f32),
+        act: Activation,
+    ) -> Result<Self::Tensor> {
+        let mut gu = self.norm_matmul(&[gate, up], x, norm)?;
+        let u = gu.pop().expect("two outputs");
+        let g = gu.pop().expect("two outputs");
+        Ok(self.glu(&g, &u, act))
+    }
 }

@@ -27,7 +27,7 @@
 use super::arch::{AttnScaleRule, OutputRule};
 use super::spec::ModelSpec;
 use super::tap::TapEvent;
-use super::weights::{Qkv, Weights};
+use super::weights::{Qkv, Weight, Weights};
 use crate::backend::{AttnParams, Backend, BatchOrder, RopeParams};
 use crate::error::Result;
 
@@ -41,10 +41,18 @@ pub(crate) struct Chunk<'a> {
     pub pos0: usize,
     pub out_rows: &'a [usize],
     pub order: BatchOrder,
+    /// Return each selected row's argmax instead of its logits.
+    pub argmax: bool,
+}
+
+/// What a chunk returns for its selected rows.
+pub(crate) enum Rows {
+    Logits(Vec<f32>),
+    Argmax(Vec<u32>),
 }
 
 /// Runs one chunk, writing its K/V into `cache`, and returns the logits of `out_rows`
-/// (`[out_rows.len()][n_vocab]`), or `None` when `out_rows` is empty. The caller has
+/// (`[out_rows.len()][n_vocab]`) or their argmax, or `None` when `out_rows` is empty. The caller has
 /// range-checked ids and capacity.
 pub(crate) fn forward<B: Backend>(
     b: &B,
@@ -53,16 +61,19 @@ pub(crate) fn forward<B: Backend>(
     cache: &mut B::Cache,
     chunk: &Chunk,
     tap: &mut Tap,
-) -> Result<Option<Vec<f32>>> {
+) -> Result<Option<Rows>> {
     let Chunk {
         tokens,
         pos0,
         out_rows,
         order,
+        argmax,
     } = *chunk;
     let n = tokens.len();
     let d = spec.n_embd;
     let eps = spec.eps;
+    // Fused ops skip intermediates a tap would want to see.
+    let fuse = tap.is_none();
     let mut emit = |name: &str, layer: Option<usize>, t: &B::Tensor| {
         if let Some(f) = tap.as_deref_mut() {
             let (rows, cols) = b.shape(t);
@@ -96,20 +107,26 @@ pub(crate) fn forward<B: Backend>(
     for (il, (lw, ls)) in w.layers.iter().zip(&spec.layers).enumerate() {
         let l = Some(il);
         let last = il + 1 == spec.n_layer;
-        let cur = b.rms_norm(&x, Some(&lw.attn_norm), d, eps);
-        emit("attn_norm", l, &cur);
-
+        // The attention input: normalized here, or inside the q/k/v products when fused.
+        let normed = (!fuse).then(|| b.rms_norm(&x, Some(&lw.attn_norm), d, eps));
+        if let Some(cur) = &normed {
+            emit("attn_norm", l, cur);
+        }
+        let attn_in = |ws: &[&Weight]| match &normed {
+            Some(cur) => b.matmul(ws, cur),
+            None => b.norm_matmul(ws, &x, (&lw.attn_norm, eps)),
+        };
         let sc = lw.scales;
         let (mut q, mut k, mut v) = match &lw.qkv {
             Qkv::Separate { q, k, v } => {
-                let mut o = b.matmul(&[q, k, v], &cur)?.into_iter();
+                let mut o = attn_in(&[q, k, v])?.into_iter();
                 match (o.next(), o.next(), o.next()) {
                     (Some(q), Some(k), Some(v)) => (q, k, v),
                     _ => unreachable!("matmul returns one output per weight"),
                 }
             }
             Qkv::Fused(wqkv) => {
-                let qkv = b.matmul(&[wqkv], &cur)?.remove(0);
+                let qkv = attn_in(&[wqkv])?.remove(0);
                 let mut o = b
                     .split_cols(&qkv, &[spec.q_len(), spec.k_len(), spec.v_len()])
                     .into_iter();
@@ -144,15 +161,22 @@ pub(crate) fn forward<B: Backend>(
             freqs: &ls.rope,
             attn_factor: spec.rope.attn_factor,
         };
-        b.rope(&mut q, pos0, &rope);
-        b.rope(&mut k, pos0, &rope);
-        emit("Qcur", l, &q);
-        emit("Kcur", l, &k);
-        emit("Vcur", l, &v);
-        if let Some(s) = q_scale {
-            b.scale(&mut q, s);
+        if fuse {
+            b.rope_store_kv(cache, il, pos0, &mut q, k, &v, &rope);
+            if let Some(s) = q_scale {
+                b.scale(&mut q, s);
+            }
+        } else {
+            b.rope(&mut q, pos0, &rope);
+            b.rope(&mut k, pos0, &rope);
+            emit("Qcur", l, &q);
+            emit("Kcur", l, &k);
+            emit("Vcur", l, &v);
+            if let Some(s) = q_scale {
+                b.scale(&mut q, s);
+            }
+            b.store_kv(cache, il, pos0, &k, &v);
         }
-        b.store_kv(cache, il, pos0, &k, &v);
         if last && out_rows.is_empty() {
             // Nothing reads this layer's output: its K/V were all that was needed.
             return Ok(None);
@@ -168,75 +192,106 @@ pub(crate) fn forward<B: Backend>(
         };
         let mut a = b.attention(&q, cache, il, pos0, &params);
         emit("kqv_out", l, &a);
-        if let Some(sn) = &lw.attn_sub_norm {
-            a = b.rms_norm(&a, Some(sn), spec.n_head * spec.head_dim_v, eps);
-            emit("attn_sub_norm", l, &a);
+        let plain_o = lw.wo_bias.is_none()
+            && sc.o == 1.0
+            && lw.attn_post_norm.is_none()
+            && (all_rows || !last);
+        if fuse && plain_o {
+            // x += wo·sub_norm(a)
+            let sub = lw.attn_sub_norm.as_ref().map(|n| (n, eps));
+            b.matmul_add(&lw.wo, &a, sub, &mut x)?;
+        } else {
+            if let Some(sn) = &lw.attn_sub_norm {
+                a = b.rms_norm(&a, Some(sn), spec.n_head * spec.head_dim_v, eps);
+                emit("attn_sub_norm", l, &a);
+            }
+            let mut o = b.matmul(&[&lw.wo], &a)?.remove(0);
+            if let Some(bias) = &lw.wo_bias {
+                b.add_bias(&mut o, bias);
+            }
+            if sc.o != 1.0 {
+                b.scale(&mut o, sc.o);
+            }
+            emit("attn_out", l, &o);
+            if let Some(pn) = &lw.attn_post_norm {
+                o = b.rms_norm(&o, Some(pn), d, eps);
+                emit("attn_post_norm", l, &o);
+            }
+            if last && !all_rows {
+                o = b.select_rows(&o, out_rows);
+                x = b.select_rows(&x, out_rows);
+            }
+            b.add(&mut x, &o);
         }
-        let mut o = b.matmul(&[&lw.wo], &a)?.remove(0);
-        if let Some(bias) = &lw.wo_bias {
-            b.add_bias(&mut o, bias);
-        }
-        if sc.o != 1.0 {
-            b.scale(&mut o, sc.o);
-        }
-        emit("attn_out", l, &o);
-        if let Some(pn) = &lw.attn_post_norm {
-            o = b.rms_norm(&o, Some(pn), d, eps);
-            emit("attn_post_norm", l, &o);
-        }
-        if last && !all_rows {
-            o = b.select_rows(&o, out_rows);
-            x = b.select_rows(&x, out_rows);
-        }
-        b.add(&mut x, &o);
         emit("ffn_inp", l, &x);
 
-        let m = b.rms_norm(&x, Some(&lw.ffn_norm), d, eps);
-        emit("ffn_norm", l, &m);
-        let mut gu = b.matmul(&[&lw.ffn_gate, &lw.ffn_up], &m)?;
-        let mut up = gu.pop().expect("two outputs");
-        let mut gate = gu.pop().expect("two outputs");
-        // llama.cpp build_ffn: bias, then the `.scale` multiplier, on each projection.
-        for (t, bias, s) in [
-            (&mut up, &lw.ffn_up_bias, sc.up),
-            (&mut gate, &lw.ffn_gate_bias, sc.gate),
-        ] {
-            if let Some(bias) = bias {
-                b.add_bias(t, bias);
+        let plain_gu = lw.ffn_gate_bias.is_none()
+            && lw.ffn_up_bias.is_none()
+            && sc.gate == 1.0
+            && sc.up == 1.0;
+        let mut f = if fuse && plain_gu {
+            let ffn_norm = (&lw.ffn_norm, eps);
+            b.norm_glu(&lw.ffn_gate, &lw.ffn_up, &x, ffn_norm, spec.activation)?
+        } else {
+            let m = b.rms_norm(&x, Some(&lw.ffn_norm), d, eps);
+            emit("ffn_norm", l, &m);
+            let mut gu = b.matmul(&[&lw.ffn_gate, &lw.ffn_up], &m)?;
+            let mut up = gu.pop().expect("two outputs");
+            let mut gate = gu.pop().expect("two outputs");
+            // llama.cpp build_ffn: bias, then the `.scale` multiplier, on each projection.
+            for (t, bias, s) in [
+                (&mut up, &lw.ffn_up_bias, sc.up),
+                (&mut gate, &lw.ffn_gate_bias, sc.gate),
+            ] {
+                if let Some(bias) = bias {
+                    b.add_bias(t, bias);
+                }
+                if s != 1.0 {
+                    b.scale(t, s);
+                }
             }
-            if s != 1.0 {
-                b.scale(t, s);
-            }
-        }
-        let mut f = b.glu(&gate, &up, spec.activation);
+            b.glu(&gate, &up, spec.activation)
+        };
         emit("ffn_act", l, &f);
-        if let Some(sn) = &lw.ffn_sub_norm {
-            f = b.rms_norm(&f, Some(sn), spec.n_ff, eps);
-            emit("ffn_sub_norm", l, &f);
+        let plain_down = lw.ffn_down_bias.is_none() && sc.down == 1.0 && lw.ffn_post_norm.is_none();
+        if fuse && plain_down {
+            // x += down·sub_norm(f)
+            let sub = lw.ffn_sub_norm.as_ref().map(|n| (n, eps));
+            b.matmul_add(&lw.ffn_down, &f, sub, &mut x)?;
+        } else {
+            if let Some(sn) = &lw.ffn_sub_norm {
+                f = b.rms_norm(&f, Some(sn), spec.n_ff, eps);
+                emit("ffn_sub_norm", l, &f);
+            }
+            let mut y = b.matmul(&[&lw.ffn_down], &f)?.remove(0);
+            if let Some(bias) = &lw.ffn_down_bias {
+                b.add_bias(&mut y, bias);
+            }
+            if sc.down != 1.0 {
+                b.scale(&mut y, sc.down);
+            }
+            emit("ffn_out", l, &y);
+            if let Some(pn) = &lw.ffn_post_norm {
+                y = b.rms_norm(&y, Some(pn), d, eps);
+                emit("ffn_post_norm", l, &y);
+            }
+            b.add(&mut x, &y);
         }
-        let mut y = b.matmul(&[&lw.ffn_down], &f)?.remove(0);
-        if let Some(bias) = &lw.ffn_down_bias {
-            b.add_bias(&mut y, bias);
-        }
-        if sc.down != 1.0 {
-            b.scale(&mut y, sc.down);
-        }
-        emit("ffn_out", l, &y);
-        if let Some(pn) = &lw.ffn_post_norm {
-            y = b.rms_norm(&y, Some(pn), d, eps);
-            emit("ffn_post_norm", l, &y);
-        }
-        b.add(&mut x, &y);
         emit("l_out", l, &x);
     }
     if out_rows.is_empty() {
         return Ok(None);
     }
-    let y = b.rms_norm(&x, Some(&w.output_norm), d, eps);
-    emit("result_norm", None, &y);
     // Tied heads bind token_embd again (spec OutputRule); `lm_head` never copies.
     debug_assert!(spec.arch.output != OutputRule::AlwaysTied || w.output.is_none());
-    let mut logits = b.matmul(&[w.lm_head()], &y)?.remove(0);
+    let mut logits = if fuse {
+        b.norm_matmul(&[w.lm_head()], &x, (&w.output_norm, eps))?
+    } else {
+        let y = b.rms_norm(&x, Some(&w.output_norm), d, eps);
+        emit("result_norm", None, &y);
+        b.matmul(&[w.lm_head()], &y)?
+    }
+    .remove(0);
     if let Some(bias) = &w.output_bias {
         b.add_bias(&mut logits, bias);
     }
@@ -244,5 +299,9 @@ pub(crate) fn forward<B: Backend>(
         b.softcap(&mut logits, c);
     }
     emit("result_output", None, &logits);
-    Ok(Some(b.read(&logits)?))
+    Ok(Some(if argmax {
+        Rows::Argmax(b.read_argmax(&logits)?)
+    } else {
+        Rows::Logits(b.read(&logits)?)
+    }))
 }

@@ -10,6 +10,7 @@
 
 pub mod arch;
 mod decoder;
+use decoder::Rows;
 pub mod kv;
 pub mod spec;
 pub mod tap;
@@ -44,6 +45,13 @@ pub enum LogitsFor {
     Last,
     /// Every token of the call.
     All,
+}
+
+/// What [`Model::run`] returns: the selected rows' logits, or their argmax.
+#[derive(Default)]
+struct RunOut {
+    logits: Vec<f32>,
+    ids: Vec<u32>,
 }
 
 /// A loaded model: the file bytes, its spec and its weights (views into the bytes).
@@ -231,7 +239,19 @@ impl Model {
         tokens: &[u32],
         logits: LogitsFor,
     ) -> Result<Vec<f32>> {
-        self.run(cache, tokens, logits, None)
+        self.run(cache, tokens, logits, false, None)
+            .map(|r| r.logits)
+    }
+
+    /// [`Model::forward`] of `tokens` returning only the argmax of the last token's logits
+    /// (greedy decoding; ties to the lowest id). On the GPU the argmax is computed there and
+    /// only the id comes back.
+    pub fn forward_argmax(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<u32> {
+        let r = self.run(cache, tokens, LogitsFor::Last, true, None)?;
+        r.ids
+            .last()
+            .copied()
+            .ok_or_else(|| ModelError::EmptyInput.into())
     }
 
     /// [`Model::forward`] that also calls `tap` with every named intermediate
@@ -243,7 +263,8 @@ impl Model {
         logits: LogitsFor,
         tap: &mut dyn FnMut(&TapEvent),
     ) -> Result<Vec<f32>> {
-        self.run(cache, tokens, logits, Some(tap))
+        self.run(cache, tokens, logits, false, Some(tap))
+            .map(|r| r.logits)
     }
 
     fn run(
@@ -251,13 +272,14 @@ impl Model {
         cache: &mut KvCache,
         tokens: &[u32],
         logits: LogitsFor,
+        argmax: bool,
         tap: Option<&mut dyn FnMut(&TapEvent)>,
-    ) -> Result<Vec<f32>> {
+    ) -> Result<RunOut> {
         let n = self.spec.n_layer;
         cache.check_shape(&vec![self.spec.k_len(); n], &vec![self.spec.v_len(); n])?;
         if tokens.is_empty() {
             return match logits {
-                LogitsFor::None => Ok(Vec::new()),
+                LogitsFor::None => Ok(RunOut::default()),
                 _ => Err(ModelError::EmptyInput.into()),
             };
         }
@@ -288,7 +310,7 @@ impl Model {
         );
         let start = cache.len();
         let n_chunks = tokens.len().div_ceil(MAX_UBATCH);
-        let mut out = Vec::new();
+        let mut out = RunOut::default();
         for (ci, chunk) in tokens.chunks(MAX_UBATCH).enumerate() {
             let pos0 = cache.len();
             let rows: Vec<usize> = match logits {
@@ -302,6 +324,7 @@ impl Model {
                 pos0,
                 out_rows: &rows,
                 order: self.batch_order,
+                argmax,
             };
             let r = match &self.gpu {
                 Some(g) => {
@@ -312,7 +335,9 @@ impl Model {
                 None => decoder::forward(&cpu, &self.spec, &self.weights, cache, &c, &mut tap),
             };
             match r {
-                Ok(l) => out.extend(l.unwrap_or_default()),
+                Ok(Some(Rows::Logits(l))) => out.logits.extend(l),
+                Ok(Some(Rows::Argmax(ids))) => out.ids.extend(ids),
+                Ok(None) => {}
                 Err(e) => {
                     cache.truncate(start);
                     return Err(e);

@@ -308,20 +308,7 @@ fn by_value_desc(a: &(u32, f32), b: &(u32, f32)) -> Ordering {
     b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
 }
 
-/// The first maximum (NaN never wins); 0 for an empty or all-NaN slice.
-pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0usize;
-    let mut best_v = f32::NEG_INFINITY;
-    let mut found = false;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > best_v || (!found && !v.is_nan()) {
-            best = i;
-            best_v = v;
-            found = true;
-        }
-    }
-    best as u32
-}
+pub use crate::backend::cpu::ops::argmax;
 
 /// `log Σ exp(x)` in f64 (−∞ when every entry is −∞ or NaN).
 fn log_sum_exp(x: &[f32]) -> f64 {

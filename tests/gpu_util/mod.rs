@@ -247,6 +247,7 @@ pub fn matmul_cases(ty: GgmlType, shapes: &[(usize, usize)], bound: f64) -> f64 
                     &y,
                     rows,
                     0,
+                    Default::default(),
                 )
                 .unwrap();
                 let got = finish(&ctx, enc, &y, tokens * rows);

@@ -488,6 +488,21 @@ fn softmax_and_mix(
     }
 }
 
+/// The first maximum (NaN never wins); 0 for an empty or all-NaN slice.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0usize;
+    let mut best_v = f32::NEG_INFINITY;
+    let mut found = false;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > best_v || (!found && !v.is_nan()) {
+            best = i;
+            best_v = v;
+            found = true;
+        }
+    }
+    best as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,7 +82,77 @@ pub fn rope(
         grid[0],
     ]);
     let bufs = [x.as_entire_binding(), table.as_entire_binding()];
-    ctx.dispatch(enc, &Kernel::new("rope", "rope"), &p, &bufs, grid)
+    let k = Kernel::new("rope", "rope").def("ROPE", 1);
+    ctx.dispatch(enc, &k, &p, &bufs, grid)
+}
+
+/// Where [`rope_kv`] writes K and V rows: the layer's cache buffers (rows at `pos0..`) and the
+/// chunk's gathered rows `out` from word `out_k` (K rows, then V rows).
+pub struct KvDest<'a> {
+    pub k: &'a wgpu::Buffer,
+    pub v: &'a wgpu::Buffer,
+    pub out: &'a wgpu::Buffer,
+    pub out_k: usize,
+}
+
+/// [`rope`] of `q` in place and of `k` (`[tokens][n_head_kv·head_dim]`) into the cache, `v`
+/// (`[tokens][v_cols]`) copied into it, in one dispatch (rope.wgsl `rope_kv`).
+#[allow(clippy::too_many_arguments)]
+pub fn rope_kv(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    (q, k, v): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+    table: &wgpu::Buffer,
+    dest: KvDest,
+    tokens: usize,
+    pos0: usize,
+    (n_head, k_cols, v_cols): (usize, usize, usize),
+    head_dim: usize,
+    n_rot: usize,
+    style: RopeStyle,
+) -> Result<()> {
+    debug_assert!(n_rot.is_multiple_of(2) && n_rot <= head_dim);
+    let half = n_rot / 2;
+    let need = ((pos0 + tokens) * n_rot * 4) as u64;
+    if table.size() < need.max(4) && half > 0 {
+        return Err(GpuError::Validation(format!(
+            "rope table of {} bytes does not cover positions < {}",
+            table.size(),
+            pos0 + tokens
+        ))
+        .into());
+    }
+    let nq = tokens * n_head * half;
+    let n = nq + tokens * (k_cols + v_cols);
+    if n == 0 {
+        return Ok(());
+    }
+    let grid = ctx.grid((n as u32).div_ceil(ROPE_WG));
+    let p = params(&[
+        nq as u32,
+        n_head as u32,
+        head_dim as u32,
+        half.max(1) as u32,
+        pos0 as u32,
+        matches!(style, RopeStyle::Neox) as u32,
+        grid[0],
+        k_cols as u32,
+        v_cols as u32,
+        tokens as u32,
+        dest.out_k as u32,
+        n_rot as u32,
+    ]);
+    let bufs = [
+        q.as_entire_binding(),
+        k.as_entire_binding(),
+        v.as_entire_binding(),
+        table.as_entire_binding(),
+        dest.k.as_entire_binding(),
+        dest.v.as_entire_binding(),
+        dest.out.as_entire_binding(),
+    ];
+    let kernel = Kernel::new("rope", "rope_kv").def("ROPE_KV", 1);
+    ctx.dispatch(enc, &kernel, &p, &bufs, grid)
 }
 
 /// Causal attention of `q` rows (`[tokens][n_head·head_dim]`, row `t` at position `pos0 + t`)

@@ -8,17 +8,19 @@
 //! copied back to the host rows with the logits ([`GpuBackend::finish`]), so session state
 //! (snapshots, saved states) stays host-side (model/kv.rs).
 
+use super::attn;
 use super::context::GpuContext;
 use super::layout::{upload, GpuWeight};
-use super::{attn, ops};
+use super::ops::{self, Fuse};
 use crate::backend::{AttnParams, Backend, RopeFreqs, RopeParams};
 use crate::error::{GpuError, Result};
 use crate::model::arch::Activation;
 use crate::model::kv::GpuKv;
 use crate::model::{KvCache, Qkv, Vector, Weight, Weights};
+use crate::quant::{GgmlType, TensorView};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// One layer kind's RoPE cos/sin table.
 struct RopeTable {
@@ -28,12 +30,24 @@ struct RopeTable {
     buf: wgpu::Buffer,
 }
 
+/// Free activation buffers by size: a forward's tensors come from here and go back when
+/// dropped, so every token of a decode records on the same buffers (and finds its bind groups
+/// cached). Last in, first out, so the order is the same each token.
+type ActPool = Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>;
+
 /// A model's weights on one device.
 pub struct GpuModel {
     pub ctx: GpuContext,
     weights: HashMap<String, GpuWeight>,
+    /// Gate and up names → (their gate+up weight, first row).
+    halves: HashMap<String, (String, usize)>,
     vectors: HashMap<String, wgpu::Buffer>,
     rope: Mutex<Vec<RopeTable>>,
+    acts: ActPool,
+    /// The token ids of a chunk (grown when a chunk needs more).
+    ids: Mutex<Option<wgpu::Buffer>>,
+    /// The chunk's gathered K/V rows ([`KvOut`]; one chunk at a time, grown when needed).
+    kv_out: Mutex<Option<wgpu::Buffer>>,
 }
 
 impl GpuModel {
@@ -48,7 +62,7 @@ impl GpuModel {
                 Qkv::Separate { q, k, v } => mats.extend([q, k, v]),
                 Qkv::Fused(m) => mats.push(m),
             }
-            mats.extend([&l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down]);
+            mats.extend([&l.wo, &l.ffn_down]);
             vecs.extend([&l.attn_norm, &l.ffn_norm]);
             for v in [
                 &l.q_bias,
@@ -68,10 +82,39 @@ impl GpuModel {
                 vecs.extend(v);
             }
         }
-        let mut weights = HashMap::new();
+        let file = |m: &Weight| files.get(m.part).copied().unwrap_or(&[]);
+        let (mut weights, mut halves) = (HashMap::new(), HashMap::new());
         for m in mats {
-            let file = files.get(m.part).copied().unwrap_or(&[]);
-            weights.insert(m.name.clone(), upload(&ctx, &m.view(file)?)?);
+            weights.insert(m.name.clone(), upload(&ctx, &m.view(file(m))?)?);
+        }
+        // Gate and up rows in one weight where they fit one binding (`norm_glu` then runs one
+        // dispatch), else apart.
+        for l in &w.layers {
+            let (g, u) = (&l.ffn_gate, &l.ffn_up);
+            let (gv, uv) = (g.view(file(g))?, u.view(file(u))?);
+            // I2_S carries a tensor scale: two such tensors do not concatenate.
+            let joinable = g.ty == u.ty && g.ne == u.ne && g.ty != GgmlType::I2_S;
+            let both = if joinable {
+                let bytes = [gv.data(), uv.data()].concat();
+                let mut ne = g.ne.clone();
+                ne[1] *= 2;
+                let name = glu_name(g);
+                Some(upload(&ctx, &TensorView::new(&name, g.ty, &ne, &bytes)?)?)
+                    .filter(|w| w.parts.len() == 1)
+            } else {
+                None
+            };
+            match both {
+                Some(gw) => {
+                    halves.insert(g.name.clone(), (gw.name.clone(), 0));
+                    halves.insert(u.name.clone(), (gw.name.clone(), g.rows));
+                    weights.insert(gw.name.clone(), gw);
+                }
+                None => {
+                    weights.insert(g.name.clone(), upload(&ctx, &gv)?);
+                    weights.insert(u.name.clone(), upload(&ctx, &uv)?);
+                }
+            }
         }
         let vectors = vecs
             .into_iter()
@@ -84,8 +127,12 @@ impl GpuModel {
         Ok(GpuModel {
             ctx,
             weights,
+            halves,
             vectors,
             rope: Mutex::new(Vec::new()),
+            acts: ActPool::default(),
+            ids: Mutex::new(None),
+            kv_out: Mutex::new(None),
         })
     }
 
@@ -98,6 +145,20 @@ impl GpuModel {
         self.weights
             .get(&w.name)
             .ok_or_else(|| GpuError::Validation(format!("weight '{}' not uploaded", w.name)).into())
+    }
+
+    /// The GPU weight holding `w`'s rows, and which rows (`None`: all): a gate or up matrix
+    /// may live in its layer's gate+up weight.
+    fn rows_of(&self, w: &Weight) -> Result<(&GpuWeight, Option<(usize, usize)>)> {
+        if let Some(gw) = self.weights.get(&w.name) {
+            return Ok((gw, None));
+        }
+        let (joined, first) = self
+            .halves
+            .get(&w.name)
+            .ok_or_else(|| GpuError::Validation(format!("weight '{}' not uploaded", w.name)))?;
+        let gw = &self.weights[joined];
+        Ok((gw, Some((*first, gw.rows / 2))))
     }
 
     fn vector(&self, v: &Vector) -> Result<&wgpu::Buffer> {
@@ -125,6 +186,11 @@ impl GpuModel {
         });
         buf
     }
+}
+
+/// The name of a layer's gate+up weight (`<gate>+up`).
+fn glu_name(gate: &Weight) -> String {
+    format!("{}+up", gate.name)
 }
 
 /// Allocates the cache's GPU copy (once, at full capacity) and uploads the host rows it lacks.
@@ -163,21 +229,31 @@ pub fn prepare_cache(ctx: &GpuContext, cache: &mut KvCache) -> Result<()> {
     ctx.check()
 }
 
-/// A `[rows × cols]` f32 matrix on the GPU.
+/// A `[rows × cols]` f32 matrix on the GPU (its buffer goes back to the model's pool on drop).
 pub struct GpuTensor {
     pub buf: wgpu::Buffer,
     pub rows: usize,
     pub cols: usize,
+    pool: ActPool,
 }
 
-/// K/V rows of one layer being copied back to the host.
-struct KvReadback {
-    layer: usize,
-    pos0: usize,
-    k: wgpu::Buffer,
-    v: wgpu::Buffer,
-    k_len: usize,
-    v_len: usize,
+impl Drop for GpuTensor {
+    fn drop(&mut self) {
+        let mut p = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        p.entry(self.buf.size()).or_default().push(self.buf.clone());
+    }
+}
+
+/// The chunk's new K/V rows of every layer, gathered in one buffer (`[layer][k rows | v rows]`)
+/// so that they come back to the host with the chunk's one readback.
+struct KvOut {
+    buf: wgpu::Buffer,
+    /// Byte offset of each layer's K rows; its V rows follow them.
+    at: Vec<u64>,
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    bytes: u64,
+    /// The rows once read back.
+    host: Option<Vec<u8>>,
 }
 
 /// The ops of one forward chunk, recorded into one encoder.
@@ -185,7 +261,9 @@ pub struct GpuBackend<'a> {
     m: &'a GpuModel,
     enc: RefCell<wgpu::CommandEncoder>,
     err: RefCell<Option<crate::Error>>,
-    kv_back: RefCell<Vec<KvReadback>>,
+    kv_out: RefCell<Option<KvOut>>,
+    /// `(layer, pos0, rows)` of each [`Backend::store_kv`].
+    kv_rows: RefCell<Vec<(usize, usize, usize)>>,
     /// Positions the RoPE tables must cover (the cache capacity).
     n_pos: usize,
 }
@@ -196,7 +274,8 @@ impl<'a> GpuBackend<'a> {
             m,
             enc: RefCell::new(m.ctx.device.create_command_encoder(&Default::default())),
             err: RefCell::new(None),
-            kv_back: RefCell::new(Vec::new()),
+            kv_out: RefCell::new(None),
+            kv_rows: RefCell::new(Vec::new()),
             n_pos,
         }
     }
@@ -216,11 +295,112 @@ impl<'a> GpuBackend<'a> {
     }
 
     fn tensor(&self, rows: usize, cols: usize) -> GpuTensor {
+        let size = ((rows * cols * 4) as u64).max(4).next_multiple_of(256);
+        let pooled = {
+            let mut p = self.m.acts.lock().unwrap_or_else(|p| p.into_inner());
+            p.get_mut(&size).and_then(Vec::pop)
+        };
         GpuTensor {
-            buf: self.ctx().storage("act", (rows * cols * 4) as u64),
+            buf: pooled.unwrap_or_else(|| self.ctx().storage("act", size)),
             rows,
             cols,
+            pool: self.m.acts.clone(),
         }
+    }
+
+    /// The chunk's gathered K/V rows buffer and the byte offset of `layer`'s rows in it (made
+    /// on the first call: every layer stores the same `rows`), noting the layer as stored.
+    fn kv_out_rows(
+        &self,
+        cache: &KvCache,
+        layer: usize,
+        pos0: usize,
+        rows: usize,
+    ) -> Option<(wgpu::Buffer, u64)> {
+        let mut out = self.kv_out.borrow_mut();
+        let out = out.get_or_insert_with(|| {
+            let mut at = Vec::with_capacity(cache.n_layer());
+            let mut bytes = 0;
+            for l in 0..cache.n_layer() {
+                let (kr, vr) = cache.row_len(l);
+                at.push(bytes);
+                bytes += (rows * (kr + vr) * 4) as u64;
+            }
+            let mut slot = self.m.kv_out.lock().unwrap_or_else(|p| p.into_inner());
+            let buf = match slot.as_ref().filter(|b| b.size() >= bytes) {
+                Some(b) => b.clone(),
+                None => slot.insert(self.ctx().storage("kv_out", bytes)).clone(),
+            };
+            KvOut {
+                buf,
+                at,
+                bytes,
+                host: None,
+            }
+        });
+        let at = *out.at.get(layer)?;
+        self.kv_rows.borrow_mut().push((layer, pos0, rows));
+        Some((out.buf.clone(), at))
+    }
+
+    /// `W·x` for each weight, `x` normalized first when `norm` is given.
+    fn matmuls(
+        &self,
+        ws: &[&Weight],
+        x: &GpuTensor,
+        norm: Option<(&wgpu::Buffer, f32)>,
+    ) -> Result<Vec<GpuTensor>> {
+        let mut out = Vec::with_capacity(ws.len());
+        for w in ws {
+            let (gw, rows) = self.m.rows_of(w)?;
+            let n = rows.map_or(gw.rows, |r| r.1);
+            let y = self.tensor(x.rows, n);
+            let fuse = Fuse {
+                norm,
+                rows,
+                ..Fuse::default()
+            };
+            self.rec(|c, e| ops::matmul(c, e, gw, &x.buf, x.rows, &y.buf, n, 0, fuse));
+            out.push(y);
+        }
+        Ok(out)
+    }
+
+    /// Submits what is recorded and reads back `bytes` of `x` (none: only the K/V rows) with
+    /// the chunk's K/V rows, in one copy to one staging buffer and one mapping.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn read_back(&self, x: Option<(&wgpu::Buffer, u64)>) -> Result<Vec<u8>> {
+        self.take_error()?;
+        let ctx = self.ctx();
+        let mut enc = self.take_encoder();
+        let n = x.map_or(0, |(_, b)| b.next_multiple_of(4));
+        let mut kv = self.kv_out.borrow_mut();
+        // Once every layer has stored its rows (a tap may read earlier).
+        let all_stored = kv
+            .as_ref()
+            .is_some_and(|k| k.host.is_none() && self.kv_rows.borrow().len() == k.at.len());
+        let kv_bytes = kv.as_ref().filter(|_| all_stored).map_or(0, |k| k.bytes);
+        let staging = ctx.staging(n + kv_bytes);
+        if let Some((buf, _)) = x {
+            enc.copy_buffer_to_buffer(buf, 0, &staging, 0, n);
+        }
+        if kv_bytes > 0 {
+            let k = kv.as_ref().expect("kv_bytes > 0");
+            enc.copy_buffer_to_buffer(&k.buf, 0, &staging, n, kv_bytes);
+        }
+        ctx.submit(enc);
+        let mut b = pollster::block_on(ctx.map_staging(staging, n + kv_bytes))?;
+        if let Some(k) = kv.as_mut().filter(|_| kv_bytes > 0) {
+            k.host = Some(b.split_off(n as usize));
+        }
+        Ok(b)
+    }
+
+    /// The browser cannot wait for a mapping inside a synchronous call.
+    #[cfg(target_arch = "wasm32")]
+    fn read_back(&self, _: Option<(&wgpu::Buffer, u64)>) -> Result<Vec<u8>> {
+        self.take_error()?;
+        Err(GpuError::Readback("blocking reads are native-only; use the async path".into()).into())
     }
 
     fn take_encoder(&self) -> wgpu::CommandEncoder {
@@ -239,31 +419,36 @@ impl<'a> GpuBackend<'a> {
     }
 
     /// Submits what is still recorded, copies the chunk's K/V rows to the host rows of
-    /// `cache` and reports any error of the chunk.
+    /// `cache` (read back with the logits, or now) and reports any error of the chunk.
     pub fn finish(self, cache: &mut KvCache) -> Result<()> {
-        self.take_error()?;
-        let ctx = self.ctx();
-        ctx.queue.submit([self.take_encoder().finish()]);
-        for r in self.kv_back.take() {
-            let k = read_mapped(ctx, &r.k, r.k_len)?;
-            let v = read_mapped(ctx, &r.v, r.v_len)?;
-            cache.write_host(r.layer, r.pos0, &k, &v);
+        let pending = self
+            .kv_out
+            .borrow()
+            .as_ref()
+            .is_some_and(|k| k.host.is_none());
+        if pending {
+            self.read_back(None)?;
+        } else {
+            self.take_error()?;
+            self.ctx().submit(self.take_encoder());
         }
-        ctx.check()
+        if let Some(k) = self.kv_out.take() {
+            let host = k
+                .host
+                .ok_or_else(|| GpuError::Readback("the K/V rows were not read back".into()))?;
+            for &(layer, pos0, rows) in self.kv_rows.borrow().iter() {
+                let (at, (kr, vr)) = (k.at[layer], cache.row_len(layer));
+                let f = |from: u64, n: usize| -> Vec<f32> {
+                    let from = from as usize;
+                    bytemuck::pod_collect_to_vec(&host[from..from + n * 4])
+                };
+                let kk = f(at, rows * kr);
+                let vv = f(at + (rows * kr * 4) as u64, rows * vr);
+                cache.write_host(layer, pos0, &kk, &vv);
+            }
+        }
+        self.ctx().check()
     }
-}
-
-/// The first `n` f32 of a staging buffer whose copy was submitted.
-#[cfg(not(target_arch = "wasm32"))]
-fn read_mapped(ctx: &GpuContext, buf: &wgpu::Buffer, n: usize) -> Result<Vec<f32>> {
-    let b = pollster::block_on(ctx.map_staging(buf, n as u64 * 4))?;
-    Ok(bytemuck::pod_collect_to_vec(&b))
-}
-
-/// The browser cannot wait for a mapping inside a synchronous call.
-#[cfg(target_arch = "wasm32")]
-fn read_mapped(_: &GpuContext, _: &wgpu::Buffer, _: usize) -> Result<Vec<f32>> {
-    Err(GpuError::Readback("synchronous readback is native-only".into()).into())
 }
 
 impl Backend for GpuBackend<'_> {
@@ -277,20 +462,24 @@ impl Backend for GpuBackend<'_> {
     fn embed(&self, w: &Weight, ids: &[u32]) -> Result<GpuTensor> {
         let gw = self.m.weight(w)?;
         let y = self.tensor(ids.len(), gw.cols);
-        let idb = self.ctx().storage_init("ids", bytemuck::cast_slice(ids));
+        let idb = {
+            // Written by the queue before the chunk runs: only the embedding reads it.
+            let mut slot = self.m.ids.lock().unwrap_or_else(|p| p.into_inner());
+            let need = (ids.len() * 4) as u64;
+            match slot.as_ref().filter(|b| b.size() >= need) {
+                Some(b) => b.clone(),
+                None => slot
+                    .insert(self.ctx().storage("ids", need.next_multiple_of(1024)))
+                    .clone(),
+            }
+        };
+        self.ctx().write(&idb, 0, bytemuck::cast_slice(ids));
         self.rec(|c, e| ops::embed(c, e, gw, &idb, ids.len(), &y.buf));
         Ok(y)
     }
 
     fn matmul(&self, ws: &[&Weight], x: &GpuTensor) -> Result<Vec<GpuTensor>> {
-        let mut out = Vec::with_capacity(ws.len());
-        for w in ws {
-            let gw = self.m.weight(w)?;
-            let y = self.tensor(x.rows, gw.rows);
-            self.rec(|c, e| ops::matmul(c, e, gw, &x.buf, x.rows, &y.buf, gw.rows, 0));
-            out.push(y);
-        }
-        Ok(out)
+        self.matmuls(ws, x, None)
     }
 
     fn add_bias(&self, x: &mut GpuTensor, b: &Vector) {
@@ -342,25 +531,47 @@ impl Backend for GpuBackend<'_> {
             return;
         };
         let (kb, vb) = ((k.rows * k.cols * 4) as u64, (v.rows * v.cols * 4) as u64);
-        let size = kb.max(vb);
-        let (ks, vs) = (
-            self.ctx().staging("kv_back_k", size),
-            self.ctx().staging("kv_back_v", size),
-        );
-        {
-            let mut enc = self.enc.borrow_mut();
-            enc.copy_buffer_to_buffer(&k.buf, 0, &kv.k[layer], (pos0 * k.cols * 4) as u64, kb);
-            enc.copy_buffer_to_buffer(&v.buf, 0, &kv.v[layer], (pos0 * v.cols * 4) as u64, vb);
-            enc.copy_buffer_to_buffer(&k.buf, 0, &ks, 0, kb);
-            enc.copy_buffer_to_buffer(&v.buf, 0, &vs, 0, vb);
-        }
-        self.kv_back.borrow_mut().push(KvReadback {
-            layer,
-            pos0,
-            k: ks,
-            v: vs,
-            k_len: k.rows * k.cols,
-            v_len: v.rows * v.cols,
+        let Some((out, at)) = self.kv_out_rows(cache, layer, pos0, k.rows) else {
+            return;
+        };
+        let mut enc = self.enc.borrow_mut();
+        enc.copy_buffer_to_buffer(&k.buf, 0, &kv.k[layer], (pos0 * k.cols * 4) as u64, kb);
+        enc.copy_buffer_to_buffer(&v.buf, 0, &kv.v[layer], (pos0 * v.cols * 4) as u64, vb);
+        enc.copy_buffer_to_buffer(&k.buf, 0, &out, at, kb);
+        enc.copy_buffer_to_buffer(&v.buf, 0, &out, at + kb, vb);
+    }
+
+    fn rope_store_kv(
+        &self,
+        cache: &mut KvCache,
+        layer: usize,
+        pos0: usize,
+        q: &mut GpuTensor,
+        k: GpuTensor,
+        v: &GpuTensor,
+        p: &RopeParams,
+    ) {
+        let table = self.m.rope_table(p, self.n_pos);
+        let Some((out, at)) = self.kv_out_rows(cache, layer, pos0, k.rows) else {
+            return;
+        };
+        self.rec(|c, e| {
+            let kv = cache
+                .gpu
+                .kv
+                .as_ref()
+                .ok_or_else(|| GpuError::Validation("KV cache not on the GPU".into()))?;
+            let dest = attn::KvDest {
+                k: &kv.k[layer],
+                v: &kv.v[layer],
+                out: &out,
+                out_k: (at / 4) as usize,
+            };
+            let heads = (q.cols / p.head_dim, k.cols, v.cols);
+            let qkv = (&q.buf, &k.buf, &v.buf);
+            attn::rope_kv(
+                c, e, qkv, &table, dest, q.rows, pos0, heads, p.head_dim, p.n_rot, p.style,
+            )
         });
     }
 
@@ -428,21 +639,70 @@ impl Backend for GpuBackend<'_> {
         self.rec(|c, e| ops::unary(c, e, "softcap", &x.buf, x.rows * x.cols, cap));
     }
 
+    fn norm_matmul(
+        &self,
+        ws: &[&Weight],
+        x: &GpuTensor,
+        norm: (&Vector, f32),
+    ) -> Result<Vec<GpuTensor>> {
+        self.matmuls(ws, x, Some((self.m.vector(norm.0)?, norm.1)))
+    }
+
+    fn matmul_add(
+        &self,
+        w: &Weight,
+        a: &GpuTensor,
+        norm: Option<(&Vector, f32)>,
+        acc: &mut GpuTensor,
+    ) -> Result<()> {
+        let (gw, rows) = self.m.rows_of(w)?;
+        let fuse = Fuse {
+            norm: norm
+                .map(|(v, eps)| self.m.vector(v).map(|b| (b, eps)))
+                .transpose()?,
+            residual: true,
+            rows,
+            ..Fuse::default()
+        };
+        self.rec(|c, e| ops::matmul(c, e, gw, &a.buf, a.rows, &acc.buf, acc.cols, 0, fuse));
+        Ok(())
+    }
+
+    fn norm_glu(
+        &self,
+        gate: &Weight,
+        up: &Weight,
+        x: &GpuTensor,
+        norm: (&Vector, f32),
+        act: Activation,
+    ) -> Result<GpuTensor> {
+        let Some(gw) = self.m.weights.get(&glu_name(gate)) else {
+            // Gate and up were uploaded apart.
+            let mut gu = self.norm_matmul(&[gate, up], x, norm)?;
+            let u = gu.pop().expect("two outputs");
+            let g = gu.pop().expect("two outputs");
+            return Ok(self.glu(&g, &u, act));
+        };
+        let fuse = Fuse {
+            norm: Some((self.m.vector(norm.0)?, norm.1)),
+            glu: Some(act),
+            ..Fuse::default()
+        };
+        let n_ff = gw.rows / 2;
+        let y = self.tensor(x.rows, n_ff);
+        self.rec(|c, e| ops::matmul(c, e, gw, &x.buf, x.rows, &y.buf, n_ff, 0, fuse));
+        Ok(y)
+    }
+
+    fn read_argmax(&self, x: &GpuTensor) -> Result<Vec<u32>> {
+        let ids = self.tensor(1, x.rows);
+        self.rec(|c, e| ops::argmax(c, e, &x.buf, x.rows, x.cols, &ids.buf));
+        let b = self.read_back(Some((&ids.buf, (x.rows * 4) as u64)))?;
+        Ok(bytemuck::pod_collect_to_vec(&b))
+    }
+
     fn read(&self, x: &GpuTensor) -> Result<Vec<f32>> {
-        self.take_error()?;
-        let enc = self.take_encoder();
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            self.ctx()
-                .read_f32_blocking(Some(enc), &x.buf, 0, x.rows * x.cols)
-        }
-        #[cfg(target_arch = "wasm32")]
-        {
-            let _ = (enc, x);
-            Err(
-                GpuError::Readback("blocking reads are native-only; use the async path".into())
-                    .into(),
-            )
-        }
+        let b = self.read_back(Some((&x.buf, (x.rows * x.cols * 4) as u64)))?;
+        Ok(bytemuck::pod_collect_to_vec(&b))
     }
 }

@@ -17,7 +17,6 @@ use crate::error::{GpuError, Result};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use wgpu::util::DeviceExt;
 
 /// How to create a [`GpuContext`].
 #[derive(Debug, Clone, Default)]
@@ -71,9 +70,39 @@ pub struct GpuContext {
     /// of 256.
     pub max_binding: u64,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
+    params: Mutex<ParamArena>,
+    staging: Mutex<Vec<wgpu::Buffer>>,
     errors: Arc<Mutex<ErrorSink>>,
     dispatches: AtomicU64,
 }
+
+/// A bind group's identity: the pipeline and every (binding, buffer, offset, size). Recording the
+/// same op on the same buffers again (the next token) finds its bind group here.
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    pipeline: wgpu::ComputePipeline,
+    entries: Vec<(wgpu::Buffer, u64, Option<wgpu::BufferSize>)>,
+}
+
+/// Bind groups kept at most; past that the cache starts over (buffers of finished sessions
+/// must not be kept alive by it).
+const MAX_BIND_GROUPS: usize = 16384;
+
+/// The uniform blocks of the dispatches recorded since the last [`GpuContext::submit`]: slot `i`
+/// is `PARAM_SLOT` bytes at a fixed place in fixed-size blocks, so a dispatch recorded at the
+/// same place of the next token binds the same range and reuses its bind group. The bytes are
+/// written with one `write_buffer` per block at submit.
+#[derive(Default)]
+struct ParamArena {
+    blocks: Vec<wgpu::Buffer>,
+    bytes: Vec<u8>,
+}
+
+/// Bytes per uniform slot (`minUniformBufferOffsetAlignment` is at most 256).
+const PARAM_SLOT: u64 = 256;
+/// Slots per arena block.
+const PARAM_BLOCK_SLOTS: u64 = 256;
 
 impl GpuContext {
     /// Picks the high-performance adapter and creates a device with its limits.
@@ -164,6 +193,9 @@ impl GpuContext {
             subgroups,
             max_binding,
             pipelines: Mutex::new(HashMap::new()),
+            bind_groups: Mutex::new(HashMap::new()),
+            params: Mutex::new(ParamArena::default()),
+            staging: Mutex::new(Vec::new()),
             errors,
             dispatches: AtomicU64::new(0),
         })
@@ -278,41 +310,106 @@ impl GpuContext {
         groups: [u32; 3],
     ) -> Result<()> {
         let pipeline = self.pipeline(k.shader, k.entry, &k.defines)?;
-        let ubuf;
         let mut entries = Vec::with_capacity(buffers.len() + 1);
         if !params.is_empty() {
-            ubuf = self
-                .device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("params"),
-                    contents: params,
-                    usage: wgpu::BufferUsages::UNIFORM,
-                });
-            entries.push(wgpu::BindGroupEntry {
-                binding: 0,
-                resource: ubuf.as_entire_binding(),
-            });
+            entries.push(self.param_slot(params)?);
         }
-        for (i, b) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: b.clone(),
-            });
+        for b in buffers {
+            match b {
+                wgpu::BindingResource::Buffer(b) => {
+                    entries.push((b.buffer.clone(), b.offset, b.size))
+                }
+                _ => return Err(GpuError::Validation("only buffers are bound".into()).into()),
+            }
         }
-        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(k.entry),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
+        let first = if params.is_empty() { 1 } else { 0 };
+        let key = BindKey { pipeline, entries };
+        let bg = {
+            let mut cache = self.bind_groups.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= MAX_BIND_GROUPS {
+                cache.clear();
+            }
+            match cache.get(&key) {
+                Some(bg) => bg.clone(),
+                None => {
+                    let entries: Vec<_> = key
+                        .entries
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (buffer, offset, size))| wgpu::BindGroupEntry {
+                            binding: i as u32 + first,
+                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer,
+                                offset: *offset,
+                                size: *size,
+                            }),
+                        })
+                        .collect();
+                    let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some(k.entry),
+                        layout: &key.pipeline.get_bind_group_layout(0),
+                        entries: &entries,
+                    });
+                    cache.insert(
+                        BindKey {
+                            pipeline: key.pipeline.clone(),
+                            entries: key.entries.clone(),
+                        },
+                        bg.clone(),
+                    );
+                    bg
+                }
+            }
+        };
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(k.entry),
             timestamp_writes: None,
         });
-        pass.set_pipeline(&pipeline);
+        pass.set_pipeline(&key.pipeline);
         pass.set_bind_group(0, &bg, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         self.dispatches.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Places a dispatch's uniform block in the next [`ParamArena`] slot and returns its binding.
+    fn param_slot(&self, params: &[u8]) -> Result<(wgpu::Buffer, u64, Option<wgpu::BufferSize>)> {
+        if params.len() as u64 > PARAM_SLOT {
+            return Err(GpuError::Validation("uniform block over 256 bytes".into()).into());
+        }
+        let mut a = self.params.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = a.bytes.len() as u64 / PARAM_SLOT;
+        let block = (slot / PARAM_BLOCK_SLOTS) as usize;
+        if block == a.blocks.len() {
+            a.blocks
+                .push(self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("params"),
+                    size: PARAM_SLOT * PARAM_BLOCK_SLOTS,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }));
+        }
+        a.bytes.extend_from_slice(params);
+        a.bytes.resize(((slot + 1) * PARAM_SLOT) as usize, 0);
+        Ok((
+            a.blocks[block].clone(),
+            (slot % PARAM_BLOCK_SLOTS) * PARAM_SLOT,
+            wgpu::BufferSize::new(params.len() as u64),
+        ))
+    }
+
+    /// Submits `enc` after writing the uniform blocks its dispatches use. Every submission of
+    /// recorded dispatches goes through here.
+    pub fn submit(&self, enc: wgpu::CommandEncoder) {
+        {
+            let mut a = self.params.lock().unwrap_or_else(|p| p.into_inner());
+            let block = (PARAM_SLOT * PARAM_BLOCK_SLOTS) as usize;
+            for (buf, bytes) in a.blocks.iter().zip(a.bytes.chunks(block)) {
+                self.queue.write_buffer(buf, 0, bytes);
+            }
+            a.bytes.clear();
+        }
+        self.queue.submit([enc.finish()]);
     }
 
     /// Workgroup counts `[x, y, 1]` covering `n` groups within the per-dimension limit
@@ -336,19 +433,26 @@ impl GpuContext {
         bytes: u64,
     ) -> Result<Vec<u8>> {
         let size = bytes.next_multiple_of(4).max(4);
-        let staging = self.staging("readback", size);
+        let staging = self.staging(size);
         let mut enc =
             enc.unwrap_or_else(|| self.device.create_command_encoder(&Default::default()));
         enc.copy_buffer_to_buffer(buf, offset, &staging, 0, size);
-        self.queue.submit([enc.finish()]);
-        self.map_staging(&staging, bytes).await
+        self.submit(enc);
+        self.map_staging(staging, bytes).await
     }
 
-    /// A buffer of `size` bytes to copy into and map for reading.
-    pub fn staging(&self, label: &str, size: u64) -> wgpu::Buffer {
+    /// A buffer of at least `size` bytes to copy into and map for reading, reused from earlier
+    /// reads when one is big enough ([`GpuContext::map_staging`] gives it back).
+    pub fn staging(&self, size: u64) -> wgpu::Buffer {
+        let size = size.max(4).next_multiple_of(4);
+        let mut pool = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = pool.iter().position(|b| b.size() >= size) {
+            return pool.swap_remove(i);
+        }
+        drop(pool);
         self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: size.max(4),
+            label: Some("readback"),
+            size,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
@@ -357,7 +461,7 @@ impl GpuContext {
     /// The first `bytes` of a [`GpuContext::staging`] buffer whose copy was submitted. Awaits
     /// the mapping; natively the wait is a blocking poll, in the browser the event loop
     /// resolves it.
-    pub async fn map_staging(&self, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    pub async fn map_staging(&self, staging: wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         let (tx, rx) = oneshot::channel();
         staging
             .slice(..)
@@ -379,6 +483,10 @@ impl GpuContext {
             view[..bytes as usize].to_vec()
         };
         staging.unmap();
+        let mut pool = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < 4 {
+            pool.push(staging);
+        }
         Ok(out)
     }
 

@@ -5,7 +5,7 @@
 
 use super::context::{GpuContext, Kernel};
 use super::layout::{GpuWeight, WeightPart};
-use crate::error::Result;
+use crate::error::{GpuError, Result};
 use crate::model::arch::Activation;
 
 /// A uniform block from 32-bit fields, padded to 16 bytes.
@@ -84,11 +84,7 @@ pub fn glu(
     n: usize,
     act: Activation,
 ) -> Result<()> {
-    let kind = match act {
-        Activation::Silu => 0,
-        Activation::GeluTanh => 1,
-        Activation::Relu2 => 2,
-    };
+    let kind = act_kind(act);
     let k = Kernel::new("elementwise", "glu").def("GLU", 1);
     let bufs = [
         gate.as_entire_binding(),
@@ -96,6 +92,15 @@ pub fn glu(
         o.as_entire_binding(),
     ];
     elementwise(ctx, enc, k, n, [0, 0, 0, 0, kind], &bufs)
+}
+
+/// common.wgsl's `activation` kind.
+fn act_kind(act: Activation) -> u32 {
+    match act {
+        Activation::Silu => 0,
+        Activation::GeluTanh => 1,
+        Activation::Relu2 => 2,
+    }
 }
 
 /// `dst[r][c] = src[r][col0 + c]` for `rows × cols`.
@@ -147,17 +152,20 @@ pub fn rms_norm(
 }
 
 /// matmul.wgsl's `Params` for one weight part (`row0`: matmul's output column of the part's
-/// first row, embed's first id of the part).
+/// first row, embed's first id of the part); `extra` fills the three spare words.
+#[allow(clippy::too_many_arguments)]
 fn weight_params(
     w: &GpuWeight,
     part: &WeightPart,
+    rows: usize,
     tokens: usize,
     groups_x: u32,
     row0: usize,
     y_cols: usize,
+    extra: [u32; 3],
 ) -> Vec<u8> {
     params(&[
-        part.rows as u32,
+        rows as u32,
         w.cols as u32,
         tokens as u32,
         w.row_words as u32,
@@ -166,14 +174,31 @@ fn weight_params(
         y_cols as u32,
         part.aux,
         w.mult.to_bits(),
+        extra[0],
+        extra[1],
+        extra[2],
     ])
 }
 
 /// Tokens per matmul workgroup (matmul.wgsl `TT`).
 const MATMUL_TT: u32 = 4;
 
+/// What a matmul does besides `W·x` (matmul.wgsl's NORM, GLU and RESIDUAL).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Fuse<'a> {
+    /// Each token of `x` is first RMS-normalized (this eps) and multiplied by this weight.
+    pub norm: Option<(&'a wgpu::Buffer, f32)>,
+    /// The weight holds gate rows then as many up rows, in one part: the output is
+    /// `act(gate·x) ⊙ up·x`, `w.rows / 2` wide.
+    pub glu: Option<Activation>,
+    /// Adds the product to `y` instead of storing it.
+    pub residual: bool,
+    /// Only rows `[first, first + count)` of a one-part weight (a half of a gate+up weight).
+    pub rows: Option<(usize, usize)>,
+}
+
 /// `y[t][col0 + r] = W·x[t]` for `tokens` rows of `x` (`[tokens, w.cols]`) into `y`
-/// (`[tokens, y_cols]`), one dispatch per weight part.
+/// (`[tokens, y_cols]`), one dispatch per weight part, with the fusions of `fuse`.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     ctx: &GpuContext,
@@ -184,19 +209,60 @@ pub fn matmul(
     y: &wgpu::Buffer,
     y_cols: usize,
     col0: usize,
+    fuse: Fuse,
 ) -> Result<()> {
-    let k = Kernel::new("matmul", "matmul")
+    let mut k = Kernel::new("matmul", "matmul")
         .def("MATMUL", 1)
         .def(&w.define(), 1);
+    let mut extra = [0u32; 2];
+    if let Some((_, eps)) = fuse.norm {
+        k = k.def("NORM", 1);
+        extra[0] = eps.to_bits();
+    }
+    if let Some(act) = fuse.glu {
+        k = k.def("GLU", 1);
+        extra[1] = act_kind(act);
+    }
+    if fuse.glu.is_some() || fuse.rows.is_some() {
+        let glu = fuse.glu.is_some();
+        let (first, count) = fuse
+            .rows
+            .unwrap_or((0, if glu { w.rows / 2 } else { w.rows }));
+        let need = if glu { 2 * count } else { count };
+        if w.parts.len() != 1 || first + need > w.rows || glu && !w.rows.is_multiple_of(2) {
+            return Err(GpuError::Validation(format!("bad row range of '{}'", w.name)).into());
+        }
+    }
+    if fuse.residual {
+        k = k.def("RESIDUAL", 1);
+    }
     for part in &w.parts {
-        let mut grid = ctx.grid(part.rows as u32);
+        let (w_row0, rows) = match (fuse.rows, fuse.glu) {
+            (Some(r), _) => r,
+            (None, Some(_)) => (0, part.rows / 2),
+            (None, None) => (0, part.rows),
+        };
+        let mut grid = ctx.grid(rows as u32);
         grid[2] = (tokens as u32).div_ceil(MATMUL_TT);
-        let p = weight_params(w, part, tokens, grid[0], col0 + part.row0, y_cols);
-        let bufs = [
+        let extra = [extra[0], extra[1], w_row0 as u32];
+        let p = weight_params(
+            w,
+            part,
+            rows,
+            tokens,
+            grid[0],
+            col0 + part.row0,
+            y_cols,
+            extra,
+        );
+        let mut bufs = vec![
             part.buf.as_entire_binding(),
             x.as_entire_binding(),
             y.as_entire_binding(),
         ];
+        if let Some((nw, _)) = fuse.norm {
+            bufs.push(nw.as_entire_binding());
+        }
         ctx.dispatch(enc, &k, &p, &bufs, grid)?;
     }
     Ok(())
@@ -216,7 +282,9 @@ pub fn embed(
         .def(&w.define(), 1);
     let grid = ctx.grid(tokens as u32);
     for part in &w.parts {
-        let p = weight_params(w, part, tokens, grid[0], part.row0, w.cols);
+        let p = weight_params(
+            w, part, part.rows, tokens, grid[0], part.row0, w.cols, [0; 3],
+        );
         let bufs = [
             part.buf.as_entire_binding(),
             ids.as_entire_binding(),
@@ -225,4 +293,20 @@ pub fn embed(
         ctx.dispatch(enc, &k, &p, &bufs, grid)?;
     }
     Ok(())
+}
+
+/// `ids[r]` = the index of row `r`'s largest value of `x` (`[rows, cols]`): ties to the lowest
+/// index, NaN never chosen (all NaN: 0), as `backend::cpu::ops::argmax`.
+pub fn argmax(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    x: &wgpu::Buffer,
+    rows: usize,
+    cols: usize,
+    ids: &wgpu::Buffer,
+) -> Result<()> {
+    let grid = ctx.grid(rows as u32);
+    let p = params(&[rows as u32, cols as u32, grid[0]]);
+    let bufs = [x.as_entire_binding(), ids.as_entire_binding()];
+    ctx.dispatch(enc, &Kernel::new("argmax", "argmax"), &p, &bufs, grid)
 }

@@ -24,6 +24,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("matmul", include_str!("../../../shaders/matmul.wgsl")),
     ("rope", include_str!("../../../shaders/rope.wgsl")),
     ("attention", include_str!("../../../shaders/attention.wgsl")),
+    ("argmax", include_str!("../../../shaders/argmax.wgsl")),
 ];
 
 /// The source of shader `name`.

@@ -508,18 +508,14 @@ fn run(cli: Cli) -> ternlm::Result<()> {
             let n_vocab = m.spec().n_vocab;
             let mut cache = m.new_cache(n_prompt + n_gen);
             let prompt = bench_tokens(n_prompt.max(1), n_vocab);
+            // Greedy: on the GPU only the argmax id comes back each step.
             let t0 = Instant::now();
-            let mut logits = m.forward(&mut cache, &prompt, LogitsFor::Last)?;
+            let mut next = m.forward_argmax(&mut cache, &prompt)?;
             let prefill = t0.elapsed().as_secs_f64();
             let dispatches_before_decode = m.gpu().map_or(0, |g| g.ctx.dispatch_count());
             let t1 = Instant::now();
             for _ in 0..n_gen {
-                let next = logits
-                    .iter()
-                    .enumerate()
-                    .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
-                    .0;
-                logits = m.forward(&mut cache, &[next as u32], LogitsFor::Last)?;
+                next = m.forward_argmax(&mut cache, &[next])?;
             }
             let decode = t1.elapsed().as_secs_f64();
             let mut report = serde_json::json!({
