@@ -1,7 +1,11 @@
 // Causal attention of query rows over the f32 KV cache (attn::attention), with GQA and an
 // optional sliding window. The CPU reference is backend::cpu::ops::attend.
 //
-// One workgroup per (token, query head). It walks the visible keys [lo, pos] in blocks of WG:
+// Split-K: the visible keys [lo, pos] of a (token, query head) are cut into `n_splits` runs of
+// `split_len` keys (a multiple of WG), one workgroup each, so a decode step of a few heads still
+// fills the GPU. With one split the workgroup writes the output; with several it writes its
+// partial (running max m, Σ exp, unnormalized Σ p·v) and `attention_combine` merges them.
+// Within a run, the workgroup walks its keys in blocks of WG:
 // each thread scores one key of the block (q·k over head_dim, q held in workgroup memory), every
 // thread then takes the block max itself (broadcast reads, no reduction tree), and the running
 // sums are rescaled by exp(m_old − m_new) (online softmax) while each thread accumulates its
@@ -26,14 +30,21 @@ struct Params {
     scale: f32,       // multiplies q·k
     window: u32,      // a query at i sees keys i − window < j ≤ i; 0: no window
     groups_x: u32,
-    pad: u32,
+    n_splits: u32,
+    split_len: u32,   // keys per split (a multiple of WG)
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+#ifdef ATTENTION
 @group(0) @binding(1) var<storage, read> q: array<f32>;        // [tokens, n_head·head_dim]
 @group(0) @binding(2) var<storage, read> k: array<f32>;        // [capacity, k_row], rows < pos0 + tokens valid
 @group(0) @binding(3) var<storage, read> v: array<f32>;        // [capacity, v_row]
 @group(0) @binding(4) var<storage, read_write> o: array<f32>;  // [tokens, n_head·head_dim_v]
+// [tokens·n_head, n_splits, 2 + head_dim_v]: m, l, Σ p·v of each split (n_splits > 1)
+@group(0) @binding(5) var<storage, read_write> part: array<f32>;
 
 var<workgroup> qs: array<f32, MAX_D>;  // this head's query
 var<workgroup> sc: array<f32, WG>;     // the block's scores
@@ -41,10 +52,12 @@ var<workgroup> pw: array<f32, WG>;     // the block's exp(score − max)
 
 @compute @workgroup_size(WG)
 fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = flat_group(wg, p.groups_x);
-    if (i >= p.tokens * p.n_head) {
+    let wi = flat_group(wg, p.groups_x);
+    if (wi >= p.tokens * p.n_head * p.n_splits) {
         return;
     }
+    let i = wi / p.n_splits;  // token · n_head + head
+    let split = wi % p.n_splits;
     let t = i / p.n_head;
     let h = i % p.n_head;
     let kb = (h / p.group) * p.head_dim;    // this KV head's offset in a K row
@@ -54,7 +67,11 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     if (p.window != 0u && pos + 1u > p.window) {
         lo = pos + 1u - p.window;
     }
-    let n = pos + 1u - lo;
+    // This split's keys: [lo + split·split_len, …) ∩ [lo, pos]; possibly none.
+    let first = split * p.split_len;
+    let n_all = pos + 1u - lo;
+    let n = select(0u, min(p.split_len, n_all - first), first < n_all);
+    lo += first;
 
     let qb = i * p.head_dim;  // row t, head h
     for (var d = lid; d < p.head_dim; d += WG) {
@@ -116,12 +133,60 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
             }
         }
     }
-    let ob = i * p.head_dim_v;
-    let inv = 1.0 / l;
+    if (p.n_splits == 1u) {
+        let ob = i * p.head_dim_v;
+        let inv = 1.0 / l;
+        for (var e = 0u; e < DPT; e++) {
+            let d = lid + e * WG;
+            if (d < p.head_dim_v) {
+                o[ob + d] = acc[e] * inv;
+            }
+        }
+        return;
+    }
+    let pb = wi * (2u + p.head_dim_v);
+    if (lid == 0u) {
+        part[pb] = m;
+        part[pb + 1u] = l;
+    }
     for (var e = 0u; e < DPT; e++) {
         let d = lid + e * WG;
         if (d < p.head_dim_v) {
-            o[ob + d] = acc[e] * inv;
+            part[pb + 2u + d] = acc[e];
         }
     }
 }
+#endif
+
+#ifdef COMBINE
+@group(0) @binding(1) var<storage, read> part: array<f32>;
+@group(0) @binding(2) var<storage, read_write> o: array<f32>;
+
+// o = Σ_s exp(m_s − M)·acc_s / Σ_s exp(m_s − M)·l_s over the splits of one (token, head);
+// empty splits have l = 0, acc = 0 and m = −3e38, so they weigh nothing.
+@compute @workgroup_size(WG)
+fn attention_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat_group(wg, p.groups_x);
+    if (i >= p.tokens * p.n_head) {
+        return;
+    }
+    let stride = 2u + p.head_dim_v;
+    let pb = i * p.n_splits * stride;
+    var mx = -3.0e38;
+    for (var s = 0u; s < p.n_splits; s++) {
+        mx = max(mx, part[pb + s * stride]);
+    }
+    var l = 0.0;
+    for (var s = 0u; s < p.n_splits; s++) {
+        l += part[pb + s * stride + 1u] * exp(part[pb + s * stride] - mx);
+    }
+    let inv = 1.0 / l;
+    for (var d = lid; d < p.head_dim_v; d += WG) {
+        var a = 0.0;
+        for (var s = 0u; s < p.n_splits; s++) {
+            a += part[pb + s * stride + 2u + d] * exp(part[pb + s * stride] - mx);
+        }
+        o[i * p.head_dim_v + d] = a * inv;
+    }
+}
+#endif

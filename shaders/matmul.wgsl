@@ -62,40 +62,70 @@ fn dot_group(v: array<f32, G>, xb: u32, k0: u32, ne: u32) -> f32 {
     return s;
 }
 
-// Sums part[base + 0..WG] into part[base] (all threads call it).
-fn reduce(base: u32, lid: u32) {
-    for (var h = WG / 2u; h > 0u; h >>= 1u) {
-        if (lid < h) {
-            part[base + lid] += part[base + lid + h];
-        }
-        workgroupBarrier();
+// Stores the workgroup's partial sums of slot `slot` (one value per thread) so that after the
+// next barrier `slot_total` adds them up: with subgroups, one subgroupAdd per subgroup and its
+// sum in part[slot·WG + subgroup]; without, every thread's value (the total is then a loop).
+fn slot_put(slot: u32, v: f32, lid: u32, sgs: u32, sgi: u32) {
+#ifdef HAS_SUBGROUPS
+    let s = subgroupAdd(v);
+    if (sgi == 0u) {
+        part[slot * WG + lid / sgs] = s;
     }
+#else
+    part[slot * WG + lid] = v;
+#endif
+}
+
+fn slot_total(slot: u32, sgs: u32) -> f32 {
+#ifdef HAS_SUBGROUPS
+    let n = (WG + sgs - 1u) / sgs;
+#else
+    let n = WG;
+#endif
+    // Four independent chains, then their sum.
+    var a = vec4<f32>(0.0);
+    var i = 0u;
+    for (; i + 4u <= n; i += 4u) {
+        a += vec4<f32>(part[slot * WG + i], part[slot * WG + i + 1u], part[slot * WG + i + 2u], part[slot * WG + i + 3u]);
+    }
+    for (; i < n; i++) {
+        a.x += part[slot * WG + i];
+    }
+    return (a.x + a.y) + (a.z + a.w);
 }
 
 @compute @workgroup_size(WG)
-fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn matmul(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+#ifdef HAS_SUBGROUPS
+    @builtin(subgroup_size) sgs: u32,
+    @builtin(subgroup_invocation_id) sgi: u32,
+#endif
+) {
+#ifndef HAS_SUBGROUPS
+    let sgs = 1u;
+    let sgi = 0u;
+#endif
     // Uniform control flow up to the last barrier: out-of-range workgroups compute and discard.
     let r = flat_group(wg, p.groups_x);
     let live = r < p.rows;
     let t0 = wg.z * TT;
     let nt = min(TT, p.tokens - t0);
 #ifdef NORM
-    for (var t = 0u; t < TT; t++) {
+    for (var t = 0u; t < nt; t++) {
         var s = 0.0;
-        if (t < nt) {
-            for (var i = lid; i < p.cols; i += WG) {
-                let v = x[(t0 + t) * p.cols + i];
-                s += v * v;
-            }
+        for (var i = lid; i < p.cols; i += WG) {
+            let v = x[(t0 + t) * p.cols + i];
+            s += v * v;
         }
-        part[lid] = s;
-        workgroupBarrier();
-        reduce(0u, lid);
-        if (lid == 0u) {
-            inv_rms[t] = 1.0 / sqrt(part[0] / f32(p.cols) + p.eps);
-        }
-        workgroupBarrier();
+        slot_put(t, s, lid, sgs, sgi);
     }
+    workgroupBarrier();
+    if (lid < nt) {
+        inv_rms[lid] = 1.0 / sqrt(slot_total(lid, sgs) / f32(p.cols) + p.eps);
+    }
+    workgroupBarrier();
 #endif
     var acc: array<f32, TT>;
 #ifdef GLU
@@ -119,28 +149,21 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
             }
         }
     }
-    for (var t = 0u; t < TT; t++) {
-        part[t * WG + lid] = acc[t];
+    // The NORM slots were read before the barrier above: reuse them.
+    for (var t = 0u; t < nt; t++) {
+        slot_put(t, acc[t], lid, sgs, sgi);
 #ifdef GLU
-        part[(TT + t) * WG + lid] = acc_up[t];
+        slot_put(TT + t, acc_up[t], lid, sgs, sgi);
 #endif
     }
     workgroupBarrier();
-    for (var h = WG / 2u; h > 0u; h >>= 1u) {
-        if (lid < h) {
-            for (var t = 0u; t < TT * NACC; t++) {
-                part[t * WG + lid] += part[t * WG + lid + h];
-            }
-        }
-        workgroupBarrier();
-    }
     if (live && lid < nt) {
-        var v = part[lid * WG] * p.mult;
+        var v = slot_total(lid, sgs) * p.mult;
 #ifdef NORM
         v *= inv_rms[lid];
 #endif
 #ifdef GLU
-        var u = part[(TT + lid) * WG] * p.mult;
+        var u = slot_total(TT + lid, sgs) * p.mult;
 #ifdef NORM
         u *= inv_rms[lid];
 #endif

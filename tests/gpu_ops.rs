@@ -6,7 +6,7 @@ mod gpu_util;
 
 use gpu_util::*;
 use ternlm::backend::cpu::ops as cpu;
-use ternlm::backend::gpu::{ops, upload, GpuContext};
+use ternlm::backend::gpu::{ops, upload, GpuContext, GpuOptions};
 use ternlm::model::arch::Activation;
 use ternlm::quant::{GgmlType, TensorView};
 
@@ -150,7 +150,17 @@ fn grid_folds_past_the_dimension_limit() {
 /// of a weight (the halves of a gate+up weight), for plain, block, K and ternary types.
 #[test]
 fn matmul_fusions_match_reference() {
-    let ctx = ctx();
+    for no_subgroups in [false, true] {
+        let ctx = ctx_with(&GpuOptions {
+            no_subgroups,
+            ..Default::default()
+        });
+        eprintln!("subgroups: {}", ctx.subgroups);
+        matmul_fusions(&ctx);
+    }
+}
+
+fn matmul_fusions(ctx: &GpuContext) {
     let mut rng = Rng::new(21);
     const BOUND: f64 = 1e-7;
     for (ty, cols, n) in [
@@ -161,7 +171,7 @@ fn matmul_fusions_match_reference() {
     ] {
         let bytes = random_tensor(&mut rng, ty, cols, 2 * n);
         let v = TensorView::new("w", ty, &[cols as u64, 2 * n as u64], &bytes).unwrap();
-        let w = upload(&ctx, &v).unwrap();
+        let w = upload(ctx, &v).unwrap();
         let half = |i: usize| {
             let rb = bytes.len() / (2 * n);
             TensorView::new(
@@ -179,16 +189,16 @@ fn matmul_fusions_match_reference() {
             let eps = 1e-5;
             let mut xn = vec![0f32; x.len()];
             cpu::rms_norm(&x, Some(&nw), cols, eps, &mut xn);
-            let (xb, nwb) = (upload_f32(&ctx, &x), upload_f32(&ctx, &nw));
+            let (xb, nwb) = (upload_f32(ctx, &x), upload_f32(ctx, &nw));
             let run = |fuse: ops::Fuse, y: &wgpu::Buffer, y_cols: usize| {
-                let mut enc = encoder(&ctx);
-                ops::matmul(&ctx, &mut enc, &w, &xb, tokens, y, y_cols, 0, fuse).unwrap();
-                finish(&ctx, enc, y, tokens * y_cols)
+                let mut enc = encoder(ctx);
+                ops::matmul(ctx, &mut enc, &w, &xb, tokens, y, y_cols, 0, fuse).unwrap();
+                finish(ctx, enc, y, tokens * y_cols)
             };
             let norm = Some((&nwb, eps));
 
             // NORM over all 2n rows.
-            let y = poisoned(&ctx, tokens * 2 * n);
+            let y = poisoned(ctx, tokens * 2 * n);
             let got = run(
                 ops::Fuse {
                     norm,
@@ -205,7 +215,7 @@ fn matmul_fusions_match_reference() {
             );
 
             // Row range: the up half alone, on the plain input.
-            let y = poisoned(&ctx, tokens * n);
+            let y = poisoned(ctx, tokens * n);
             let rows = Some((n, n));
             let got = run(
                 ops::Fuse {
@@ -224,7 +234,7 @@ fn matmul_fusions_match_reference() {
 
             // NORM + GLU.
             for act in [Activation::Silu, Activation::GeluTanh, Activation::Relu2] {
-                let y = poisoned(&ctx, tokens * n);
+                let y = poisoned(ctx, tokens * n);
                 let glu = Some(act);
                 let got = run(
                     ops::Fuse {
@@ -248,7 +258,7 @@ fn matmul_fusions_match_reference() {
             let y0 = rng.values(tokens * 2 * n);
             let mut init = y0.clone();
             init.extend(std::iter::repeat_n(f32::from_bits(SENTINEL), GUARD));
-            let y = upload_f32(&ctx, &init);
+            let y = upload_f32(ctx, &init);
             let got = run(
                 ops::Fuse {
                     residual: true,
@@ -268,13 +278,13 @@ fn matmul_fusions_match_reference() {
     // A GLU over a weight of an odd row count is refused.
     let bytes = random_tensor(&mut rng, GgmlType::F32, 8, 3);
     let v = TensorView::new("w", GgmlType::F32, &[8, 3], &bytes).unwrap();
-    let w = upload(&ctx, &v).unwrap();
-    let (x, y) = (upload_f32(&ctx, &[0.0; 8]), poisoned(&ctx, 3));
+    let w = upload(ctx, &v).unwrap();
+    let (x, y) = (upload_f32(ctx, &[0.0; 8]), poisoned(ctx, 3));
     let fuse = ops::Fuse {
         glu: Some(Activation::Silu),
         ..Default::default()
     };
-    assert!(ops::matmul(&ctx, &mut encoder(&ctx), &w, &x, 1, &y, 1, 0, fuse).is_err());
+    assert!(ops::matmul(ctx, &mut encoder(ctx), &w, &x, 1, &y, 1, 0, fuse).is_err());
 }
 
 /// The GPU argmax equals the CPU's (first maximum, NaN never wins, all-NaN → 0) on random rows,

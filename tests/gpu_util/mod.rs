@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use ternlm::backend::gpu::{ops, upload, GpuContext, GpuOptions};
+use ternlm::backend::gpu::{ops, upload, GpuContext, GpuOptions, Recorder};
 use ternlm::quant::{GgmlType, TensorView};
 
 /// A GPU context; the test fails when there is no adapter.
@@ -73,12 +73,7 @@ pub fn poisoned(ctx: &GpuContext, n: usize) -> wgpu::Buffer {
 }
 
 /// Submits `enc`, reads `n` outputs back and checks the sentinels behind them.
-pub fn finish(
-    ctx: &GpuContext,
-    enc: wgpu::CommandEncoder,
-    out: &wgpu::Buffer,
-    n: usize,
-) -> Vec<f32> {
+pub fn finish(ctx: &GpuContext, enc: Recorder, out: &wgpu::Buffer, n: usize) -> Vec<f32> {
     let all = ctx
         .read_f32_blocking(Some(enc), out, 0, n + GUARD)
         .unwrap_or_else(|e| panic!("GPU error: {e}"));
@@ -93,8 +88,8 @@ pub fn upload_f32(ctx: &GpuContext, v: &[f32]) -> wgpu::Buffer {
     ctx.storage_init("in", bytemuck::cast_slice(v))
 }
 
-pub fn encoder(ctx: &GpuContext) -> wgpu::CommandEncoder {
-    ctx.device.create_command_encoder(&Default::default())
+pub fn encoder(ctx: &GpuContext) -> Recorder {
+    ctx.recorder()
 }
 
 /// `Σ(a−b)² / Σb²` (0 when both are all zero); NaN or an unwritten (poisoned) element fails.
@@ -202,7 +197,8 @@ pub fn reference_matmul(v: &TensorView, x: &[f32], tokens: usize) -> Vec<f32> {
 
 /// matmul and embed of one type over odd shapes, token counts around the tile, and a split
 /// into row parts (a binding limit of a few rows, or of about 130 rows for shapes of 256 rows
-/// or more, so that parts are rounded down to multiples of 128 rows). matmul must be within
+/// or more, so that parts are rounded down to multiples of 128 rows; that pass also without
+/// subgroup operations). matmul must be within
 /// `bound` (NMSE), embed bit-exact. Returns the largest matmul NMSE seen.
 pub fn matmul_cases(ty: GgmlType, shapes: &[(usize, usize)], bound: f64) -> f64 {
     let mut rng = Rng::new(ty as u64 + 100);
@@ -217,8 +213,10 @@ pub fn matmul_cases(ty: GgmlType, shapes: &[(usize, usize)], bound: f64) -> f64 
             let row_bytes = data.len() / rows + cols / 4 + 16;
             let part_rows = if rows >= 256 { 130 } else { 3 };
             let limit = (row_bytes * part_rows).next_multiple_of(256);
+            // The split pass also takes the workgroup-reduction path (no subgroups).
             let opts = GpuOptions {
                 max_binding_size: split.then_some(limit as u64),
+                no_subgroups: split,
                 ..Default::default()
             };
             let ctx = ctx_with(&opts);

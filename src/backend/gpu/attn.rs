@@ -10,7 +10,7 @@
 //! Out of scope for now: an f16 KV cache, subgroup reductions, split-K over long contexts for
 //! decode, and a tiled prefill kernel that shares K/V reads between query rows.
 
-use super::context::{GpuContext, Kernel};
+use super::context::{GpuContext, Kernel, Recorder};
 use super::ops::params;
 use crate::backend::cpu;
 use crate::backend::{AttnParams, RopeFreqs};
@@ -46,7 +46,7 @@ pub fn rope_table(
 #[allow(clippy::too_many_arguments)]
 pub fn rope(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Recorder,
     x: &wgpu::Buffer,
     table: &wgpu::Buffer,
     tokens: usize,
@@ -100,7 +100,7 @@ pub struct KvDest<'a> {
 #[allow(clippy::too_many_arguments)]
 pub fn rope_kv(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Recorder,
     (q, k, v): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
     table: &wgpu::Buffer,
     dest: KvDest,
@@ -155,19 +155,55 @@ pub fn rope_kv(
     ctx.dispatch(enc, &kernel, &p, &bufs, grid)
 }
 
+/// Keys per attention workgroup block (attention.wgsl `WG`).
+const ATTN_WG: usize = 64;
+/// Most splits per (token, head), and the scratch they may take, in f32s.
+const ATTN_MAX_SPLITS: usize = 64;
+const ATTN_SCRATCH_BUDGET: usize = 8 << 20;
+
+/// How attention of `tokens` query rows at `pos0..` cuts each (token, head)'s visible keys into
+/// `n_splits` runs of `split_len` keys (split-K: enough workgroups when few heads decode over a
+/// long cache), and the scratch it needs for the partials, in f32s (0 with one split).
+pub fn attention_splits(tokens: usize, pos0: usize, p: &AttnParams) -> (usize, usize, usize) {
+    let n_max = match p.window {
+        Some(w) => w.min(pos0 + tokens),
+        None => pos0 + tokens,
+    }
+    .max(1);
+    let rows = tokens * p.n_head;
+    let per_split = rows * (2 + p.head_dim_v);
+    let cap = (ATTN_SCRATCH_BUDGET / per_split.max(1)).clamp(1, ATTN_MAX_SPLITS);
+    // Enough workgroups already: no split.
+    let want = if rows >= 512 {
+        1
+    } else {
+        n_max.div_ceil(ATTN_WG)
+    };
+    let split_len = n_max.div_ceil(want.min(cap)).next_multiple_of(ATTN_WG);
+    let n_splits = n_max.div_ceil(split_len);
+    let scratch = if n_splits > 1 {
+        n_splits * per_split
+    } else {
+        0
+    };
+    (n_splits, split_len, scratch)
+}
+
 /// Causal attention of `q` rows (`[tokens][n_head·head_dim]`, row `t` at position `pos0 + t`)
 /// over the KV cache buffers `k` (`[capacity][n_head_kv·head_dim]` f32) and `v`
 /// (`[capacity][n_head_kv·head_dim_v]` f32), rows `0..pos0 + tokens` valid; GQA kv head
 /// `h / (n_head/n_head_kv)`, `p.scale` on `q·k`, sliding window `p.window` (query `i` sees keys
-/// `i − W < j ≤ i`); output `o`: `[tokens][n_head·head_dim_v]`.
+/// `i − W < j ≤ i`); output `o`: `[tokens][n_head·head_dim_v]`. `scratch` holds at least the
+/// f32s [`attention_splits`] asks for (any buffer when it asks for none).
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Recorder,
     q: &wgpu::Buffer,
     k: &wgpu::Buffer,
     v: &wgpu::Buffer,
     o: &wgpu::Buffer,
+    scratch: &wgpu::Buffer,
     tokens: usize,
     pos0: usize,
     p: &AttnParams,
@@ -187,28 +223,44 @@ pub fn attention(
     if tokens == 0 || p.n_head == 0 {
         return Ok(());
     }
-    let n_groups = (tokens * p.n_head) as u32;
-    let grid = ctx.grid(n_groups);
+    let (n_splits, split_len, need) = attention_splits(tokens, pos0, p);
+    if (scratch.size() as usize) < need * 4 {
+        return Err(GpuError::Validation("attention: scratch too small".into()).into());
+    }
+    let rows = (tokens * p.n_head) as u32;
     let window = p.window.map_or(0, |w| w.min(u32::MAX as usize) as u32);
-    let u = params(&[
-        tokens as u32,
-        pos0 as u32,
-        p.n_head as u32,
-        (p.n_head / p.n_head_kv) as u32,
-        p.head_dim as u32,
-        p.head_dim_v as u32,
-        (p.n_head_kv * p.head_dim) as u32,
-        (p.n_head_kv * p.head_dim_v) as u32,
-        p.scale.to_bits(),
-        window,
-        grid[0],
-    ]);
+    let params_for = |grid: [u32; 3]| {
+        params(&[
+            tokens as u32,
+            pos0 as u32,
+            p.n_head as u32,
+            (p.n_head / p.n_head_kv) as u32,
+            p.head_dim as u32,
+            p.head_dim_v as u32,
+            (p.n_head_kv * p.head_dim) as u32,
+            (p.n_head_kv * p.head_dim_v) as u32,
+            p.scale.to_bits(),
+            window,
+            grid[0],
+            n_splits as u32,
+            split_len as u32,
+        ])
+    };
+    let grid = ctx.grid(rows * n_splits as u32);
     let bufs = [
         q.as_entire_binding(),
         k.as_entire_binding(),
         v.as_entire_binding(),
         o.as_entire_binding(),
+        scratch.as_entire_binding(),
     ];
-    let kernel = Kernel::new("attention", "attention");
-    ctx.dispatch(enc, &kernel, &u, &bufs, grid)
+    let kernel = Kernel::new("attention", "attention").def("ATTENTION", 1);
+    ctx.dispatch(enc, &kernel, &params_for(grid), &bufs, grid)?;
+    if n_splits > 1 {
+        let grid = ctx.grid(rows);
+        let bufs = [scratch.as_entire_binding(), o.as_entire_binding()];
+        let kernel = Kernel::new("attention", "attention_combine").def("COMBINE", 1);
+        ctx.dispatch(enc, &kernel, &params_for(grid), &bufs, grid)?;
+    }
+    Ok(())
 }

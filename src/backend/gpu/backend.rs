@@ -9,7 +9,7 @@
 //! (snapshots, saved states) stays host-side (model/kv.rs).
 
 use super::attn;
-use super::context::GpuContext;
+use super::context::{GpuContext, Recorder};
 use super::layout::{upload, GpuWeight};
 use super::ops::{self, Fuse};
 use crate::backend::{AttnParams, Backend, RopeFreqs, RopeParams};
@@ -259,7 +259,7 @@ struct KvOut {
 /// The ops of one forward chunk, recorded into one encoder.
 pub struct GpuBackend<'a> {
     m: &'a GpuModel,
-    enc: RefCell<wgpu::CommandEncoder>,
+    enc: RefCell<Recorder>,
     err: RefCell<Option<crate::Error>>,
     kv_out: RefCell<Option<KvOut>>,
     /// `(layer, pos0, rows)` of each [`Backend::store_kv`].
@@ -272,7 +272,7 @@ impl<'a> GpuBackend<'a> {
     pub fn new(m: &'a GpuModel, n_pos: usize) -> GpuBackend<'a> {
         GpuBackend {
             m,
-            enc: RefCell::new(m.ctx.device.create_command_encoder(&Default::default())),
+            enc: RefCell::new(m.ctx.recorder()),
             err: RefCell::new(None),
             kv_out: RefCell::new(None),
             kv_rows: RefCell::new(Vec::new()),
@@ -285,7 +285,7 @@ impl<'a> GpuBackend<'a> {
     }
 
     /// Records with the encoder, keeping the first error.
-    fn rec(&self, f: impl FnOnce(&GpuContext, &mut wgpu::CommandEncoder) -> Result<()>) {
+    fn rec(&self, f: impl FnOnce(&GpuContext, &mut Recorder) -> Result<()>) {
         if self.err.borrow().is_some() {
             return;
         }
@@ -382,11 +382,11 @@ impl<'a> GpuBackend<'a> {
         let kv_bytes = kv.as_ref().filter(|_| all_stored).map_or(0, |k| k.bytes);
         let staging = ctx.staging(n + kv_bytes);
         if let Some((buf, _)) = x {
-            enc.copy_buffer_to_buffer(buf, 0, &staging, 0, n);
+            enc.copy(buf, 0, &staging, 0, n);
         }
         if kv_bytes > 0 {
             let k = kv.as_ref().expect("kv_bytes > 0");
-            enc.copy_buffer_to_buffer(&k.buf, 0, &staging, n, kv_bytes);
+            enc.copy(&k.buf, 0, &staging, n, kv_bytes);
         }
         ctx.submit(enc);
         let mut b = pollster::block_on(ctx.map_staging(staging, n + kv_bytes))?;
@@ -403,11 +403,8 @@ impl<'a> GpuBackend<'a> {
         Err(GpuError::Readback("blocking reads are native-only; use the async path".into()).into())
     }
 
-    fn take_encoder(&self) -> wgpu::CommandEncoder {
-        let fresh = self
-            .ctx()
-            .device
-            .create_command_encoder(&Default::default());
+    fn take_encoder(&self) -> Recorder {
+        let fresh = self.ctx().recorder();
         std::mem::replace(&mut *self.enc.borrow_mut(), fresh)
     }
 
@@ -535,10 +532,10 @@ impl Backend for GpuBackend<'_> {
             return;
         };
         let mut enc = self.enc.borrow_mut();
-        enc.copy_buffer_to_buffer(&k.buf, 0, &kv.k[layer], (pos0 * k.cols * 4) as u64, kb);
-        enc.copy_buffer_to_buffer(&v.buf, 0, &kv.v[layer], (pos0 * v.cols * 4) as u64, vb);
-        enc.copy_buffer_to_buffer(&k.buf, 0, &out, at, kb);
-        enc.copy_buffer_to_buffer(&v.buf, 0, &out, at + kb, vb);
+        enc.copy(&k.buf, 0, &kv.k[layer], (pos0 * k.cols * 4) as u64, kb);
+        enc.copy(&v.buf, 0, &kv.v[layer], (pos0 * v.cols * 4) as u64, vb);
+        enc.copy(&k.buf, 0, &out, at, kb);
+        enc.copy(&v.buf, 0, &out, at + kb, vb);
     }
 
     fn rope_store_kv(
@@ -584,6 +581,7 @@ impl Backend for GpuBackend<'_> {
         p: &AttnParams,
     ) -> GpuTensor {
         let o = self.tensor(q.rows, p.n_head * p.head_dim_v);
+        let scratch = self.tensor(1, attn::attention_splits(q.rows, pos0, p).2.max(1));
         self.rec(|c, e| {
             let kv = cache
                 .gpu
@@ -597,6 +595,7 @@ impl Backend for GpuBackend<'_> {
                 &kv.k[layer],
                 &kv.v[layer],
                 &o.buf,
+                &scratch.buf,
                 q.rows,
                 pos0,
                 p,
@@ -630,7 +629,7 @@ impl Backend for GpuBackend<'_> {
         let rb = (x.cols * 4) as u64;
         let mut enc = self.enc.borrow_mut();
         for (i, &r) in rows.iter().enumerate() {
-            enc.copy_buffer_to_buffer(&x.buf, r as u64 * rb, &y.buf, i as u64 * rb, rb);
+            enc.copy(&x.buf, r as u64 * rb, &y.buf, i as u64 * rb, rb);
         }
         y
     }

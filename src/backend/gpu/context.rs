@@ -29,6 +29,9 @@ pub struct GpuOptions {
     pub no_subgroups: bool,
     /// Ask for a software adapter (lavapipe, SwiftShader).
     pub force_fallback: bool,
+    /// Time every dispatch with GPU timestamps (native, where the adapter has timestamp
+    /// queries inside passes); [`GpuContext::profile`] reports the totals per kernel.
+    pub profile: bool,
 }
 
 /// What the adapter is, for logs and benchmark tables.
@@ -75,6 +78,50 @@ pub struct GpuContext {
     staging: Mutex<Vec<wgpu::Buffer>>,
     errors: Arc<Mutex<ErrorSink>>,
     dispatches: AtomicU64,
+    /// Nanoseconds spent waiting for submitted work in readbacks (native).
+    waited_ns: AtomicU64,
+    profiler: Option<Mutex<Profiler>>,
+}
+
+/// Timestamps around every dispatch ([`GpuOptions::profile`]): written into a query set while
+/// recording, resolved and read back at each submit, summed per kernel label.
+struct Profiler {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    read: wgpu::Buffer,
+    labels: Vec<String>,
+    /// Kernel label → (GPU seconds, dispatches).
+    totals: HashMap<String, (f64, u64)>,
+    period_ns: f64,
+}
+
+/// Dispatches timed per submit at most (two queries each).
+const PROFILE_MAX: u32 = 2048;
+
+impl Profiler {
+    fn new(device: &wgpu::Device, queue: &wgpu::Queue) -> Profiler {
+        let bytes = PROFILE_MAX as u64 * 2 * 8;
+        let buf = |usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile"),
+                size: bytes,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        Profiler {
+            set: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count: PROFILE_MAX * 2,
+            }),
+            resolve: buf(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC),
+            read: buf(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST),
+            labels: Vec::new(),
+            totals: HashMap::new(),
+            period_ns: queue.get_timestamp_period() as f64,
+        }
+    }
 }
 
 /// A bind group's identity: the pipeline and every (binding, buffer, offset, size). Recording the
@@ -131,6 +178,13 @@ impl GpuContext {
         if subgroups {
             features |= wgpu::Features::SUBGROUP;
         }
+        let ts = wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        let profile = opts.profile && have.contains(ts);
+        if profile {
+            features |= ts;
+        }
         let a = adapter.limits();
         let required_limits = wgpu::Limits {
             max_buffer_size: a.max_buffer_size,
@@ -179,6 +233,7 @@ impl GpuContext {
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
         let max_binding = opts.max_binding_size.map_or(granted, |m| m.min(granted)) / 256 * 256;
+        let profiler = profile.then(|| Mutex::new(Profiler::new(&device, &queue)));
         Ok(GpuContext {
             device,
             queue,
@@ -198,6 +253,8 @@ impl GpuContext {
             staging: Mutex::new(Vec::new()),
             errors,
             dispatches: AtomicU64::new(0),
+            waited_ns: AtomicU64::new(0),
+            profiler,
         })
     }
 
@@ -222,6 +279,12 @@ impl GpuContext {
     /// Dispatches recorded since the context was made (for "dispatches per token").
     pub fn dispatch_count(&self) -> u64 {
         self.dispatches.load(Ordering::Relaxed)
+    }
+
+    /// Seconds spent waiting for the GPU in readbacks since the context was made (native): with
+    /// the wall time of a decode, it splits the time into host work and GPU work.
+    pub fn waited_s(&self) -> f64 {
+        self.waited_ns.load(Ordering::Relaxed) as f64 * 1e-9
     }
 
     /// A storage buffer of `bytes` (rounded up to 4), zero-filled.
@@ -303,7 +366,7 @@ impl GpuContext {
     /// ([`GpuContext::grid`]).
     pub fn dispatch(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         k: &Kernel,
         params: &[u8],
         buffers: &[wgpu::BindingResource],
@@ -361,13 +424,28 @@ impl GpuContext {
                 }
             }
         };
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(k.entry),
-            timestamp_writes: None,
+        let mut prof = self
+            .profiler
+            .as_ref()
+            .map(|p| p.lock().unwrap_or_else(|p| p.into_inner()));
+        let slot = prof.as_mut().and_then(|p| {
+            let i = p.labels.len() as u32;
+            (i < PROFILE_MAX).then(|| {
+                p.labels
+                    .push(format!("{}:{}{}", k.shader, k.entry, k.defines.label()));
+                i
+            })
         });
+        let pass = enc.pass();
+        if let (Some(p), Some(i)) = (&prof, slot) {
+            pass.write_timestamp(&p.set, 2 * i);
+        }
         pass.set_pipeline(&key.pipeline);
         pass.set_bind_group(0, &bg, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        if let (Some(p), Some(i)) = (&prof, slot) {
+            pass.write_timestamp(&p.set, 2 * i + 1);
+        }
         self.dispatches.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -400,7 +478,17 @@ impl GpuContext {
 
     /// Submits `enc` after writing the uniform blocks its dispatches use. Every submission of
     /// recorded dispatches goes through here.
-    pub fn submit(&self, enc: wgpu::CommandEncoder) {
+    pub fn submit(&self, mut enc: Recorder) {
+        let timed = self.profiler.as_ref().map_or(0, |p| {
+            let p = p.lock().unwrap_or_else(|p| p.into_inner());
+            let n = p.labels.len() as u64;
+            if n > 0 {
+                let e = enc.encoder();
+                e.resolve_query_set(&p.set, 0..2 * n as u32, &p.resolve, 0);
+                e.copy_buffer_to_buffer(&p.resolve, 0, &p.read, 0, n * 16);
+            }
+            n
+        });
         {
             let mut a = self.params.lock().unwrap_or_else(|p| p.into_inner());
             let block = (PARAM_SLOT * PARAM_BLOCK_SLOTS) as usize;
@@ -410,6 +498,57 @@ impl GpuContext {
             a.bytes.clear();
         }
         self.queue.submit([enc.finish()]);
+        if timed > 0 {
+            self.collect_profile(timed);
+        }
+    }
+
+    /// Reads the timestamps of the `n` dispatches just submitted into the per-kernel totals.
+    fn collect_profile(&self, n: u64) {
+        let Some(p) = &self.profiler else { return };
+        let mut p = p.lock().unwrap_or_else(|p| p.into_inner());
+        let slice = p.read.slice(..n * 16);
+        slice.map_async(wgpu::MapMode::Read, |_| {});
+        if self
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .is_ok()
+        {
+            let ts: Vec<u64> = match slice.get_mapped_range() {
+                Ok(v) => bytemuck::pod_collect_to_vec(&v),
+                Err(_) => Vec::new(),
+            };
+            p.read.unmap();
+            let labels = std::mem::take(&mut p.labels);
+            let period = p.period_ns;
+            for (label, t) in labels.into_iter().zip(ts.chunks_exact(2)) {
+                let e = p.totals.entry(label).or_default();
+                e.0 += t[1].saturating_sub(t[0]) as f64 * period * 1e-9;
+                e.1 += 1;
+            }
+        }
+        p.labels.clear();
+    }
+
+    /// GPU seconds and dispatch counts per kernel since the last call (empty unless the
+    /// context was made with [`GpuOptions::profile`] on an adapter with timestamps), largest
+    /// first; the totals start over.
+    pub fn profile(&self) -> Vec<(String, f64, u64)> {
+        let Some(p) = &self.profiler else {
+            return Vec::new();
+        };
+        let mut p = p.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = p.totals.drain().map(|(k, (s, n))| (k, s, n)).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v
+    }
+
+    /// A new [`Recorder`].
+    pub fn recorder(&self) -> Recorder {
+        Recorder {
+            enc: self.device.create_command_encoder(&Default::default()),
+            pass: None,
+        }
     }
 
     /// Workgroup counts `[x, y, 1]` covering `n` groups within the per-dimension limit
@@ -427,16 +566,15 @@ impl GpuContext {
     /// Copies `bytes` of `buf` from `offset` back to the host: submits `enc` (if any) first.
     pub async fn read_bytes(
         &self,
-        enc: Option<wgpu::CommandEncoder>,
+        enc: Option<Recorder>,
         buf: &wgpu::Buffer,
         offset: u64,
         bytes: u64,
     ) -> Result<Vec<u8>> {
         let size = bytes.next_multiple_of(4).max(4);
         let staging = self.staging(size);
-        let mut enc =
-            enc.unwrap_or_else(|| self.device.create_command_encoder(&Default::default()));
-        enc.copy_buffer_to_buffer(buf, offset, &staging, 0, size);
+        let mut enc = enc.unwrap_or_else(|| self.recorder());
+        enc.copy(buf, offset, &staging, 0, size);
         self.submit(enc);
         self.map_staging(staging, bytes).await
     }
@@ -467,9 +605,14 @@ impl GpuContext {
             .slice(..)
             .map_async(wgpu::MapMode::Read, move |r| tx.send(r));
         #[cfg(not(target_arch = "wasm32"))]
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        {
+            let t = std::time::Instant::now();
+            self.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| GpuError::Readback(e.to_string()))?;
+            let ns = t.elapsed().as_nanos() as u64;
+            self.waited_ns.fetch_add(ns, Ordering::Relaxed);
+        }
         let mapped = rx.await;
         self.check()?;
         mapped
@@ -493,7 +636,7 @@ impl GpuContext {
     /// [`GpuContext::read_bytes`] as f32 (`n` values).
     pub async fn read_f32(
         &self,
-        enc: Option<wgpu::CommandEncoder>,
+        enc: Option<Recorder>,
         buf: &wgpu::Buffer,
         offset: u64,
         n: usize,
@@ -506,12 +649,56 @@ impl GpuContext {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read_f32_blocking(
         &self,
-        enc: Option<wgpu::CommandEncoder>,
+        enc: Option<Recorder>,
         buf: &wgpu::Buffer,
         offset: u64,
         n: usize,
     ) -> Result<Vec<f32>> {
         pollster::block_on(self.read_f32(enc, buf, offset, n))
+    }
+}
+
+/// GPU work being recorded: a command encoder with one compute pass kept open across
+/// dispatches (a pass per dispatch costs host time; wgpu orders the dispatches of a pass like
+/// separate passes). A copy ends the open pass.
+pub struct Recorder {
+    enc: wgpu::CommandEncoder,
+    pass: Option<wgpu::ComputePass<'static>>,
+}
+
+impl Recorder {
+    /// The open compute pass (begun if none is).
+    pub fn pass(&mut self) -> &mut wgpu::ComputePass<'static> {
+        let enc = &mut self.enc;
+        self.pass.get_or_insert_with(|| {
+            enc.begin_compute_pass(&Default::default())
+                .forget_lifetime()
+        })
+    }
+
+    /// Copies `size` bytes between buffers (after the dispatches recorded so far).
+    pub fn copy(
+        &mut self,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        size: u64,
+    ) {
+        self.pass = None;
+        self.enc
+            .copy_buffer_to_buffer(src, src_offset, dst, dst_offset, size);
+    }
+
+    /// The encoder itself (ends the open pass).
+    pub fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        self.pass = None;
+        &mut self.enc
+    }
+
+    pub fn finish(mut self) -> wgpu::CommandBuffer {
+        self.pass = None;
+        self.enc.finish()
     }
 }
 

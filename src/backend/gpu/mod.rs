@@ -15,5 +15,5 @@ pub mod ops;
 pub mod wgsl;
 
 pub use backend::{prepare_cache, GpuBackend, GpuModel, GpuTensor};
-pub use context::{GpuContext, GpuOptions, Kernel};
+pub use context::{GpuContext, GpuOptions, Kernel, Recorder};
 pub use layout::{upload, GpuWeight};

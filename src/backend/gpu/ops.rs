@@ -3,7 +3,7 @@
 //! bounds. The CPU reference of each op is in `backend::cpu` and the pairing is tested by the
 //! backend-check harness (`tests/gpu_ops.rs`).
 
-use super::context::{GpuContext, Kernel};
+use super::context::{GpuContext, Kernel, Recorder};
 use super::layout::{GpuWeight, WeightPart};
 use crate::error::{GpuError, Result};
 use crate::model::arch::Activation;
@@ -21,7 +21,7 @@ const EW_WG: u32 = 256;
 /// Records an elementwise kernel over `n` elements.
 fn elementwise(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Recorder,
     k: Kernel,
     n: usize,
     extra: [u32; 5],
@@ -36,7 +36,7 @@ fn elementwise(
 /// `x += y` over `n` elements.
 pub fn add(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Recorder,
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
     n: usize,
@@ -49,7 +49,7 @@ pub fn add(
 /// `x[r] += b` for `n` elements of rows `cols` wide.
 pub fn add_bias(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Recorder,
     x: &wgpu::Buffer,
     b: &wgpu::Buffer,
     n: usize,
@@ -63,7 +63,7 @@ pub fn add_bias(
 /// `x *= s` (`entry = "scale"`) or `x = s·tanh(x/s)` (`entry = "softcap"`).
 pub fn unary(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Recorder,
     entry: &'static str,
     x: &wgpu::Buffer,
     n: usize,
@@ -77,7 +77,7 @@ pub fn unary(
 /// `o = act(gate) ⊙ up`.
 pub fn glu(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Recorder,
     gate: &wgpu::Buffer,
     up: &wgpu::Buffer,
     o: &wgpu::Buffer,
@@ -107,7 +107,7 @@ fn act_kind(act: Activation) -> u32 {
 #[allow(clippy::too_many_arguments)]
 pub fn copy_cols(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Recorder,
     src: &wgpu::Buffer,
     src_cols: usize,
     col0: usize,
@@ -125,7 +125,7 @@ pub fn copy_cols(
 #[allow(clippy::too_many_arguments)]
 pub fn rms_norm(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Recorder,
     x: &wgpu::Buffer,
     w: Option<&wgpu::Buffer>,
     y: &wgpu::Buffer,
@@ -202,7 +202,7 @@ pub struct Fuse<'a> {
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Recorder,
     w: &GpuWeight,
     x: &wgpu::Buffer,
     tokens: usize,
@@ -271,7 +271,7 @@ pub fn matmul(
 /// `y[t] = W[ids[t]]` (`ids` a buffer of `tokens` u32, each < `w.rows`).
 pub fn embed(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Recorder,
     w: &GpuWeight,
     ids: &wgpu::Buffer,
     tokens: usize,
@@ -299,7 +299,7 @@ pub fn embed(
 /// index, NaN never chosen (all NaN: 0), as `backend::cpu::ops::argmax`.
 pub fn argmax(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Recorder,
     x: &wgpu::Buffer,
     rows: usize,
     cols: usize,

@@ -171,12 +171,17 @@ impl ModelArgs {
         if let Some(t) = self.threads {
             model.set_threads(t.max(1));
         }
+        // TERNLM_GPU_PROFILE: time every GPU dispatch (bench reports the totals per kernel).
+        let opts = GpuOptions {
+            profile: std::env::var_os("TERNLM_GPU_PROFILE").is_some(),
+            ..Default::default()
+        };
         match self.backend {
             Backend::Cpu => {}
-            Backend::Gpu => model.use_gpu(&GpuOptions::default())?,
+            Backend::Gpu => model.use_gpu(&opts)?,
             // A software adapter (lavapipe, SwiftShader) is far slower than the CPU backend:
             // `auto` takes hardware GPUs only.
-            Backend::Auto => match GpuContext::new_blocking(&GpuOptions::default()) {
+            Backend::Auto => match GpuContext::new_blocking(&opts) {
                 Ok(ctx) if ctx.adapter.device_type == "Cpu" => {
                     eprintln!(
                         "ternlm: running on the CPU (the GPU adapter {} is software)",
@@ -508,11 +513,27 @@ fn run(cli: Cli) -> ternlm::Result<()> {
             let n_vocab = m.spec().n_vocab;
             let mut cache = m.new_cache(n_prompt + n_gen);
             let prompt = bench_tokens(n_prompt.max(1), n_vocab);
+            // Warm-up (pipelines compiled, buffers allocated), as llama-bench does.
+            {
+                let mut c = m.new_cache(prompt.len() + 2);
+                let id = m.forward_argmax(&mut c, &prompt)?;
+                m.forward_argmax(&mut c, &[id])?;
+            }
+            // Per-kernel GPU time (with TERNLM_GPU_PROFILE), per prefill or per decode step.
+            let profile = |per: f64| -> serde_json::Value {
+                let p = m.gpu().map(|g| g.ctx.profile()).unwrap_or_default();
+                p.iter()
+                    .map(|(k, s, n)| serde_json::json!([k, s * 1e3 / per, *n as f64 / per]))
+                    .collect()
+            };
+            profile(1.0);
             // Greedy: on the GPU only the argmax id comes back each step.
             let t0 = Instant::now();
             let mut next = m.forward_argmax(&mut cache, &prompt)?;
             let prefill = t0.elapsed().as_secs_f64();
+            let prefill_profile = profile(1.0);
             let dispatches_before_decode = m.gpu().map_or(0, |g| g.ctx.dispatch_count());
+            let waited_before_decode = m.gpu().map_or(0.0, |g| g.ctx.waited_s());
             let t1 = Instant::now();
             for _ in 0..n_gen {
                 next = m.forward_argmax(&mut cache, &[next])?;
@@ -533,6 +554,16 @@ fn run(cli: Cli) -> ternlm::Result<()> {
                 report["weight_bytes"] = g.weight_bytes().into();
                 report["dispatches_per_token"] = per_token.into();
                 report["effective_gb_s"] = gb_s.into();
+                // Per decode step: waiting for the GPU, and the rest (recording, host work).
+                let wait = (g.ctx.waited_s() - waited_before_decode) / n_gen.max(1) as f64;
+                report["gpu_wait_ms_per_token"] = (wait * 1e3).into();
+                report["host_ms_per_token"] = ((decode / n_gen.max(1) as f64 - wait) * 1e3).into();
+                let decode_profile = profile(n_gen.max(1) as f64);
+                if decode_profile.as_array().is_some_and(|a| !a.is_empty()) {
+                    // [kernel, GPU ms, dispatches]: for the whole prefill, per decode step.
+                    report["gpu_profile_prefill"] = prefill_profile;
+                    report["gpu_profile_decode"] = decode_profile;
+                }
             }
             println!("{report}");
         }
