@@ -587,19 +587,18 @@ fn smollm2_template_end_token_is_eog() {
     assert!(e.chat_template().unwrap().source().contains("<|im_end|>"));
 }
 
-/// End to end on SmolLM2 (slow in debug builds: run with `--release -- --ignored`): a chat turn
-/// answers, stops on `<|im_end|>`, and the next turn reuses the cached conversation.
+/// End to end on SmolLM2 (fetched by `scripts/fetch-models.sh`; a missing model fails): a chat
+/// turn answers, stops on `<|im_end|>`, and the next turn reuses the cached conversation.
 #[test]
-#[ignore]
 fn smollm2_chat_answers_and_reuses_the_conversation() {
     let path = format!(
         "{}/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf",
         env!("CARGO_MANIFEST_DIR")
     );
-    if !Path::new(&path).exists() {
-        eprintln!("skipped: {path} not found");
-        return;
-    }
+    assert!(
+        Path::new(&path).exists(),
+        "{path} not found: run scripts/fetch-models.sh"
+    );
     let e = Engine::from_file(Path::new(&path)).unwrap();
     let mut s = e
         .session(SessionOptions {
