@@ -86,6 +86,11 @@ GQA (group > 1). The 32-block families other than tiny-llama use n_embd 96 or
       bytes, MSB-first 128-element/32-byte interleave, 32-byte trailer holding
       the f32 scale) and general.file_type 40 (the BitNet fork's
       LLAMA_FTYPE_MOSTLY_I2_S); upstream llama.cpp cannot load it.
+  tiny-bitnet25-tq2_0
+      arch bitnet-25 (the BitNet fork's 2B-4T: ReLU²-gated FFN), otherwise as
+      tiny-bitnet-tq2_0 with its own weights (seed 1012) and rope base 5e5.
+      Upstream llama.cpp does not know the architecture: its golden logits come
+      from scripts/ref_bitnet.py (numpy, f64).
 """
 from __future__ import annotations
 
@@ -224,13 +229,15 @@ class Cfg:
         self.head_dim = head_dim if head_dim is not None else n_embd // n_head
         self.key_length, self.rope_dim, self.extra_kv = key_length, rope_dim, list(extra_kv)
         self.qkv_bias, self.qk_norm, self.post_norms = qkv_bias, qk_norm, post_norms
-        self.sub_norms = arch == "bitnet"
+        self.sub_norms = arch in ("bitnet", "bitnet-25")
         self.llama3 = llama3
 
 
 TINY = Cfg("llama", 64, 192, 2, 4, 2, tied=False, seed=1001)
 TINY256 = Cfg("llama", 256, 512, 2, 4, 2, tied=True, seed=1002)
 BITNET = Cfg("bitnet", 256, 512, 2, 4, 2, tied=True, seed=1003)
+# The BitNet fork's 2B-4T architecture (ReLU²): no llama.cpp oracle, scripts/ref_bitnet.py is.
+BITNET25 = Cfg("bitnet-25", 256, 512, 2, 4, 2, tied=True, seed=1012, rope_base=500000.0)
 
 # llama with Llama-3 RoPE scaling baked into rope_freqs.weight. With head_dim
 # 16 and base 10000 the 8 wavelengths are 6.3 .. 19869; original context 64
@@ -502,6 +509,9 @@ def main() -> int:
         p = out / f"tiny-bitnet-{kind}.gguf"
         write_bitnet(BITNET, p, kind)
         written.append(p)
+    p = out / "tiny-bitnet25-tq2_0.gguf"
+    write_bitnet(BITNET25, p, "tq2_0")
+    written.append(p)
 
     tmp = None
     if args.scratch is not None or args.llama_quantize is not None:

@@ -113,6 +113,7 @@ fail=0
 for m in "$FIX"/*.gguf; do
     case "$(basename "$m")" in
         tiny-bitnet-i2_s.gguf) continue ;;               # fork-only type 36
+        tiny-bitnet25-tq2_0.gguf) continue ;;            # fork-only architecture
         tiny-split-0000[2-9]-of-*.gguf) continue ;;       # loaded via the first split
     esac
     if "$BIN/llama-simple" -m "$m" -n 4 "hello the world" >/dev/null 2>&1; then
@@ -135,6 +136,9 @@ tools/golden/build.sh "$LLAMA_SRC" "$GOLDEN_BIN"
 # ---- 8. logit goldens -----------------------------------------------------
 "$PY" scripts/gen_logit_golden.py "$GOLDEN_BIN" "$FIX" tests/data/golden \
     --extra-model "$SCRATCH/tiny-bitnet-f32.gguf" --real-models "$MODELS"
+# bitnet-25 has no llama.cpp: a numpy reference, first checked against llama.cpp on bitnet.
+"$PY" scripts/ref_bitnet.py tests/data/golden/logits "$FIX/tiny-bitnet25-tq2_0.gguf" \
+    --check tests/data/golden/logits/tiny-bitnet-f32.json "$SCRATCH/tiny-bitnet-f32.gguf"
 
 # ---- 9. tokenizer vocabulary goldens (llama.cpp's detokenizer, special handling) ----
 TERNLM_CACHE="$CACHE_DIR" scripts/gen_vocab_golden.sh "$LLAMA_SRC"
