@@ -6,7 +6,8 @@
 //!   runner-up is clear ([`CLEAR_LEAD`]), at least 99% of all steps must agree, and the top-20
 //!   logits must agree within the quantized NMSE bound (5e-3);
 //! - free greedy decoding (cached, one token per call): the ids match llama.cpp's up to the
-//!   first step whose reference lead is not clear.
+//!   first step whose reference lead is not clear;
+//! - the GPU backend (lavapipe in CI) against the CPU with f32 activations on the first prompt.
 //!
 //! Both run with [`BatchOrder::LlamaCpp`], llama.cpp's summation order for batched attention
 //! (the default, batch-invariant order computes the prompt as if decoded token by token:
@@ -19,6 +20,8 @@
 mod model_util;
 
 use model_util::*;
+use ternlm::backend::cpu::Kernel;
+use ternlm::backend::gpu::GpuOptions;
 use ternlm::backend::BatchOrder;
 use ternlm::model::{LogitsFor, Model};
 
@@ -142,5 +145,32 @@ fn greedy_continuation_matches_llama_cpp() {
             }
         }
         eprintln!("{name}: greedy ids equal per prompt: {}", report.join(", "));
+    }
+}
+
+/// The GPU backend on the real files (lavapipe in CI): logits at every position of the first
+/// prompt's first 8 tokens equal the CPU's with f32 activations (`Kernel::Reference`) to
+/// NMSE 1e-8, with the same top-1 everywhere.
+#[test]
+fn gpu_logits_match_cpu_on_real_models() {
+    for (mut m, g) in cases() {
+        let name = g["model"].as_str().unwrap().to_string();
+        let prompt = ids(&g["prompts"][0]["prompt_ids"]);
+        let toks = &prompt[..8.min(prompt.len())];
+        m.set_kernel(Kernel::Reference);
+        let cpu = m
+            .forward(&mut m.new_cache(8), toks, LogitsFor::All)
+            .unwrap();
+        m.use_gpu(&GpuOptions::default()).unwrap();
+        let gpu = m
+            .forward(&mut m.new_cache(8), toks, LogitsFor::All)
+            .unwrap();
+        let s = compare(&gpu, &cpu, m.spec().n_vocab, 1e-8);
+        eprintln!(
+            "{name}: GPU vs CPU NMSE {:.2e}, top-1 {}/{}",
+            s.nmse, s.agree, s.positions
+        );
+        assert!(s.nmse <= 1e-8, "{name}: NMSE {:e}", s.nmse);
+        assert_eq!(s.agree, s.positions, "{name}: top-1");
     }
 }
