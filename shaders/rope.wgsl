@@ -19,6 +19,20 @@ struct Params {
     pad: u32,
 }
 
+// The two indices of pair `pair` of the head starting at `base`: adjacent (Norm) or `half`
+// apart (Neox).
+fn pair_of(base: u32, pair: u32, half: u32, neox: bool) -> vec2<u32> {
+    if (neox) {
+        return vec2<u32>(base + pair, base + pair + half);
+    }
+    return vec2<u32>(base + 2u * pair, base + 2u * pair + 1u);
+}
+
+// (x0, x1) rotated by (cos, sin) = cs, in the FMA form of the CPU reference.
+fn rotate(x0: f32, x1: f32, cs: vec2<f32>) -> vec2<f32> {
+    return vec2<f32>(fma(x0, cs.x, -(x1 * cs.y)), fma(x0, cs.y, x1 * cs.x));
+}
+
 #ifdef ROPE
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;  // [tokens, n_heads·head_dim]
@@ -33,19 +47,11 @@ fn rope(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let pair = i % p.half;
     let th = i / p.half;  // t · n_heads + head
     let t = th / p.n_heads;
-    let c = cs[((p.pos0 + t) * p.half + pair) * 2u];
-    let s = cs[((p.pos0 + t) * p.half + pair) * 2u + 1u];
-    let base = th * p.head_dim;
-    var a = base + 2u * pair;
-    var b = a + 1u;
-    if (p.neox != 0u) {
-        a = base + pair;
-        b = a + p.half;
-    }
-    let x0 = x[a];
-    let x1 = x[b];
-    x[a] = fma(x0, c, -(x1 * s));
-    x[b] = fma(x0, s, x1 * c);
+    let at = ((p.pos0 + t) * p.half + pair) * 2u;
+    let ab = pair_of(th * p.head_dim, pair, p.half, p.neox != 0u);
+    let r = rotate(x[ab.x], x[ab.y], vec2<f32>(cs[at], cs[at + 1u]));
+    x[ab.x] = r.x;
+    x[ab.y] = r.y;
 }
 #endif
 
@@ -87,18 +93,10 @@ fn rope_kv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     if (i < kp.nq) {
         let pair = i % kp.half;
         let th = i / kp.half;
-        let cs2 = cos_sin(th / kp.n_head, pair);
-        let base = th * kp.head_dim;
-        var a = base + 2u * pair;
-        var b = a + 1u;
-        if (kp.neox != 0u) {
-            a = base + pair;
-            b = a + kp.half;
-        }
-        let x0 = q[a];
-        let x1 = q[b];
-        q[a] = fma(x0, cs2.x, -(x1 * cs2.y));
-        q[b] = fma(x0, cs2.y, x1 * cs2.x);
+        let ab = pair_of(th * kp.head_dim, pair, kp.half, kp.neox != 0u);
+        let r = rotate(q[ab.x], q[ab.y], cos_sin(th / kp.n_head, pair));
+        q[ab.x] = r.x;
+        q[ab.y] = r.y;
         return;
     }
     i -= kp.nq;
@@ -121,11 +119,10 @@ fn rope_kv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
                 pair = d / 2u;
                 other = select(i - 1u, i + 1u, first);
             }
-            let cs2 = cos_sin(t, pair);
             if (first) {
-                val = fma(val, cs2.x, -(k[other] * cs2.y));
+                val = rotate(val, k[other], cos_sin(t, pair)).x;
             } else {
-                val = fma(k[other], cs2.y, val * cs2.x);
+                val = rotate(k[other], val, cos_sin(t, pair)).y;
             }
         }
         kc[(kp.pos0 + t) * kp.k_cols + i % kp.k_cols] = val;

@@ -40,6 +40,19 @@ pub fn rope_table(
     ctx.storage_init("rope_table", bytemuck::cast_slice(&table))
 }
 
+/// A [`rope_table`] of `n_rot` rotated dims must cover positions `< n_pos`.
+fn check_table(table: &wgpu::Buffer, n_pos: usize, n_rot: usize) -> Result<()> {
+    let need = (n_pos * n_rot * 4) as u64;
+    if table.size() < need {
+        return Err(GpuError::Validation(format!(
+            "rope table of {} bytes does not cover positions < {n_pos} ({need} bytes)",
+            table.size()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// Rotates in place rows `x[tokens][n_heads·head_dim]`; row `t` is at position `pos0 + t`; the
 /// first `n_rot` dims of each head, adjacent pairs (`Norm`) or halves (`Neox`). `table` is a
 /// [`rope_table`] covering positions up to `pos0 + tokens`.
@@ -61,15 +74,7 @@ pub fn rope(
     if tokens == 0 || half == 0 || n_heads == 0 {
         return Ok(());
     }
-    let need = ((pos0 + tokens) * n_rot * 4) as u64;
-    if table.size() < need {
-        return Err(GpuError::Validation(format!(
-            "rope table of {} bytes does not cover positions < {} ({need} bytes)",
-            table.size(),
-            pos0 + tokens
-        ))
-        .into());
-    }
+    check_table(table, pos0 + tokens, n_rot)?;
     let n = tokens * n_heads * half;
     let grid = ctx.grid((n as u32).div_ceil(ROPE_WG));
     let p = params(&[
@@ -113,14 +118,8 @@ pub fn rope_kv(
 ) -> Result<()> {
     debug_assert!(n_rot.is_multiple_of(2) && n_rot <= head_dim);
     let half = n_rot / 2;
-    let need = ((pos0 + tokens) * n_rot * 4) as u64;
-    if table.size() < need.max(4) && half > 0 {
-        return Err(GpuError::Validation(format!(
-            "rope table of {} bytes does not cover positions < {}",
-            table.size(),
-            pos0 + tokens
-        ))
-        .into());
+    if half > 0 {
+        check_table(table, pos0 + tokens, n_rot)?;
     }
     let nq = tokens * n_head * half;
     let n = nq + tokens * (k_cols + v_cols);

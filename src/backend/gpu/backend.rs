@@ -188,6 +188,31 @@ impl GpuModel {
     }
 }
 
+/// The buffer kept in `slot`, replaced by a larger one when it holds fewer than `bytes`.
+fn reusable(
+    ctx: &GpuContext,
+    slot: &Mutex<Option<wgpu::Buffer>>,
+    label: &str,
+    bytes: u64,
+) -> wgpu::Buffer {
+    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    match slot.as_ref().filter(|b| b.size() >= bytes) {
+        Some(b) => b.clone(),
+        None => slot
+            .insert(ctx.storage(label, bytes.next_multiple_of(1024)))
+            .clone(),
+    }
+}
+
+/// The GPU copy of a cache ([`prepare_cache`] makes it before every GPU forward).
+fn gpu_kv(cache: &KvCache) -> Result<&GpuKv> {
+    cache
+        .gpu
+        .kv
+        .as_ref()
+        .ok_or_else(|| GpuError::Validation("KV cache not on the GPU".into()).into())
+}
+
 /// The name of a layer's gate+up weight (`<gate>+up`).
 fn glu_name(gate: &Weight) -> String {
     format!("{}+up", gate.name)
@@ -326,13 +351,8 @@ impl<'a> GpuBackend<'a> {
                 at.push(bytes);
                 bytes += (rows * (kr + vr) * 4) as u64;
             }
-            let mut slot = self.m.kv_out.lock().unwrap_or_else(|p| p.into_inner());
-            let buf = match slot.as_ref().filter(|b| b.size() >= bytes) {
-                Some(b) => b.clone(),
-                None => slot.insert(self.ctx().storage("kv_out", bytes)).clone(),
-            };
             KvOut {
-                buf,
+                buf: reusable(self.ctx(), &self.m.kv_out, "kv_out", bytes),
                 at,
                 bytes,
                 host: None,
@@ -459,17 +479,8 @@ impl Backend for GpuBackend<'_> {
     fn embed(&self, w: &Weight, ids: &[u32]) -> Result<GpuTensor> {
         let gw = self.m.weight(w)?;
         let y = self.tensor(ids.len(), gw.cols);
-        let idb = {
-            // Written by the queue before the chunk runs: only the embedding reads it.
-            let mut slot = self.m.ids.lock().unwrap_or_else(|p| p.into_inner());
-            let need = (ids.len() * 4) as u64;
-            match slot.as_ref().filter(|b| b.size() >= need) {
-                Some(b) => b.clone(),
-                None => slot
-                    .insert(self.ctx().storage("ids", need.next_multiple_of(1024)))
-                    .clone(),
-            }
-        };
+        // Written by the queue before the chunk runs: only the embedding reads it.
+        let idb = reusable(self.ctx(), &self.m.ids, "ids", (ids.len() * 4) as u64);
         self.ctx().write(&idb, 0, bytemuck::cast_slice(ids));
         self.rec(|c, e| ops::embed(c, e, gw, &idb, ids.len(), &y.buf));
         Ok(y)
@@ -521,11 +532,12 @@ impl Backend for GpuBackend<'_> {
         k: &GpuTensor,
         v: &GpuTensor,
     ) {
-        let Some(kv) = cache.gpu.kv.as_ref() else {
-            self.err
-                .borrow_mut()
-                .get_or_insert(GpuError::Validation("KV cache not on the GPU".into()).into());
-            return;
+        let kv = match gpu_kv(cache) {
+            Ok(kv) => kv,
+            Err(e) => {
+                self.err.borrow_mut().get_or_insert(e);
+                return;
+            }
         };
         let (kb, vb) = ((k.rows * k.cols * 4) as u64, (v.rows * v.cols * 4) as u64);
         let Some((out, at)) = self.kv_out_rows(cache, layer, pos0, k.rows) else {
@@ -553,11 +565,7 @@ impl Backend for GpuBackend<'_> {
             return;
         };
         self.rec(|c, e| {
-            let kv = cache
-                .gpu
-                .kv
-                .as_ref()
-                .ok_or_else(|| GpuError::Validation("KV cache not on the GPU".into()))?;
+            let kv = gpu_kv(cache)?;
             let dest = attn::KvDest {
                 k: &kv.k[layer],
                 v: &kv.v[layer],
@@ -583,11 +591,7 @@ impl Backend for GpuBackend<'_> {
         let o = self.tensor(q.rows, p.n_head * p.head_dim_v);
         let scratch = self.tensor(1, attn::attention_splits(q.rows, pos0, p).2.max(1));
         self.rec(|c, e| {
-            let kv = cache
-                .gpu
-                .kv
-                .as_ref()
-                .ok_or_else(|| GpuError::Validation("KV cache not on the GPU".into()))?;
+            let kv = gpu_kv(cache)?;
             attn::attention(
                 c,
                 e,
