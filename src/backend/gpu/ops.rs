@@ -95,7 +95,7 @@ pub fn glu(
 }
 
 /// common.wgsl's `activation` kind.
-fn act_kind(act: Activation) -> u32 {
+pub(super) fn act_kind(act: Activation) -> u32 {
     match act {
         Activation::Silu => 0,
         Activation::GeluTanh => 1,
@@ -211,6 +211,9 @@ pub fn matmul(
     col0: usize,
     fuse: Fuse,
 ) -> Result<()> {
+    if tokens >= super::gemm::GEMM_MIN_TOKENS {
+        return super::gemm::gemm(ctx, enc, w, x, tokens, y, y_cols, col0, fuse);
+    }
     let mut k = Kernel::new("matmul", "matmul")
         .def("MATMUL", 1)
         .def(&w.define(), 1);

@@ -22,6 +22,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("rms_norm", include_str!("../../../shaders/rms_norm.wgsl")),
     ("dequant", include_str!("../../../shaders/dequant.wgsl")),
     ("matmul", include_str!("../../../shaders/matmul.wgsl")),
+    ("gemm", include_str!("../../../shaders/gemm.wgsl")),
     ("rope", include_str!("../../../shaders/rope.wgsl")),
     ("attention", include_str!("../../../shaders/attention.wgsl")),
     ("argmax", include_str!("../../../shaders/argmax.wgsl")),

@@ -1,0 +1,266 @@
+//! The prefill GEMM (shaders/gemm.wgsl, `backend::gpu::gemm`) against the CPU decoders and
+//! references: every weight type, odd shapes (rows not a multiple of the 128-row tile, tokens
+//! not a multiple of the 64-token tile, columns not a multiple of the 16-column step for the
+//! plain types and not of 256 for the legacy blocks), weights split into row parts, and every
+//! fusion (NORM, GLU, RESIDUAL, row ranges, NORM with RESIDUAL) with and without subgroups;
+//! poisoned outputs and sentinels (tests/gpu_util). Also checks that `ops::matmul` routes
+//! multi-token work here.
+
+mod gpu_util;
+
+use gpu_util::*;
+use ternlm::backend::cpu::ops as cpu;
+use ternlm::backend::gpu::gemm::{gemm, GEMM_MIN_TOKENS};
+use ternlm::backend::gpu::{ops, upload, GpuContext, GpuOptions, GpuWeight};
+use ternlm::model::arch::Activation;
+use ternlm::quant::{GgmlType, TensorView};
+
+/// Exact dequantization, f32 accumulation (testing.md §3).
+const BOUND: f64 = 1e-7;
+
+/// Token counts: below, at and across the 64-token tile, and one that `ops::matmul` routes
+/// through matmul.wgsl (1).
+const TOKENS: [usize; 5] = [1, 3, 17, 64, 70];
+
+/// `y = W·x` by gemm (or by `ops::matmul` when `routed`) on fresh inputs, against the f64
+/// reference of the decoded weights; returns the NMSE.
+#[allow(clippy::too_many_arguments)]
+fn run_plain(
+    ctx: &GpuContext,
+    rng: &mut Rng,
+    v: &TensorView,
+    w: &GpuWeight,
+    tokens: usize,
+    routed: bool,
+    case: &str,
+) -> f64 {
+    let (cols, rows) = (v.ncols(), v.nrows());
+    let x = rng.values(tokens * cols);
+    let y = poisoned(ctx, tokens * rows);
+    let mut enc = encoder(ctx);
+    let xb = upload_f32(ctx, &x);
+    let f = if routed { ops::matmul } else { gemm };
+    f(
+        ctx,
+        &mut enc,
+        w,
+        &xb,
+        tokens,
+        &y,
+        rows,
+        0,
+        Default::default(),
+    )
+    .unwrap();
+    let got = finish(ctx, enc, &y, tokens * rows);
+    let e = nmse(case, &got, &reference_matmul(v, &x, tokens));
+    assert!(e <= BOUND, "{case}: NMSE {e:e} > {BOUND:e}");
+    e
+}
+
+/// Every shape and token count of one type, whole and split into row parts (a binding limit of
+/// a few rows, or about 130 for 256 rows or more: T2R parts are whole 128-row multiples).
+fn types(tys: &[GgmlType], shapes: &[(usize, usize)]) {
+    for &ty in tys {
+        let mut rng = Rng::new(ty as u64 + 500);
+        let mut worst = 0f64;
+        for split in [false, true] {
+            for &(cols, rows) in shapes {
+                let data = random_tensor(&mut rng, ty, cols, rows);
+                let v = TensorView::new("w", ty, &[cols as u64, rows as u64], &data).unwrap();
+                let row_bytes = data.len() / rows + cols / 4 + 16;
+                let part_rows = if rows >= 256 { 130 } else { 3 };
+                let limit = (row_bytes * part_rows).next_multiple_of(256);
+                let ctx = ctx_with(&GpuOptions {
+                    max_binding_size: split.then_some(limit as u64),
+                    no_subgroups: split,
+                    ..Default::default()
+                });
+                let w = upload(&ctx, &v).unwrap();
+                if split && data.len() > limit {
+                    assert!(w.parts.len() > 1, "{ty:?} {cols}x{rows}: split");
+                }
+                for tokens in TOKENS {
+                    let case = format!("gemm {ty:?} {cols}x{rows} t{tokens} split={split}");
+                    worst = worst.max(run_plain(&ctx, &mut rng, &v, &w, tokens, false, &case));
+                }
+            }
+        }
+        eprintln!("{ty:?}: worst gemm NMSE {worst:.3e}");
+    }
+}
+
+#[test]
+fn gemm_plain_types() {
+    use GgmlType::*;
+    types(&[F32, F16, BF16], &[(1, 1), (37, 131), (70, 9), (272, 129)]);
+}
+
+#[test]
+fn gemm_legacy_blocks() {
+    use GgmlType::*;
+    types(
+        &[Q4_0, Q4_1, Q5_0, Q5_1, Q8_0],
+        &[(32, 5), (96, 131), (608, 77)],
+    );
+}
+
+#[test]
+fn gemm_k_quants() {
+    use GgmlType::*;
+    types(
+        &[Q2_K, Q3_K, Q4_K, Q5_K, Q6_K],
+        &[(256, 5), (768, 131), (512, 301)],
+    );
+}
+
+#[test]
+fn gemm_ternary() {
+    use GgmlType::*;
+    types(&[TQ1_0, TQ2_0], &[(256, 5), (768, 301)]);
+    // K % 256 = 128 leaves a pad chunk in T2R; the I2_S tensor scale is the kernel multiplier.
+    types(&[I2_S], &[(384, 131), (768, 301)]);
+}
+
+/// `ops::matmul` takes the GEMM from GEMM_MIN_TOKENS tokens on (and matmul.wgsl below): both
+/// sides of the threshold agree with the reference.
+#[test]
+fn matmul_routes_prefill_to_gemm() {
+    let ctx = ctx();
+    let mut rng = Rng::new(77);
+    let ty = GgmlType::Q4_K;
+    let (cols, rows) = (512, 200);
+    let data = random_tensor(&mut rng, ty, cols, rows);
+    let v = TensorView::new("w", ty, &[cols as u64, rows as u64], &data).unwrap();
+    let w = upload(&ctx, &v).unwrap();
+    for tokens in [GEMM_MIN_TOKENS - 1, GEMM_MIN_TOKENS, 100] {
+        let case = format!("matmul {ty:?} t{tokens}");
+        run_plain(&ctx, &mut rng, &v, &w, tokens, true, &case);
+    }
+}
+
+/// gemm.wgsl's fusions against the unfused CPU references, with and without subgroups.
+#[test]
+fn gemm_fusions_match_reference() {
+    for no_subgroups in [false, true] {
+        let ctx = ctx_with(&GpuOptions {
+            no_subgroups,
+            ..Default::default()
+        });
+        eprintln!("subgroups: {}", ctx.subgroups);
+        fusions(&ctx);
+    }
+}
+
+fn fusions(ctx: &GpuContext) {
+    let mut rng = Rng::new(41);
+    // n rows per half: 70 is past one 64-output GLU tile, 131 past one 128-row tile.
+    for (ty, cols, n) in [
+        (GgmlType::F32, 70, 70),
+        (GgmlType::Q4_0, 96, 13),
+        (GgmlType::Q4_K, 256, 131),
+        (GgmlType::Q6_K, 512, 70),
+        (GgmlType::TQ2_0, 512, 70),
+    ] {
+        let bytes = random_tensor(&mut rng, ty, cols, 2 * n);
+        let v = TensorView::new("w", ty, &[cols as u64, 2 * n as u64], &bytes).unwrap();
+        let w = upload(ctx, &v).unwrap();
+        let half = |i: usize| {
+            let rb = bytes.len() / (2 * n);
+            let b = &bytes[i * n * rb..(i + 1) * n * rb];
+            TensorView::new("h", ty, &[cols as u64, n as u64], b).unwrap()
+        };
+        for tokens in [3usize, 70] {
+            let case = format!("{ty:?} {cols}x{n} t{tokens}");
+            let x = rng.values(tokens * cols);
+            let nw: Vec<f32> = (0..cols).map(|_| 1.0 + 0.3 * rng.value()).collect();
+            let eps = 1e-5;
+            let mut xn = vec![0f32; x.len()];
+            cpu::rms_norm(&x, Some(&nw), cols, eps, &mut xn);
+            let (xb, nwb) = (upload_f32(ctx, &x), upload_f32(ctx, &nw));
+            let run = |fuse: ops::Fuse, y: &wgpu::Buffer, y_cols: usize| {
+                let mut enc = encoder(ctx);
+                gemm(ctx, &mut enc, &w, &xb, tokens, y, y_cols, 0, fuse).unwrap();
+                finish(ctx, enc, y, tokens * y_cols)
+            };
+            let norm = Some((&nwb, eps));
+            let fuse = ops::Fuse::default;
+
+            // NORM over all 2n rows.
+            let y = poisoned(ctx, tokens * 2 * n);
+            let got = run(ops::Fuse { norm, ..fuse() }, &y, 2 * n);
+            let want = reference_matmul(&v, &xn, tokens);
+            check(&format!("norm {case}"), &got, &want, BOUND);
+
+            // Row range: the up half alone, on the plain input.
+            let y = poisoned(ctx, tokens * n);
+            let rows = Some((n, n));
+            let got = run(ops::Fuse { rows, ..fuse() }, &y, n);
+            let want = reference_matmul(&half(1), &x, tokens);
+            check(&format!("rows {case}"), &got, &want, BOUND);
+
+            // NORM + GLU, every activation.
+            let (g, u) = (
+                reference_matmul(&half(0), &xn, tokens),
+                reference_matmul(&half(1), &xn, tokens),
+            );
+            for act in [Activation::Silu, Activation::GeluTanh, Activation::Relu2] {
+                let y = poisoned(ctx, tokens * n);
+                let glu = Some(act);
+                let got = run(
+                    ops::Fuse {
+                        norm,
+                        glu,
+                        ..fuse()
+                    },
+                    &y,
+                    n,
+                );
+                let mut want = vec![0f32; g.len()];
+                cpu::glu(&g, &u, act, &mut want);
+                check(&format!("glu {act:?} {case}"), &got, &want, BOUND);
+            }
+
+            // RESIDUAL (plain and with NORM: BitNet's sub-norm before wo/down) onto random
+            // values, and into a wider output at a column offset (the other columns untouched).
+            for with_norm in [false, true] {
+                let y_cols = 2 * n + 5;
+                let y0 = rng.values(tokens * y_cols);
+                let mut init = y0.clone();
+                init.extend(std::iter::repeat_n(f32::from_bits(SENTINEL), GUARD));
+                let y = upload_f32(ctx, &init);
+                let f = ops::Fuse {
+                    residual: true,
+                    norm: if with_norm { norm } else { None },
+                    ..fuse()
+                };
+                let mut enc = encoder(ctx);
+                gemm(ctx, &mut enc, &w, &xb, tokens, &y, y_cols, 3, f).unwrap();
+                let got = finish(ctx, enc, &y, tokens * y_cols);
+                let prod = reference_matmul(&v, if with_norm { &xn } else { &x }, tokens);
+                let mut want = y0.clone();
+                for t in 0..tokens {
+                    for r in 0..2 * n {
+                        want[t * y_cols + 3 + r] += prod[t * 2 * n + r];
+                    }
+                }
+                check(
+                    &format!("residual norm={with_norm} {case}"),
+                    &got,
+                    &want,
+                    BOUND,
+                );
+            }
+        }
+    }
+    // A GLU over a weight of an odd row count is refused.
+    let bytes = random_tensor(&mut rng, GgmlType::F32, 8, 3);
+    let v = TensorView::new("w", GgmlType::F32, &[8, 3], &bytes).unwrap();
+    let w = upload(ctx, &v).unwrap();
+    let (x, y) = (upload_f32(ctx, &[0.0; 8 * 20]), poisoned(ctx, 20));
+    let fuse = ops::Fuse {
+        glu: Some(Activation::Silu),
+        ..Default::default()
+    };
+    assert!(gemm(ctx, &mut encoder(ctx), &w, &x, 20, &y, 1, 0, fuse).is_err());
+}
