@@ -1,4 +1,4 @@
-// Causal attention of query rows over the f32 KV cache (attn::attention), with GQA and an
+// Causal attention of query rows over the KV cache (f16 pairs or f32, kv.wgsl) (attn::attention), with GQA and an
 // optional sliding window. The CPU reference is backend::cpu::ops::attend.
 //
 // Split-K: the visible keys [lo, pos] of a (token, query head) are cut into `n_splits` runs of
@@ -39,9 +39,12 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 #ifdef ATTENTION
+#define KV_READ 1
+#include "kv"
 @group(0) @binding(1) var<storage, read> q: array<f32>;        // [tokens, n_head·head_dim]
-@group(0) @binding(2) var<storage, read> k: array<f32>;        // [capacity, k_row], rows < pos0 + tokens valid
-@group(0) @binding(3) var<storage, read> v: array<f32>;        // [capacity, v_row]
+// The KV cache (kv.wgsl: f16 pairs or f32), rows of kv_stride(k_row) / kv_stride(v_row) elements
+@group(0) @binding(2) var<storage, read> kc: array<kv_word>;   // [capacity, k_row], rows < pos0 + tokens valid
+@group(0) @binding(3) var<storage, read> vc: array<kv_word>;   // [capacity, v_row]
 @group(0) @binding(4) var<storage, read_write> o: array<f32>;  // [tokens, n_head·head_dim_v]
 // [tokens·n_head, n_splits, 2 + head_dim_v]: m, l, Σ p·v of each split (n_splits > 1)
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
@@ -80,26 +83,28 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     workgroupBarrier();
 
     let hd4 = p.head_dim & ~3u;
+    let ks = kv_stride(p.k_row);
+    let vs = kv_stride(p.v_row);
     var m = -3.0e38;  // running max (finite, so the first rescale is exp(−huge) = 0, never NaN)
     var l = 0.0;      // running Σ exp(s − m)
     var acc: array<f32, DPT>;
     for (var j0 = 0u; j0 < n; j0 += WG) {
         let nb = min(WG, n - j0);
         if (lid < nb) {
-            let kr = (lo + j0 + lid) * p.k_row + kb;
+            let kr = (lo + j0 + lid) * ks + kb;
             // Four partial sums: independent FMA chains.
             var s0 = 0.0;
             var s1 = 0.0;
             var s2 = 0.0;
             var s3 = 0.0;
             for (var d = 0u; d < hd4; d += 4u) {
-                s0 = fma(qs[d], k[kr + d], s0);
-                s1 = fma(qs[d + 1u], k[kr + d + 1u], s1);
-                s2 = fma(qs[d + 2u], k[kr + d + 2u], s2);
-                s3 = fma(qs[d + 3u], k[kr + d + 3u], s3);
+                s0 = fma(qs[d], kv_k(kr + d), s0);
+                s1 = fma(qs[d + 1u], kv_k(kr + d + 1u), s1);
+                s2 = fma(qs[d + 2u], kv_k(kr + d + 2u), s2);
+                s3 = fma(qs[d + 3u], kv_k(kr + d + 3u), s3);
             }
             for (var d = hd4; d < p.head_dim; d++) {
-                s0 = fma(qs[d], k[kr + d], s0);
+                s0 = fma(qs[d], kv_k(kr + d), s0);
             }
             sc[lid] = ((s0 + s1) + (s2 + s3)) * p.scale;
         }
@@ -124,11 +129,11 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         for (var j = 0u; j < nb; j++) {
             let w = pw[j];
             l += w;
-            let vr = (lo + j0 + j) * p.v_row + vb;
+            let vr = (lo + j0 + j) * vs + vb;
             for (var e = 0u; e < DPT; e++) {
                 let d = lid + e * WG;
                 if (d < p.head_dim_v) {
-                    acc[e] = fma(w, v[vr + d], acc[e]);
+                    acc[e] = fma(w, kv_v(vr + d), acc[e]);
                 }
             }
         }

@@ -56,11 +56,14 @@ fn rope(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 #endif
 
 #ifdef ROPE_KV
-// RoPE of q in place and of k into the KV cache, v copied into the cache, both also into the
-// chunk's K/V rows (backend.rs KvOut), in one dispatch: threads [0, nq) rotate q pairs, then
-// one thread per K element, then one per V element.
+// The KV write of a chunk: k (rotated when ROTATE) and v into the cache rows at pos0.., stored
+// as kv.wgsl says (f16 pairs or f32); with ROTATE also q rotated in place, in one dispatch:
+// threads [0, nq) rotate q pairs, then one thread per cache word of the chunk's K rows, then one
+// per word of its V rows (a word holds KV_PER_WORD elements, so no two threads share one).
+#include "kv"
+
 struct KvParams {
-    nq: u32,         // q pairs: tokens · n_head · half
+    nq: u32,         // q pairs: tokens · n_head · half (0 without ROTATE)
     n_head: u32,
     head_dim: u32,
     half: u32,
@@ -70,26 +73,73 @@ struct KvParams {
     k_cols: u32,     // n_head_kv · head_dim
     v_cols: u32,
     tokens: u32,
-    out_k: u32,      // word offset of this layer's K rows in `out` (V rows follow)
     n_rot: u32,      // rotated dims per head (2·half; `half` is 1 when none are)
+    pad: u32,
 }
 @group(0) @binding(0) var<uniform> kp: KvParams;
-@group(0) @binding(1) var<storage, read_write> q: array<f32>;   // [tokens, n_head·head_dim]
-@group(0) @binding(2) var<storage, read> k: array<f32>;         // [tokens, k_cols]
-@group(0) @binding(3) var<storage, read> v: array<f32>;         // [tokens, v_cols]
+#if ROTATE
+@group(0) @binding(1) var<storage, read_write> q: array<f32>;  // [tokens, n_head·head_dim]
+@group(0) @binding(2) var<storage, read> k: array<f32>;        // [tokens, k_cols]
+@group(0) @binding(3) var<storage, read> v: array<f32>;        // [tokens, v_cols]
 @group(0) @binding(4) var<storage, read> cs: array<f32>;
-@group(0) @binding(5) var<storage, read_write> kc: array<f32>;  // [capacity, k_cols]
-@group(0) @binding(6) var<storage, read_write> vc: array<f32>;  // [capacity, v_cols]
-@group(0) @binding(7) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> kc: array<kv_word>;  // [capacity, kv_words(k_cols)]
+@group(0) @binding(6) var<storage, read_write> vc: array<kv_word>;  // [capacity, kv_words(v_cols)]
 
 fn cos_sin(t: u32, pair: u32) -> vec2<f32> {
     let at = ((kp.pos0 + t) * kp.half + pair) * 2u;
     return vec2<f32>(cs[at], cs[at + 1u]);
 }
+#else
+@group(0) @binding(1) var<storage, read> k: array<f32>;             // [tokens, k_cols]
+@group(0) @binding(2) var<storage, read> v: array<f32>;             // [tokens, v_cols]
+@group(0) @binding(3) var<storage, read_write> kc: array<kv_word>;  // [capacity, kv_words(k_cols)]
+@group(0) @binding(4) var<storage, read_write> vc: array<kv_word>;  // [capacity, kv_words(v_cols)]
+#endif
+
+// Element c of token t's K row as the cache stores it (RoPE'd with ROTATE); 0 past the row.
+fn k_value(t: u32, c: u32) -> f32 {
+    if (c >= kp.k_cols) {
+        return 0.0;
+    }
+    let i = t * kp.k_cols + c;
+    var val = k[i];
+#if ROTATE
+    let d = c % kp.head_dim;
+    if (d < kp.n_rot) {
+        // This element's pair: (first, second) and which of the two it is.
+        var pair: u32;
+        var first: bool;
+        var other: u32;
+        if (kp.neox != 0u) {
+            first = d < kp.half;
+            pair = select(d - kp.half, d, first);
+            other = select(i - kp.half, i + kp.half, first);
+        } else {
+            first = d % 2u == 0u;
+            pair = d / 2u;
+            other = select(i - 1u, i + 1u, first);
+        }
+        if (first) {
+            val = rotate(val, k[other], cos_sin(t, pair)).x;
+        } else {
+            val = rotate(k[other], val, cos_sin(t, pair)).y;
+        }
+    }
+#endif
+    return val;
+}
+
+fn v_value(t: u32, c: u32) -> f32 {
+    if (c >= kp.v_cols) {
+        return 0.0;
+    }
+    return v[t * kp.v_cols + c];
+}
 
 @compute @workgroup_size(WG)
 fn rope_kv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     var i = flat_group(wg, kp.groups_x) * WG + lid;
+#if ROTATE
     if (i < kp.nq) {
         let pair = i % kp.half;
         let th = i / kp.half;
@@ -100,41 +150,31 @@ fn rope_kv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
         return;
     }
     i -= kp.nq;
-    let nk = kp.tokens * kp.k_cols;
+#endif
+    let kw = kv_words(kp.k_cols);
+    let nk = kp.tokens * kw;
     if (i < nk) {
-        let t = i / kp.k_cols;
-        let d = i % kp.head_dim;
-        var val = k[i];
-        if (d < kp.n_rot) {
-            // This element's pair: (first, second) and which of the two it is.
-            var pair: u32;
-            var first: bool;
-            var other: u32;
-            if (kp.neox != 0u) {
-                first = d < kp.half;
-                pair = select(d - kp.half, d, first);
-                other = select(i - kp.half, i + kp.half, first);
-            } else {
-                first = d % 2u == 0u;
-                pair = d / 2u;
-                other = select(i - 1u, i + 1u, first);
-            }
-            if (first) {
-                val = rotate(val, k[other], cos_sin(t, pair)).x;
-            } else {
-                val = rotate(k[other], val, cos_sin(t, pair)).y;
-            }
-        }
-        kc[(kp.pos0 + t) * kp.k_cols + i % kp.k_cols] = val;
-        out[kp.out_k + i] = val;
+        let t = i / kw;
+        let c = (i % kw) * KV_PER_WORD;
+#ifdef KV_F16
+        let e = vec2<f32>(k_value(t, c), k_value(t, c + 1u));
+#else
+        let e = vec2<f32>(k_value(t, c), 0.0);
+#endif
+        kc[(kp.pos0 + t) * kw + i % kw] = kv_pack(e);
         return;
     }
     i -= nk;
-    if (i < kp.tokens * kp.v_cols) {
-        let t = i / kp.v_cols;
-        let val = v[i];
-        vc[(kp.pos0 + t) * kp.v_cols + i % kp.v_cols] = val;
-        out[kp.out_k + nk + i] = val;
+    let vw = kv_words(kp.v_cols);
+    if (i < kp.tokens * vw) {
+        let t = i / vw;
+        let c = (i % vw) * KV_PER_WORD;
+#ifdef KV_F16
+        let e = vec2<f32>(v_value(t, c), v_value(t, c + 1u));
+#else
+        let e = vec2<f32>(v_value(t, c), 0.0);
+#endif
+        vc[(kp.pos0 + t) * vw + i % vw] = kv_pack(e);
     }
 }
 #endif

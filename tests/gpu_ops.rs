@@ -13,9 +13,9 @@ use ternlm::quant::{GgmlType, TensorView};
 /// f32 ops: the bound of testing.md §3.
 const F32_BOUND: f64 = 1e-7;
 
-#[test]
-fn elementwise_ops() {
-    let ctx = ctx();
+#[gpu_test]
+async fn elementwise_ops() {
+    let ctx = ctx_async().await;
     let mut rng = Rng::new(1);
     for &(rows, cols) in &[(1, 1), (3, 7), (5, 576), (2, 70_001)] {
         let n = rows * cols;
@@ -26,7 +26,7 @@ fn elementwise_ops() {
         let x = ctx.storage_init("x", bytemuck::cast_slice(&a));
         let mut enc = encoder(&ctx);
         ops::add(&ctx, &mut enc, &x, &upload_f32(&ctx, &b), n).unwrap();
-        let got = ctx.read_f32_blocking(Some(enc), &x, 0, n).unwrap();
+        let got = ctx.read_f32(Some(enc), &x, 0, n).await.unwrap();
         let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
         assert_eq!(got, want, "add {case}");
 
@@ -36,7 +36,7 @@ fn elementwise_ops() {
         ops::add_bias(&ctx, &mut enc, &x, &upload_f32(&ctx, &bias), n, cols).unwrap();
         ops::unary(&ctx, &mut enc, "scale", &x, n, 0.37).unwrap();
         ops::unary(&ctx, &mut enc, "softcap", &x, n, 5.5).unwrap();
-        let got = ctx.read_f32_blocking(Some(enc), &x, 0, n).unwrap();
+        let got = ctx.read_f32(Some(enc), &x, 0, n).await.unwrap();
         let want: Vec<f32> = a
             .iter()
             .enumerate()
@@ -58,7 +58,7 @@ fn elementwise_ops() {
             let mut enc = encoder(&ctx);
             let (g, u) = (upload_f32(&ctx, &a), upload_f32(&ctx, &b));
             ops::glu(&ctx, &mut enc, &g, &u, &out, n, act).unwrap();
-            let got = finish(&ctx, enc, &out, n);
+            let got = finish_async(&ctx, enc, &out, n).await;
             let mut want = vec![0f32; n];
             cpu::glu(&a, &b, act, &mut want);
             check(&format!("glu {act:?} {case}"), &got, &want, F32_BOUND);
@@ -79,7 +79,7 @@ fn elementwise_ops() {
             w,
         )
         .unwrap();
-        let got = finish(&ctx, enc, &out, rows * w);
+        let got = finish_async(&ctx, enc, &out, rows * w).await;
         let want: Vec<f32> = (0..rows)
             .flat_map(|r| a[r * cols + c0..r * cols + c0 + w].to_vec())
             .collect();
@@ -87,9 +87,9 @@ fn elementwise_ops() {
     }
 }
 
-#[test]
-fn rms_norm_plain_and_per_head() {
-    let ctx = ctx();
+#[gpu_test]
+async fn rms_norm_plain_and_per_head() {
+    let ctx = ctx_async().await;
     let mut rng = Rng::new(2);
     for &(rows, cols, group, weighted) in &[
         (1, 1, 1, true),
@@ -116,7 +116,7 @@ fn rms_norm_plain_and_per_head() {
             1e-5,
         )
         .unwrap();
-        let got = finish(&ctx, enc, &out, n);
+        let got = finish_async(&ctx, enc, &out, n).await;
         let mut want = vec![0f32; n];
         cpu::rms_norm(&x, weighted.then_some(&w[..]), group, 1e-5, &mut want);
         check(
@@ -128,17 +128,17 @@ fn rms_norm_plain_and_per_head() {
     }
 }
 
-#[test]
-fn matmul_plain_types() {
+#[gpu_test]
+async fn matmul_plain_types() {
     let shapes = [(1, 1), (7, 5), (64, 33), (577, 19), (2048, 9)];
     for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
-        matmul_cases(ty, &shapes, F32_BOUND);
+        matmul_cases(ty, &shapes, F32_BOUND).await;
     }
 }
 
-#[test]
-fn grid_folds_past_the_dimension_limit() {
-    let ctx: GpuContext = ctx();
+#[gpu_test]
+async fn grid_folds_past_the_dimension_limit() {
+    let ctx: GpuContext = ctx_async().await;
     let max = ctx.limits.max_compute_workgroups_per_dimension;
     assert_eq!(ctx.grid(5), [5, 1, 1]);
     let g = ctx.grid(max + 1);
@@ -148,19 +148,20 @@ fn grid_folds_past_the_dimension_limit() {
 /// matmul.wgsl's fusions against the unfused CPU references: NORM (RMSNorm × weight first),
 /// GLU (gate rows then up rows of one weight), RESIDUAL (accumulate into `y`), and a row range
 /// of a weight (the halves of a gate+up weight), for plain, block, K and ternary types.
-#[test]
-fn matmul_fusions_match_reference() {
+#[gpu_test]
+async fn matmul_fusions_match_reference() {
     for no_subgroups in [false, true] {
-        let ctx = ctx_with(&GpuOptions {
+        let ctx = ctx_with_async(&GpuOptions {
             no_subgroups,
             ..Default::default()
-        });
+        })
+        .await;
         eprintln!("subgroups: {}", ctx.subgroups);
-        matmul_fusions(&ctx);
+        matmul_fusions(&ctx).await;
     }
 }
 
-fn matmul_fusions(ctx: &GpuContext) {
+async fn matmul_fusions(ctx: &GpuContext) {
     let mut rng = Rng::new(21);
     const BOUND: f64 = 1e-7;
     for (ty, cols, n) in [
@@ -190,10 +191,10 @@ fn matmul_fusions(ctx: &GpuContext) {
             let mut xn = vec![0f32; x.len()];
             cpu::rms_norm(&x, Some(&nw), cols, eps, &mut xn);
             let (xb, nwb) = (upload_f32(ctx, &x), upload_f32(ctx, &nw));
-            let run = |fuse: ops::Fuse, y: &wgpu::Buffer, y_cols: usize| {
+            let run = async |fuse: ops::Fuse, y: &wgpu::Buffer, y_cols: usize| {
                 let mut enc = encoder(ctx);
                 ops::matmul(ctx, &mut enc, &w, &xb, tokens, y, y_cols, 0, fuse).unwrap();
-                finish(ctx, enc, y, tokens * y_cols)
+                finish_async(ctx, enc, y, tokens * y_cols).await
             };
             let norm = Some((&nwb, eps));
 
@@ -206,7 +207,8 @@ fn matmul_fusions(ctx: &GpuContext) {
                 },
                 &y,
                 2 * n,
-            );
+            )
+            .await;
             check(
                 &format!("norm {case}"),
                 &got,
@@ -224,7 +226,8 @@ fn matmul_fusions(ctx: &GpuContext) {
                 },
                 &y,
                 n,
-            );
+            )
+            .await;
             check(
                 &format!("rows {case}"),
                 &got,
@@ -244,7 +247,8 @@ fn matmul_fusions(ctx: &GpuContext) {
                     },
                     &y,
                     n,
-                );
+                )
+                .await;
                 let (g, u) = (
                     reference_matmul(&half(0), &xn, tokens),
                     reference_matmul(&half(1), &xn, tokens),
@@ -266,7 +270,8 @@ fn matmul_fusions(ctx: &GpuContext) {
                 },
                 &y,
                 2 * n,
-            );
+            )
+            .await;
             let want: Vec<f32> = reference_matmul(&v, &x, tokens)
                 .iter()
                 .zip(&y0)
@@ -289,9 +294,9 @@ fn matmul_fusions(ctx: &GpuContext) {
 
 /// The GPU argmax equals the CPU's (first maximum, NaN never wins, all-NaN → 0) on random rows,
 /// rows with ties, NaN, ±inf, and a 128k-wide LM-head row.
-#[test]
-fn argmax_matches_cpu() {
-    let ctx = ctx();
+#[gpu_test]
+async fn argmax_matches_cpu() {
+    let ctx = ctx_async().await;
     let mut rng = Rng::new(33);
     for &(rows, cols) in &[(1, 1), (3, 7), (2, 257), (1, 128_256), (70, 50)] {
         let mut x = rng.values(rows * cols);
@@ -310,7 +315,8 @@ fn argmax_matches_cpu() {
         let ids = poisoned(&ctx, rows);
         let mut enc = encoder(&ctx);
         ops::argmax(&ctx, &mut enc, &upload_f32(&ctx, &x), rows, cols, &ids).unwrap();
-        let got: Vec<u32> = finish(&ctx, enc, &ids, rows)
+        let got: Vec<u32> = finish_async(&ctx, enc, &ids, rows)
+            .await
             .iter()
             .map(|v| v.to_bits())
             .collect();

@@ -7,7 +7,7 @@ mod gpu_util;
 
 use gpu_util::*;
 use ternlm::backend::cpu::ops as cpu;
-use ternlm::backend::gpu::{attn, GpuContext};
+use ternlm::backend::gpu::{attn, GpuContext, GpuOptions};
 use ternlm::backend::{AttnParams, RopeFreqs, RopeParams};
 use ternlm::model::arch::RopeStyle;
 
@@ -16,6 +16,66 @@ const ROPE_BOUND: f64 = 1e-7;
 /// Attention against f64: f32 dot products and sums, GPU `exp` (lavapipe's worst case is
 /// about 7e-13; the op-harness bound for f32 is 1e-7).
 const ATTN_BOUND: f64 = 1e-9;
+
+/// The KV cache in f16 against the CPU's values rounded to f16: the GPU rotates to within an
+/// ulp of the CPU, which may round to the other f16 neighbour (2^-11 relative).
+const KV_F16_BOUND: f64 = 1e-7;
+
+/// A device storing the KV cache in f32 (the default context stores f16 pairs).
+fn kv_f32() -> GpuOptions {
+    GpuOptions {
+        kv_f32: true,
+        ..GpuOptions::default()
+    }
+}
+
+/// `x` as the device's KV storage holds it (f16 rounds to nearest even, as the CPU encoder).
+fn kv_round(ctx: &GpuContext, x: f32) -> f32 {
+    if ctx.kv_f16 {
+        half::f16::from_f32(x).to_f32()
+    } else {
+        x
+    }
+}
+
+/// Cache rows of `cols` elements from the words read back (f16 pairs or f32); the pad half
+/// of an odd f16 row must be 0.
+fn kv_decode(ctx: &GpuContext, words: &[f32], cols: usize) -> Vec<f32> {
+    if !ctx.kv_f16 {
+        return words.to_vec();
+    }
+    let mut out = Vec::new();
+    for row in words.chunks_exact(cols.div_ceil(2)) {
+        let halves: Vec<u16> = row
+            .iter()
+            .flat_map(|w| [w.to_bits() as u16, (w.to_bits() >> 16) as u16])
+            .collect();
+        if cols % 2 == 1 {
+            assert_eq!(halves[cols], 0, "pad half of an odd row");
+        }
+        out.extend(
+            halves[..cols]
+                .iter()
+                .map(|&h| half::f16::from_bits(h).to_f32()),
+        );
+    }
+    out
+}
+
+/// Host rows of `cols` elements in the device's KV storage, as words to upload.
+fn kv_encode(ctx: &GpuContext, vals: &[f32], cols: usize) -> Vec<u32> {
+    if !ctx.kv_f16 {
+        return vals.iter().map(|x| x.to_bits()).collect();
+    }
+    let mut out = Vec::new();
+    for row in vals.chunks_exact(cols) {
+        for pair in row.chunks(2) {
+            let h = |i: usize| pair.get(i).map_or(0, |&x| half::f16::from_f32(x).to_bits());
+            out.push(h(0) as u32 | (h(1) as u32) << 16);
+        }
+    }
+    out
+}
 
 /// `v` followed by [`GUARD`] sentinel words (an in-place output that [`finish`] checks).
 fn guarded(ctx: &GpuContext, v: &[f32]) -> wgpu::Buffer {
@@ -74,9 +134,10 @@ impl RopeCase {
     }
 }
 
-#[test]
-fn rope_matches_cpu() {
-    let ctx = ctx();
+#[gpu_test]
+async fn rope_matches_cpu() {
+    let ctx = ctx_async().await;
+    let ctx32 = ctx_with_async(&kv_f32()).await;
     let mut rng = Rng::new(7);
     let cases = [
         RopeCase::new(RopeStyle::Norm, 3, 0, 4, 64, 64),
@@ -136,7 +197,7 @@ fn rope_matches_cpu() {
             &ctx, &mut enc, &buf, &table, tokens, pos0, heads, hd, n_rot, style,
         )
         .unwrap();
-        let got = finish(&ctx, enc, &buf, x.len());
+        let got = finish_async(&ctx, enc, &buf, x.len()).await;
         let e = nmse(&case, &got, &want);
         let exact = got
             .iter()
@@ -147,82 +208,97 @@ fn rope_matches_cpu() {
         assert!(e <= ROPE_BOUND, "{case}: NMSE {e:e} > {ROPE_BOUND:e}");
 
         // rope_kv: the same rotation of q in place and of k into the cache rows at pos0..,
-        // v copied, both also gathered into `out`; cache rows around them stay poisoned.
-        let (kvh, hdv) = (heads.div_ceil(2), 20);
-        let (k_cols, v_cols) = (kvh * hd, kvh * hdv);
-        let (k, v) = (rng.values(tokens * k_cols), rng.values(tokens * v_cols));
-        let mut k_want = k.clone();
-        cpu::rope(&mut k_want, k_cols, pos0, &rp);
-        let cap = pos0 + tokens + 2;
-        let (qb, kc, vc) = (
-            guarded(&ctx, &x),
-            poisoned(&ctx, cap * k_cols),
-            poisoned(&ctx, cap * v_cols),
-        );
-        let out_k = 5;
-        let out = poisoned(&ctx, out_k + tokens * (k_cols + v_cols));
-        let dest = attn::KvDest {
-            k: &kc,
-            v: &vc,
-            out: &out,
-            out_k,
-        };
-        let (kb, vb) = (upload_f32(&ctx, &k), upload_f32(&ctx, &v));
-        let mut enc = encoder(&ctx);
-        attn::rope_kv(
-            &ctx,
-            &mut enc,
-            (&qb, &kb, &vb),
-            &table,
-            dest,
-            tokens,
-            pos0,
-            (heads, k_cols, v_cols),
-            hd,
-            n_rot,
-            style,
-        )
-        .unwrap();
-        let q_got = finish(&ctx, enc, &qb, x.len());
-        check(&format!("{case} rope_kv q"), &q_got, &want, ROPE_BOUND);
-        let (rows, enc) = (pos0..pos0 + tokens, encoder(&ctx));
-        let kc_got = finish(&ctx, enc, &kc, cap * k_cols);
-        check(
-            &format!("{case} rope_kv k"),
-            &kc_got[rows.start * k_cols..rows.end * k_cols],
-            &k_want,
-            ROPE_BOUND,
-        );
-        let vc_got = finish(&ctx, encoder(&ctx), &vc, cap * v_cols);
-        assert_eq!(
-            &vc_got[rows.start * v_cols..rows.end * v_cols],
-            &v[..],
-            "{case}: v rows"
-        );
-        let untouched = |all: &[f32], cols: usize| {
-            all[..rows.start * cols]
-                .iter()
-                .chain(&all[rows.end * cols..])
-                .all(|x| x.to_bits() == POISON)
-        };
-        assert!(
-            untouched(&kc_got, k_cols) && untouched(&vc_got, v_cols),
-            "{case}: other rows"
-        );
-        let out_got = finish(
-            &ctx,
-            encoder(&ctx),
-            &out,
-            out_k + tokens * (k_cols + v_cols),
-        );
-        assert!(out_got[..out_k].iter().all(|x| x.to_bits() == POISON));
-        let (ok, ov) = out_got[out_k..].split_at(tokens * k_cols);
-        assert_eq!(
-            ok,
-            &kc_got[rows.start * k_cols..rows.end * k_cols],
-            "{case}: out k"
-        );
-        assert_eq!(ov, &v[..], "{case}: out v");
+        // v copied, in each KV storage (f16 pairs rounded as the CPU rounds, or f32); cache
+        // words around them stay poisoned. Odd row lengths pad their last word with 0.
+        for kctx in [&ctx, &ctx32] {
+            let case = format!("{case} kv_f16 {}", kctx.kv_f16);
+            let (kvh, hdv) = (heads.div_ceil(2), 20 + hd % 2);
+            let (k_cols, v_cols) = (kvh * hd, kvh * hdv);
+            let (k, v) = (rng.values(tokens * k_cols), rng.values(tokens * v_cols));
+            let mut k_want = k.clone();
+            cpu::rope(&mut k_want, k_cols, pos0, &rp);
+            let cap = pos0 + tokens + 2;
+            let (kw, vw) = (
+                attn::kv_row_words(kctx, k_cols),
+                attn::kv_row_words(kctx, v_cols),
+            );
+            let table = attn::rope_table(kctx, &freqs, attn_factor, pos0 + tokens);
+            let (qb, kc, vc) = (
+                guarded(kctx, &x),
+                poisoned(kctx, cap * kw),
+                poisoned(kctx, cap * vw),
+            );
+            let dest = attn::KvDest { k: &kc, v: &vc };
+            let (kb, vb) = (upload_f32(kctx, &k), upload_f32(kctx, &v));
+            let mut enc = encoder(kctx);
+            attn::rope_kv(
+                kctx,
+                &mut enc,
+                (&qb, &kb, &vb),
+                &table,
+                dest,
+                tokens,
+                pos0,
+                (heads, k_cols, v_cols),
+                hd,
+                n_rot,
+                style,
+            )
+            .unwrap();
+            let q_got = finish_async(kctx, enc, &qb, x.len()).await;
+            check(&format!("{case} rope_kv q"), &q_got, &want, ROPE_BOUND);
+            let rows = pos0..pos0 + tokens;
+            let kc_got = finish_async(kctx, encoder(kctx), &kc, cap * kw).await;
+            let vc_got = finish_async(kctx, encoder(kctx), &vc, cap * vw).await;
+            let k_got = kv_decode(kctx, &kc_got[rows.start * kw..rows.end * kw], k_cols);
+            let v_got = kv_decode(kctx, &vc_got[rows.start * vw..rows.end * vw], v_cols);
+            // The CPU's rotation, rounded as the storage rounds.
+            let k_want: Vec<f32> = k_want.iter().map(|&x| kv_round(kctx, x)).collect();
+            let bound = if kctx.kv_f16 {
+                KV_F16_BOUND
+            } else {
+                ROPE_BOUND
+            };
+            check(&format!("{case} rope_kv k"), &k_got, &k_want, bound);
+            let v_want: Vec<f32> = v.iter().map(|&x| kv_round(kctx, x)).collect();
+            assert_eq!(v_got, v_want, "{case}: v rows");
+            let untouched = |all: &[f32], w: usize| {
+                all[..rows.start * w]
+                    .iter()
+                    .chain(&all[rows.end * w..])
+                    .all(|x| x.to_bits() == POISON)
+            };
+            assert!(
+                untouched(&kc_got, kw) && untouched(&vc_got, vw),
+                "{case}: other rows"
+            );
+
+            // store_kv: rows already rotated, written as they are.
+            let (kc2, vc2) = (poisoned(kctx, cap * kw), poisoned(kctx, cap * vw));
+            let mut enc = encoder(kctx);
+            let dest = attn::KvDest { k: &kc2, v: &vc2 };
+            attn::store_kv(
+                kctx,
+                &mut enc,
+                (&kb, &vb),
+                dest,
+                tokens,
+                pos0,
+                (k_cols, v_cols),
+            )
+            .unwrap();
+            let kc2_got = finish_async(kctx, enc, &kc2, cap * kw).await;
+            let vc2_got = finish_async(kctx, encoder(kctx), &vc2, cap * vw).await;
+            let k_got = kv_decode(kctx, &kc2_got[rows.start * kw..rows.end * kw], k_cols);
+            let k_want: Vec<f32> = k.iter().map(|&x| kv_round(kctx, x)).collect();
+            assert_eq!(k_got, k_want, "{case}: store_kv k rows");
+            let v_got = kv_decode(kctx, &vc2_got[rows.start * vw..rows.end * vw], v_cols);
+            assert_eq!(v_got, v_want, "{case}: store_kv v rows");
+            assert!(
+                untouched(&kc2_got, kw) && untouched(&vc2_got, vw),
+                "{case}: store_kv other rows"
+            );
+        }
     }
 
     // A table too short for the positions is an error, not an out-of-bounds read.
@@ -279,9 +355,10 @@ fn attention_ref(
     out
 }
 
-#[test]
-fn attention_matches_reference() {
-    let ctx = ctx();
+#[gpu_test]
+async fn attention_matches_reference() {
+    let ctx = ctx_async().await;
+    let ctx32 = ctx_with_async(&kv_f32()).await;
     let mut rng = Rng::new(11);
     // (tokens, pos0, n_head, n_head_kv, head_dim, head_dim_v, window, scale)
     #[allow(clippy::type_complexity)]
@@ -299,6 +376,9 @@ fn attention_matches_reference() {
         (2, 130, 2, 1, 256, 256, Some(100), 0.125),
         (1, 3000, 2, 1, 128, 128, None, 0.125),
         (4, 61, 6, 3, 20, 36, None, 0.125),
+        // Odd rows: f16 rows end in a padded word.
+        (3, 20, 3, 3, 7, 9, None, 0.3),
+        (2, 5, 2, 1, 5, 3, Some(4), 0.5),
     ];
     let mut worst = 0f64;
     for &(tokens, pos0, n_head, n_head_kv, hd, hdv, window, scale) in cases {
@@ -328,27 +408,35 @@ fn attention_matches_reference() {
         k[..lo * k_row].fill(f32::NAN);
         v[..lo * v_row].fill(f32::NAN);
 
-        let want = attention_ref(&q, &k, &v, tokens, pos0, &p);
-        let n_out = tokens * n_head * hdv;
-        let out = poisoned(&ctx, n_out);
-        let mut enc = encoder(&ctx);
-        let (qb, kb, vb) = (
-            upload_f32(&ctx, &q),
-            upload_f32(&ctx, &k),
-            upload_f32(&ctx, &v),
-        );
-        // Split-K partials go to a poisoned scratch (every split must write its slot).
-        let (n_splits, _, scratch_len) = attn::attention_splits(tokens, pos0, &p);
-        let scratch = poisoned(&ctx, scratch_len.max(1));
-        attn::attention(
-            &ctx, &mut enc, &qb, &kb, &vb, &out, &scratch, tokens, pos0, &p,
-        )
-        .unwrap();
-        let got = finish(&ctx, enc, &out, n_out);
-        let e = nmse(&case, &got, &want);
-        eprintln!("{case} ({n_splits} splits): NMSE {e:e}");
-        worst = worst.max(e);
-        assert!(e <= ATTN_BOUND, "{case}: NMSE {e:e} > {ATTN_BOUND:e}");
+        // Each KV storage against the reference on the values it stores (f16: rounded).
+        for kctx in [&ctx, &ctx32] {
+            let case = format!("{case} kv_f16 {}", kctx.kv_f16);
+            let (k, v): (Vec<f32>, Vec<f32>) = (
+                k.iter().map(|&x| kv_round(kctx, x)).collect(),
+                v.iter().map(|&x| kv_round(kctx, x)).collect(),
+            );
+            let want = attention_ref(&q, &k, &v, tokens, pos0, &p);
+            let n_out = tokens * n_head * hdv;
+            let out = poisoned(kctx, n_out);
+            let mut enc = encoder(kctx);
+            let (qb, kb, vb) = (
+                upload_f32(kctx, &q),
+                kctx.storage_init("k", bytemuck::cast_slice(&kv_encode(kctx, &k, k_row))),
+                kctx.storage_init("v", bytemuck::cast_slice(&kv_encode(kctx, &v, v_row))),
+            );
+            // Split-K partials go to a poisoned scratch (every split must write its slot).
+            let (n_splits, _, scratch_len) = attn::attention_splits(tokens, pos0, &p);
+            let scratch = poisoned(kctx, scratch_len.max(1));
+            attn::attention(
+                kctx, &mut enc, &qb, &kb, &vb, &out, &scratch, tokens, pos0, &p,
+            )
+            .unwrap();
+            let got = finish_async(kctx, enc, &out, n_out).await;
+            let e = nmse(&case, &got, &want);
+            eprintln!("{case} ({n_splits} splits): NMSE {e:e}");
+            worst = worst.max(e);
+            assert!(e <= ATTN_BOUND, "{case}: NMSE {e:e} > {ATTN_BOUND:e}");
+        }
     }
     eprintln!("attention: worst NMSE {worst:e}");
 

@@ -12,35 +12,37 @@ use ternlm::quant::GgmlType;
 /// Exact dequantization, f32 accumulation (testing.md §3).
 const BOUND: f64 = 1e-7;
 
-fn run(types: &[GgmlType], shapes: &[(usize, usize)]) {
+async fn run(types: &[GgmlType], shapes: &[(usize, usize)]) {
     for &ty in types {
-        let e = matmul_cases(ty, shapes, BOUND);
+        let e = matmul_cases(ty, shapes, BOUND).await;
         eprintln!("{ty:?}: worst matmul NMSE {e:.3e}");
     }
 }
 
-#[test]
-fn matmul_legacy_blocks() {
+#[gpu_test]
+async fn matmul_legacy_blocks() {
     use GgmlType::*;
     run(
         &[Q4_0, Q4_1, Q5_0, Q5_1, Q8_0],
         &[(32, 5), (96, 7), (608, 13), (96, 301)],
-    );
+    )
+    .await;
 }
 
-#[test]
-fn matmul_k_quants() {
+#[gpu_test]
+async fn matmul_k_quants() {
     use GgmlType::*;
     run(
         &[Q2_K, Q3_K, Q4_K, Q5_K, Q6_K],
         &[(256, 5), (768, 7), (256, 301)],
-    );
+    )
+    .await;
 }
 
-#[test]
-fn matmul_ternary() {
+#[gpu_test]
+async fn matmul_ternary() {
     use GgmlType::*;
-    run(&[TQ1_0, TQ2_0], &[(256, 5), (768, 7), (768, 301)]);
+    run(&[TQ1_0, TQ2_0], &[(256, 5), (768, 7), (768, 301)]).await;
     // I2_S rows are whole 128-column chunks; K % 256 = 128 leaves a pad chunk in T2R.
-    run(&[I2_S], &[(128, 3), (384, 7), (768, 301)]);
+    run(&[I2_S], &[(128, 3), (384, 7), (768, 301)]).await;
 }

@@ -127,8 +127,9 @@ fn suite(gpu: bool) {
     }
 }
 
-/// Greedy decoding on the GPU reads back only the argmax id: it picks the same ids as the argmax
-/// of the GPU's own logits, step by step.
+/// Greedy decoding on the GPU reads back only the argmax id (4 bytes a step: the K/V rows stay
+/// on the GPU): it picks the same ids as the argmax of the GPU's own logits, step by step, and
+/// leaves the same cache rows.
 #[test]
 fn gpu_greedy_ids_equal_argmax_of_gpu_logits() {
     for file in [
@@ -140,7 +141,14 @@ fn gpu_greedy_ids_equal_argmax_of_gpu_logits() {
         m.use_gpu(&GpuOptions::default()).unwrap();
         let (mut a, mut b) = (m.new_cache(40), m.new_cache(40));
         let prompt = [1u32, 5, 9, 2];
+        let ctx = &m.gpu().unwrap().ctx;
+        let read = ctx.bytes_read();
         let mut id = m.forward_argmax(&mut a, &prompt).unwrap();
+        assert_eq!(
+            ctx.bytes_read() - read,
+            4,
+            "{file}: the prompt reads back its id"
+        );
         let mut logits = m.forward(&mut b, &prompt, LogitsFor::Last).unwrap();
         for step in 0..24 {
             assert_eq!(
@@ -149,8 +157,17 @@ fn gpu_greedy_ids_equal_argmax_of_gpu_logits() {
                 "{file} step {step}"
             );
             logits = m.forward(&mut b, &[id], LogitsFor::Last).unwrap();
+            let read = ctx.bytes_read();
             id = m.forward_argmax(&mut a, &[id]).unwrap();
+            assert_eq!(
+                ctx.bytes_read() - read,
+                4,
+                "{file} step {step}: only the id"
+            );
         }
+        assert_eq!(a.host_rows(), 0, "{file}: no K/V row was read back");
+        a.sync_host().unwrap();
+        b.sync_host().unwrap();
         assert_eq!(a, b, "{file}: the same cache rows either way");
     }
 }

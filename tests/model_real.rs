@@ -54,6 +54,11 @@ fn top_k(step: &serde_json::Value) -> Vec<(usize, f32)> {
         .collect()
 }
 
+/// GPU (f16 KV cache) against CPU (f32 cache) logits, NMSE: the f16 rounding of K and V
+/// (2^-11 relative) is what remains; seen on lavapipe: SmolLM2 1.9e-7, gemma3 1.3e-7 (with an
+/// f32 cache 1.8e-11 / 9.6e-13).
+const GPU_F16_KV_NMSE: f64 = 1e-6;
+
 /// A clear lead: llama.cpp's top-1 minus top-2 above this many logit units, about 3× the RMS
 /// logit difference between two llama.cpp configurations (module docs).
 const CLEAR_LEAD: f32 = 1.0;
@@ -149,8 +154,9 @@ fn greedy_continuation_matches_llama_cpp() {
 }
 
 /// The GPU backend on the real files (lavapipe in CI): logits at every position of the first
-/// prompt's first 8 tokens equal the CPU's with f32 activations (`Kernel::Reference`) to
-/// NMSE 1e-8, with the same top-1 everywhere.
+/// prompt's first 8 tokens equal the CPU's with f32 activations (`Kernel::Reference`), with the
+/// same top-1 everywhere: to NMSE 1e-8 with an f32 KV cache on the GPU, and within
+/// [`GPU_F16_KV_NMSE`] with the default f16 cache (the CPU's cache is f32).
 #[test]
 fn gpu_logits_match_cpu_on_real_models() {
     for (mut m, g) in cases() {
@@ -161,16 +167,23 @@ fn gpu_logits_match_cpu_on_real_models() {
         let cpu = m
             .forward(&mut m.new_cache(8), toks, LogitsFor::All)
             .unwrap();
-        m.use_gpu(&GpuOptions::default()).unwrap();
-        let gpu = m
-            .forward(&mut m.new_cache(8), toks, LogitsFor::All)
-            .unwrap();
-        let s = compare(&gpu, &cpu, m.spec().n_vocab, 1e-8);
-        eprintln!(
-            "{name}: GPU vs CPU NMSE {:.2e}, top-1 {}/{}",
-            s.nmse, s.agree, s.positions
-        );
-        assert!(s.nmse <= 1e-8, "{name}: NMSE {:e}", s.nmse);
-        assert_eq!(s.agree, s.positions, "{name}: top-1");
+        for (kv_f32, bound) in [(true, 1e-8), (false, GPU_F16_KV_NMSE)] {
+            let opts = GpuOptions {
+                kv_f32,
+                ..GpuOptions::default()
+            };
+            m.use_gpu(&opts).unwrap();
+            let gpu = m
+                .forward(&mut m.new_cache(8), toks, LogitsFor::All)
+                .unwrap();
+            let s = compare(&gpu, &cpu, m.spec().n_vocab, bound);
+            let kv = if kv_f32 { "f32" } else { "f16" };
+            eprintln!(
+                "{name}: GPU ({kv} KV) vs CPU NMSE {:.2e}, top-1 {}/{}",
+                s.nmse, s.agree, s.positions
+            );
+            assert!(s.nmse <= bound, "{name} {kv} KV: NMSE {:e}", s.nmse);
+            assert_eq!(s.agree, s.positions, "{name} {kv} KV: top-1");
+        }
     }
 }

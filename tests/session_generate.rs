@@ -240,10 +240,10 @@ fn context_overflow_is_an_error_unless_truncation_is_asked() {
     let e = engine("tiny-llama-f32");
     let mut s = session(&e, 16);
     s.prefill(&[1, 2, 3]).unwrap();
-    let before = s.snapshot();
+    let before = s.snapshot().unwrap();
     let err = s.generate(prompt(20), greedy_params(4)).err().unwrap();
     assert_eq!(err.code(), "context_overflow");
-    assert_eq!(s.snapshot(), before);
+    assert_eq!(s.snapshot().unwrap(), before);
     // an empty prompt and bad parameters are refused up front too
     let err = s
         .generate(Vec::<u32>::new(), greedy_params(4))
@@ -259,7 +259,7 @@ fn context_overflow_is_an_error_unless_truncation_is_asked() {
         s.generate(prompt(2), bad).err().unwrap().code(),
         "session_params"
     );
-    assert_eq!(s.snapshot(), before);
+    assert_eq!(s.snapshot().unwrap(), before);
 
     // truncation: keep the tail (and BOS), leave `reserve` free
     let mut p = vec![EOT];
@@ -311,7 +311,7 @@ fn seeded_sampling_is_reproducible() {
     // snapshot captures
     let mut s = session(&e, 128);
     assert_eq!(run(&mut s, prompt(6), params(Some(7))).ids, a.ids);
-    let snap = s.snapshot();
+    let snap = s.snapshot().unwrap();
     let x = run(&mut s, prompt(6), params(None));
     let y = run(&mut s, prompt(6), params(None));
     assert_ne!(x.ids, y.ids);

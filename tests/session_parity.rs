@@ -166,7 +166,7 @@ fn three_arm_checkpoint_continuations_agree() {
         // C: prefill, snapshot, 24 decode steps, restore, tail prefill
         let mut c = session(&e, 512);
         c.prefill(&p[..split]).unwrap();
-        let snap = c.snapshot();
+        let snap = c.snapshot().unwrap();
         greedy(&mut c, 24);
         assert_eq!(c.len(), split + 24);
         c.restore(&snap).unwrap();
@@ -191,9 +191,9 @@ fn restore_then_continue_equals_never_having_left() {
         let mut s = session(&e, 5);
         s.prefill(&prompt(12, 4)).unwrap();
         greedy(&mut s, 6);
-        let snap = s.snapshot();
+        let snap = s.snapshot().unwrap();
         let (t1, l1) = greedy(&mut s, 12);
-        let end = s.snapshot();
+        let end = s.snapshot().unwrap();
         // a long excursion that crosses the sliding window, then back
         s.restore(&snap).unwrap();
         greedy(&mut s, 30);
@@ -201,7 +201,7 @@ fn restore_then_continue_equals_never_having_left() {
         let (t2, l2) = greedy(&mut s, 12);
         assert_eq!(t1, t2, "{name}");
         assert_eq!(l1, l2, "{name}: bit-identical logits");
-        assert_eq!(s.snapshot(), end);
+        assert_eq!(s.snapshot().unwrap(), end);
         // into another session of the same engine (another capacity)
         let mut other = e
             .session(SessionOptions {
@@ -220,16 +220,16 @@ fn restore_then_continue_equals_never_having_left() {
             })
             .unwrap();
         tiny.prefill(&[1, 2, 3]).unwrap();
-        let before = tiny.snapshot();
+        let before = tiny.snapshot().unwrap();
         assert!(tiny.restore(&snap).is_err());
-        assert_eq!(tiny.snapshot(), before);
+        assert_eq!(tiny.snapshot().unwrap(), before);
     }
     // a snapshot of another model
     let (a, b) = (engine("tiny-llama-f32"), engine("tiny-llama-q8_0"));
     let mut sa = session(&a, 512);
     sa.prefill(&[1, 2, 3]).unwrap();
     let mut sb = session(&b, 512);
-    let err = sb.restore(&sa.snapshot()).unwrap_err();
+    let err = sb.restore(&sa.snapshot().unwrap()).unwrap_err();
     assert_eq!(err.code(), "state_model_mismatch");
     assert!(sb.is_empty());
 }
@@ -249,7 +249,7 @@ fn prefix_reuse_prefills_only_the_new_suffix() {
         let mut s = session(&e, 512);
         assert_eq!(s.feed_prompt(&p1).unwrap(), 0);
         let kept: Vec<Vec<f32>> = (0..s.kv_cache().n_layer())
-            .map(|l| s.kv_cache().layer_k(l).to_vec())
+            .map(|l| s.kv_cache().layer_k(l).unwrap().to_vec())
             .collect();
         // extends the cache: the 20 cached tokens are reused, only the 9 new ones run
         let ran = s.tokens_evaluated();
@@ -261,7 +261,7 @@ fn prefix_reuse_prefills_only_the_new_suffix() {
         // the cached rows are untouched
         for (l, k) in kept.iter().enumerate() {
             let (kr, _) = s.kv_cache().row_len(l);
-            assert_eq!(&s.kv_cache().layer_k(l)[..20 * kr], &k[..]);
+            assert_eq!(&s.kv_cache().layer_k(l).unwrap()[..20 * kr], &k[..]);
         }
         // the same prompt again: nothing to run
         let ran = s.tokens_evaluated();
@@ -281,9 +281,9 @@ fn prefix_reuse_prefills_only_the_new_suffix() {
         // nothing in common
         assert_eq!(s.feed_prompt(&[200, 201]).unwrap(), 0);
         // an out-of-range id leaves the session as it was
-        let before = s.snapshot();
+        let before = s.snapshot().unwrap();
         assert!(s.feed_prompt(&[200, 201, 99_999]).is_err());
-        assert_eq!(s.snapshot(), before);
+        assert_eq!(s.snapshot().unwrap(), before);
     }
 }
 
@@ -298,17 +298,17 @@ fn failed_eval_leaves_the_session_unchanged() {
         })
         .unwrap();
     s.prefill(&prompt(10, 7)).unwrap();
-    let before = s.snapshot();
+    let before = s.snapshot().unwrap();
     // an id out of range in the third chunk: earlier chunks must be rolled back
     let mut bad = prompt(5, 8);
     bad.push(100_000);
     let err = s.prefill(&bad).unwrap_err();
     assert_eq!(err.code(), "model_token_range");
-    assert_eq!(s.snapshot(), before);
+    assert_eq!(s.snapshot().unwrap(), before);
     // past the capacity
     let err = s.prefill(&prompt(7, 9)).unwrap_err();
     assert_eq!(err.code(), "context_overflow");
-    assert_eq!(s.snapshot(), before);
+    assert_eq!(s.snapshot().unwrap(), before);
     // empty input with logits wanted
     assert_eq!(s.prefill(&[]).unwrap_err().code(), "model_empty_input");
     assert!(s.eval(&[], LogitsFor::None).unwrap().is_empty());

@@ -68,10 +68,10 @@ fn save_load_round_trip_continues_identically() {
         let mut a = session(&e, 128);
         a.prefill(&prompt(15)).unwrap();
         greedy(&mut a, 5);
-        let bytes = a.save_state();
+        let bytes = a.save_state().unwrap();
         assert_eq!(bytes.len(), a.state_size());
         assert_eq!(&bytes[..4], &STATE_MAGIC);
-        let snap = a.snapshot();
+        let snap = a.snapshot().unwrap();
         let cont_a = greedy(&mut a, 10);
         let logits_a = a.logits().unwrap().to_vec();
         let samp_a = sample(&mut a, 8);
@@ -85,7 +85,7 @@ fn save_load_round_trip_continues_identically() {
             })
             .unwrap();
         b.load_state(&bytes).unwrap();
-        assert_eq!(b.snapshot(), snap, "{name}");
+        assert_eq!(b.snapshot().unwrap(), snap, "{name}");
         assert_eq!(greedy(&mut b, 10), cont_a, "{name}");
         assert_eq!(b.logits().unwrap(), &logits_a[..]);
         assert_eq!(sample(&mut b, 8), samp_a, "{name}: sampler RNG restored");
@@ -94,10 +94,10 @@ fn save_load_round_trip_continues_identically() {
         let mut c = session(&e, 128);
         c.prefill(&prompt(30)).unwrap();
         c.load_state(&bytes).unwrap();
-        assert_eq!(c.snapshot(), snap);
+        assert_eq!(c.snapshot().unwrap(), snap);
 
         // an empty session saves and loads too
-        let empty = session(&e, 16).save_state();
+        let empty = session(&e, 16).save_state().unwrap();
         c.load_state(&empty).unwrap();
         assert!(c.is_empty() && c.logits().is_none());
     }
@@ -108,11 +108,11 @@ fn bad_state_is_a_typed_error_and_changes_nothing() {
     let e = engine("tiny-llama-f32");
     let mut src = session(&e, 64);
     src.prefill(&prompt(12)).unwrap();
-    let good = src.save_state();
+    let good = src.save_state().unwrap();
 
     let mut s = session(&e, 64);
     s.prefill(&prompt(5)).unwrap();
-    let before = s.snapshot();
+    let before = s.snapshot().unwrap();
     let mut check = |bytes: &[u8], want: &str| {
         let err = s.load_state(bytes).unwrap_err();
         if want == "state_*" {
@@ -121,7 +121,7 @@ fn bad_state_is_a_typed_error_and_changes_nothing() {
             assert_eq!(err.code(), want, "{err}");
         }
         assert_eq!(
-            s.snapshot(),
+            s.snapshot().unwrap(),
             before,
             "session changed by a failed load ({want})"
         );
@@ -197,10 +197,10 @@ fn bad_state_is_a_typed_error_and_changes_nothing() {
         let oe = engine(other);
         let mut os = session(&oe, 64);
         os.prefill(&prompt(3)).unwrap();
-        let snap = os.snapshot();
+        let snap = os.snapshot().unwrap();
         let err = os.load_state(&good).unwrap_err();
         assert_eq!(state_err(err), StateError::ModelMismatch, "{other}");
-        assert_eq!(os.snapshot(), snap);
+        assert_eq!(os.snapshot().unwrap(), snap);
     }
 
     // still usable after all that
@@ -225,7 +225,7 @@ fn state_mid_generation_resumes_the_stream() {
         ..Default::default()
     };
     let first = a.complete(prompt(10), params()).unwrap();
-    let saved = a.save_state();
+    let saved = a.save_state().unwrap();
     let mut next_prompt = prompt(10);
     next_prompt.extend(&first.tokens);
     let second_a = a.complete(next_prompt.clone(), params()).unwrap();

@@ -38,7 +38,7 @@ fn generation_state_and_clock_work_under_wasm() {
     assert!(stats.ttft_ms >= 0.0 && stats.decode_ms >= 0.0);
 
     // the same tokens natively and after a save/load round trip into another session
-    let bytes = s.save_state();
+    let bytes = s.save_state().unwrap();
     let mut t = e
         .session(SessionOptions {
             n_ctx: Some(64),
@@ -48,11 +48,11 @@ fn generation_state_and_clock_work_under_wasm() {
         .unwrap();
     t.load_state(&bytes).unwrap();
     assert_eq!(t.tokens(), s.tokens());
-    let snap = t.snapshot();
+    let snap = t.snapshot().unwrap();
     let a = t.complete(prompt.clone(), params.clone()).unwrap();
     assert_eq!(a.tokens, ids);
     t.restore(&snap).unwrap();
-    assert_eq!(t.snapshot(), snap);
+    assert_eq!(t.snapshot().unwrap(), snap);
     let mut truncated = bytes.clone();
     truncated.truncate(bytes.len() / 2);
     assert_eq!(

@@ -41,19 +41,12 @@ pub(crate) struct Chunk<'a> {
     pub pos0: usize,
     pub out_rows: &'a [usize],
     pub order: BatchOrder,
-    /// Return each selected row's argmax instead of its logits.
-    pub argmax: bool,
-}
-
-/// What a chunk returns for its selected rows.
-pub(crate) enum Rows {
-    Logits(Vec<f32>),
-    Argmax(Vec<u32>),
 }
 
 /// Runs one chunk, writing its K/V into `cache`, and returns the logits of `out_rows`
-/// (`[out_rows.len()][n_vocab]`) or their argmax, or `None` when `out_rows` is empty. The caller has
-/// range-checked ids and capacity.
+/// (`[out_rows.len()][n_vocab]`) as a backend tensor, or `None` when `out_rows` is empty. The
+/// caller reads them (or their argmax) back: on the GPU that read is the chunk's one readback,
+/// awaited, so recording stays synchronous. The caller has range-checked ids and capacity.
 pub(crate) fn forward<B: Backend>(
     b: &B,
     spec: &ModelSpec,
@@ -61,13 +54,12 @@ pub(crate) fn forward<B: Backend>(
     cache: &mut B::Cache,
     chunk: &Chunk,
     tap: &mut Tap,
-) -> Result<Option<Rows>> {
+) -> Result<Option<B::Tensor>> {
     let Chunk {
         tokens,
         pos0,
         out_rows,
         order,
-        argmax,
     } = *chunk;
     let n = tokens.len();
     let d = spec.n_embd;
@@ -299,9 +291,5 @@ pub(crate) fn forward<B: Backend>(
         b.softcap(&mut logits, c);
     }
     emit("result_output", None, &logits);
-    Ok(Some(if argmax {
-        Rows::Argmax(b.read_argmax(&logits)?)
-    } else {
-        Rows::Logits(b.read(&logits)?)
-    }))
+    Ok(Some(logits))
 }

@@ -5,12 +5,12 @@
 //! ([`crate::backend::cpu`]). The session layer (KV ownership policy, sampling, prefix reuse)
 //! sits above it; the GPU backend implements the same [`crate::backend::Backend`] ops.
 //!
-//! Out of scope here: MoE, MLA and recurrent layers; f16 KV; YaRN and LongRoPE scaling (a file
-//! asking for them is refused at load).
+//! Out of scope here: MoE, MLA and recurrent layers; an f16 KV cache on the CPU (the GPU's is
+//! f16 by default, see [`kv`]); YaRN and LongRoPE scaling (a file asking for them is refused at
+//! load).
 
 pub mod arch;
 mod decoder;
-use decoder::Rows;
 pub mod kv;
 pub mod spec;
 pub mod tap;
@@ -23,10 +23,8 @@ pub use tap::{TapEvent, TapFilter};
 pub use weights::{LayerWeights, Qkv, Scales, Vector, Weight, Weights};
 
 use crate::backend::cpu::{pool, CpuBackend, Kernel, Pool};
-use crate::backend::gpu::{self, GpuBackend, GpuModel};
-#[cfg(not(target_arch = "wasm32"))]
-use crate::backend::gpu::{GpuContext, GpuOptions};
-use crate::backend::BatchOrder;
+use crate::backend::gpu::{block_on, GpuBackend, GpuContext, GpuModel, GpuOptions};
+use crate::backend::{Backend, BatchOrder};
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgufHeader, Limits, Metadata, SplitSet};
 use std::path::Path;
@@ -52,6 +50,14 @@ pub enum LogitsFor {
 struct RunOut {
     logits: Vec<f32>,
     ids: Vec<u32>,
+}
+
+/// What one chunk read back for its selected rows.
+enum Rows {
+    Logits(Vec<f32>),
+    Argmax(Vec<u32>),
+    /// No rows were selected.
+    None,
 }
 
 /// A loaded model: the file bytes, its spec and its weights (views into the bytes).
@@ -180,11 +186,10 @@ impl Model {
         self.batch_order = order;
     }
 
-    /// CPU threads (native; always 1 on wasm32). Default: `TERNLM_THREADS` or all cores.
     /// Uploads the weights to `ctx`'s device; from then on every forward runs there. On error
-    /// the model stays on the CPU. Native only for now: the forward reads its results back
-    /// synchronously, which the browser cannot do.
-    #[cfg(not(target_arch = "wasm32"))]
+    /// the model stays on the CPU. In the browser only the async forwards can read the GPU's
+    /// results ([`Model::forward_async`], [`Model::forward_argmax_async`]); the synchronous
+    /// ones are the error `gpu_readback` there.
     pub fn attach_gpu(&mut self, ctx: GpuContext) -> Result<()> {
         let files: Vec<&[u8]> = self.files.iter().map(|f| f.as_slice()).collect();
         self.gpu = Some(GpuModel::new(ctx, &self.weights, &files)?);
@@ -194,7 +199,12 @@ impl Model {
     /// [`Model::attach_gpu`] with a new context (native: blocks while the device is created).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn use_gpu(&mut self, opts: &GpuOptions) -> Result<()> {
-        self.attach_gpu(GpuContext::new_blocking(opts)?)
+        block_on(self.use_gpu_async(opts))
+    }
+
+    /// [`Model::attach_gpu`] with a new context, awaited (the browser's way to create one).
+    pub async fn use_gpu_async(&mut self, opts: &GpuOptions) -> Result<()> {
+        self.attach_gpu(GpuContext::new(opts).await?)
     }
 
     /// Back to the CPU backend (frees the GPU weights).
@@ -239,7 +249,20 @@ impl Model {
         tokens: &[u32],
         logits: LogitsFor,
     ) -> Result<Vec<f32>> {
+        block_on(self.forward_async(cache, tokens, logits))
+    }
+
+    /// [`Model::forward`], awaited: the forward is recorded synchronously and only the chunk's
+    /// one GPU readback awaits (the browser's event loop resolves it). On the CPU it completes
+    /// without waiting. The synchronous API is this future driven by [`block_on`].
+    pub async fn forward_async(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: LogitsFor,
+    ) -> Result<Vec<f32>> {
         self.run(cache, tokens, logits, false, None)
+            .await
             .map(|r| r.logits)
     }
 
@@ -247,7 +270,12 @@ impl Model {
     /// (greedy decoding; ties to the lowest id). On the GPU the argmax is computed there and
     /// only the id comes back.
     pub fn forward_argmax(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<u32> {
-        let r = self.run(cache, tokens, LogitsFor::Last, true, None)?;
+        block_on(self.forward_argmax_async(cache, tokens))
+    }
+
+    /// [`Model::forward_argmax`], awaited (see [`Model::forward_async`]).
+    pub async fn forward_argmax_async(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<u32> {
+        let r = self.run(cache, tokens, LogitsFor::Last, true, None).await?;
         r.ids
             .last()
             .copied()
@@ -263,11 +291,10 @@ impl Model {
         logits: LogitsFor,
         tap: &mut dyn FnMut(&TapEvent),
     ) -> Result<Vec<f32>> {
-        self.run(cache, tokens, logits, false, Some(tap))
-            .map(|r| r.logits)
+        block_on(self.run(cache, tokens, logits, false, Some(tap))).map(|r| r.logits)
     }
 
-    fn run(
+    async fn run(
         &self,
         cache: &mut KvCache,
         tokens: &[u32],
@@ -300,8 +327,11 @@ impl Model {
             None => None,
         };
 
-        if let Some(g) = &self.gpu {
-            gpu::prepare_cache(&g.ctx, cache)?;
+        // The KV rows this backend reads must be on its side (model/kv.rs; at most one
+        // upload or one readback, of the missing rows only).
+        match &self.gpu {
+            Some(g) => cache.prepare_gpu(&g.ctx).await?,
+            None => cache.sync_host_async().await?,
         }
         let cpu = CpuBackend::new(
             self.files.iter().map(|f| f.as_slice()).collect(),
@@ -324,27 +354,48 @@ impl Model {
                 pos0,
                 out_rows: &rows,
                 order: self.batch_order,
-                argmax,
             };
             let r = match &self.gpu {
                 Some(g) => {
                     let b = GpuBackend::new(g, cache.capacity());
-                    decoder::forward(&b, &self.spec, &self.weights, cache, &c, &mut tap)
-                        .and_then(|l| b.finish(cache).map(|()| l))
+                    let r = match decoder::forward(
+                        &b,
+                        &self.spec,
+                        &self.weights,
+                        cache,
+                        &c,
+                        &mut tap,
+                    ) {
+                        Ok(Some(t)) if argmax => b.read_argmax_async(&t).await.map(Rows::Argmax),
+                        Ok(Some(t)) => b.read_async(&t).await.map(Rows::Logits),
+                        Ok(None) => Ok(Rows::None),
+                        Err(e) => Err(e),
+                    };
+                    match r {
+                        Ok(rows) => b.finish().map(|()| rows),
+                        Err(e) => Err(e),
+                    }
                 }
-                None => decoder::forward(&cpu, &self.spec, &self.weights, cache, &c, &mut tap),
+                None => decoder::forward(&cpu, &self.spec, &self.weights, cache, &c, &mut tap)
+                    .and_then(|t| match t {
+                        Some(t) if argmax => cpu.read_argmax(&t).map(Rows::Argmax),
+                        Some(t) => cpu.read(&t).map(Rows::Logits),
+                        None => Ok(Rows::None),
+                    }),
             };
             match r {
-                Ok(Some(Rows::Logits(l))) => out.logits.extend(l),
-                Ok(Some(Rows::Argmax(ids))) => out.ids.extend(ids),
-                Ok(None) => {}
+                Ok(Rows::Logits(l)) => out.logits.extend(l),
+                Ok(Rows::Argmax(ids)) => out.ids.extend(ids),
+                Ok(Rows::None) => {}
                 Err(e) => {
                     cache.truncate(start);
                     return Err(e);
                 }
             }
-            cache.commit(pos0 + chunk.len());
-            cache.gpu.len = cache.len();
+            match &self.gpu {
+                Some(_) => cache.commit_gpu(pos0 + chunk.len()),
+                None => cache.commit_host(pos0 + chunk.len()),
+            }
         }
         Ok(out)
     }

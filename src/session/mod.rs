@@ -566,17 +566,35 @@ impl Session {
         Ok(keep)
     }
 
-    /// A copy of the current state.
-    pub fn snapshot(&self) -> Snapshot {
+    /// A copy of the current state. After a GPU forward this reads back the KV rows the host
+    /// lacks (once: they stay on the host, see `model/kv.rs`), hence `&mut` and the error of
+    /// a failed readback.
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        self.cache.sync_host()?;
+        self.snapshot_synced()
+    }
+
+    /// [`Session::snapshot`], awaited (the browser's way to read the GPU's rows back).
+    pub async fn snapshot_async(&mut self) -> Result<Snapshot> {
+        self.cache.sync_host_async().await?;
+        self.snapshot_synced()
+    }
+
+    fn snapshot_synced(&self) -> Result<Snapshot> {
         let n = self.cache.n_layer();
-        Snapshot {
+        let (mut k, mut v) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for l in 0..n {
+            k.push(self.cache.layer_k(l)?.to_vec());
+            v.push(self.cache.layer_v(l)?.to_vec());
+        }
+        Ok(Snapshot {
             fingerprint: *self.engine.fingerprint(),
             tokens: self.tokens.clone(),
-            k: (0..n).map(|l| self.cache.layer_k(l).to_vec()).collect(),
-            v: (0..n).map(|l| self.cache.layer_v(l).to_vec()).collect(),
+            k,
+            v,
             logits: self.logits.clone(),
             sampler: self.sampler.state(),
-        }
+        })
     }
 
     /// Returns to `snap` (taken from a session of the same model with no more tokens than this
@@ -607,8 +625,20 @@ impl Session {
         )
     }
 
-    /// The session in the [`state`] format.
-    pub fn save_state(&self) -> Vec<u8> {
+    /// The session in the [`state`] format (reading back the KV rows only the GPU has, as
+    /// [`Session::snapshot`] does).
+    pub fn save_state(&mut self) -> Result<Vec<u8>> {
+        self.cache.sync_host()?;
+        self.encode_state()
+    }
+
+    /// [`Session::save_state`], awaited.
+    pub async fn save_state_async(&mut self) -> Result<Vec<u8>> {
+        self.cache.sync_host_async().await?;
+        self.encode_state()
+    }
+
+    fn encode_state(&self) -> Result<Vec<u8>> {
         state::encode(
             self.engine.fingerprint(),
             self.engine.n_vocab(),

@@ -152,7 +152,8 @@ fn put_f32s(out: &mut Vec<u8>, v: &[f32]) {
     }
 }
 
-/// Serialises a session (see the module table).
+/// Serialises a session (see the module table). The cache's host rows must be current
+/// (`KvCache::sync_host`), else the error of `KvCache::layer_k`.
 pub(crate) fn encode(
     fingerprint: &[u8; 32],
     n_vocab: usize,
@@ -160,7 +161,7 @@ pub(crate) fn encode(
     sampler: SamplerState,
     logits: Option<&[f32]>,
     cache: &KvCache,
-) -> Vec<u8> {
+) -> crate::error::Result<Vec<u8>> {
     let n = tokens.len();
     debug_assert_eq!(n, cache.len());
     let rows: Vec<(usize, usize)> = (0..cache.n_layer()).map(|l| cache.row_len(l)).collect();
@@ -196,12 +197,12 @@ pub(crate) fn encode(
         put_u32(&mut out, vr);
         put_u32(&mut out, n);
         out.extend_from_slice(&((4 * n * (kr + vr)) as u64).to_le_bytes());
-        put_f32s(&mut out, cache.layer_k(l));
-        put_f32s(&mut out, cache.layer_v(l));
+        put_f32s(&mut out, cache.layer_k(l)?);
+        put_f32s(&mut out, cache.layer_v(l)?);
     }
     let sum = checksum(&out);
     out.extend_from_slice(&sum.to_le_bytes());
-    out
+    Ok(out)
 }
 
 struct Reader<'a> {
@@ -395,7 +396,7 @@ mod tests {
         let fp = [3u8; 32];
         let st = SamplerState { rng: 99, mu: 10.0 };
         let logits = [0.5f32; 5];
-        let bytes = encode(&fp, 5, &[1, 4], st, Some(&logits), &cache);
+        let bytes = encode(&fp, 5, &[1, 4], st, Some(&logits), &cache).unwrap();
         assert_eq!(bytes.len(), encoded_len(5, 2, true, &[(2, 3), (2, 3)]));
         let want = Expect {
             fingerprint: &fp,
@@ -407,7 +408,7 @@ mod tests {
         assert_eq!(v.tokens, vec![1, 4]);
         assert_eq!(v.sampler, st);
         assert_eq!(f32s(v.logits.unwrap()), logits);
-        assert_eq!(f32s(v.layers[1].1), cache.layer_v(1));
+        assert_eq!(f32s(v.layers[1].1), cache.layer_v(1).unwrap());
         for cut in 0..bytes.len() {
             assert!(parse(&bytes[..cut], &want).is_err(), "cut {cut}");
         }

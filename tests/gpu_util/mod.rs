@@ -2,24 +2,48 @@
 //! whatever adapter exists (lavapipe in CI; a missing adapter fails the test, it never
 //! skips), fresh seeded random inputs, poisoned outputs with sentinel words behind them, and an
 //! NMSE bound per op against the CPU reference.
+//!
+//! Written once, run per backend (STYLE.md practice 5): the tests are `#[gpu_test] async fn`s
+//! that await every readback (`ctx_async`, `finish_async`). Natively `gpu_test` is
+//! `#[pollster::test]` (a `#[test]` blocking on the future; lavapipe in CI); in
+//! tests/gpu_browser.rs, which includes the test files, it is `#[wasm_bindgen_test]` and they
+//! run in headless Chromium on WebGPU (SwiftShader). The blocking `ctx`/`finish` are for
+//! native-only tests.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
+#[cfg(not(target_arch = "wasm32"))]
+pub use pollster::test as gpu_test;
 use ternlm::backend::gpu::{ops, upload, GpuContext, GpuOptions, Recorder};
 use ternlm::quant::{GgmlType, TensorView};
+#[cfg(target_arch = "wasm32")]
+pub use wasm_bindgen_test::wasm_bindgen_test as gpu_test;
 
 /// A GPU context; the test fails when there is no adapter.
-pub fn ctx() -> GpuContext {
-    ctx_with(&GpuOptions::default())
+pub async fn ctx_async() -> GpuContext {
+    ctx_with_async(&GpuOptions::default()).await
 }
 
-pub fn ctx_with(opts: &GpuOptions) -> GpuContext {
-    match GpuContext::new_blocking(opts) {
+pub async fn ctx_with_async(opts: &GpuOptions) -> GpuContext {
+    match GpuContext::new(opts).await {
         Ok(c) => c,
         Err(e) => panic!(
-            "no GPU adapter ({e}); install a Vulkan driver (CI: mesa-vulkan-drivers for lavapipe)"
+            "no GPU adapter ({e}); natively install a Vulkan driver (CI: mesa-vulkan-drivers \
+             for lavapipe); in Chromium pass --enable-unsafe-webgpu"
         ),
     }
+}
+
+/// [`ctx_async`], blocking (native tests).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn ctx() -> GpuContext {
+    pollster::block_on(ctx_async())
+}
+
+/// [`ctx_with_async`], blocking (native tests).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn ctx_with(opts: &GpuOptions) -> GpuContext {
+    pollster::block_on(ctx_with_async(opts))
 }
 
 /// xorshift64*: fresh inputs per case from a seed printed on failure.
@@ -72,10 +96,22 @@ pub fn poisoned(ctx: &GpuContext, n: usize) -> wgpu::Buffer {
     ctx.storage_init("out", bytemuck::cast_slice(&init))
 }
 
-/// Submits `enc`, reads `n` outputs back and checks the sentinels behind them.
+/// [`finish_async`], blocking (native tests).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn finish(ctx: &GpuContext, enc: Recorder, out: &wgpu::Buffer, n: usize) -> Vec<f32> {
+    pollster::block_on(finish_async(ctx, enc, out, n))
+}
+
+/// Submits `enc`, reads `n` outputs back and checks the sentinels behind them.
+pub async fn finish_async(
+    ctx: &GpuContext,
+    enc: Recorder,
+    out: &wgpu::Buffer,
+    n: usize,
+) -> Vec<f32> {
     let all = ctx
-        .read_f32_blocking(Some(enc), out, 0, n + GUARD)
+        .read_f32(Some(enc), out, 0, n + GUARD)
+        .await
         .unwrap_or_else(|e| panic!("GPU error: {e}"));
     for (i, v) in all[n..].iter().enumerate() {
         assert_eq!(v.to_bits(), SENTINEL, "write past the output at +{i}");
@@ -200,7 +236,7 @@ pub fn reference_matmul(v: &TensorView, x: &[f32], tokens: usize) -> Vec<f32> {
 /// or more, so that parts are rounded down to multiples of 128 rows; that pass also without
 /// subgroup operations). matmul must be within
 /// `bound` (NMSE), embed bit-exact. Returns the largest matmul NMSE seen.
-pub fn matmul_cases(ty: GgmlType, shapes: &[(usize, usize)], bound: f64) -> f64 {
+pub async fn matmul_cases(ty: GgmlType, shapes: &[(usize, usize)], bound: f64) -> f64 {
     let mut rng = Rng::new(ty as u64 + 100);
     let mut worst = 0f64;
     for split in [false, true] {
@@ -219,7 +255,7 @@ pub fn matmul_cases(ty: GgmlType, shapes: &[(usize, usize)], bound: f64) -> f64 
                 no_subgroups: split,
                 ..Default::default()
             };
-            let ctx = ctx_with(&opts);
+            let ctx = ctx_with_async(&opts).await;
             let w = upload(&ctx, &v).unwrap();
             if split && data.len() > limit {
                 assert!(w.parts.len() > 1, "{ty:?} {cols}x{rows}: split into parts");
@@ -248,7 +284,7 @@ pub fn matmul_cases(ty: GgmlType, shapes: &[(usize, usize)], bound: f64) -> f64 
                     Default::default(),
                 )
                 .unwrap();
-                let got = finish(&ctx, enc, &y, tokens * rows);
+                let got = finish_async(&ctx, enc, &y, tokens * rows).await;
                 let e = nmse(&case, &got, &reference_matmul(&v, &x, tokens));
                 assert!(e <= bound, "{case}: NMSE {e:e} > {bound:e}");
                 worst = worst.max(e);
@@ -265,7 +301,7 @@ pub fn matmul_cases(ty: GgmlType, shapes: &[(usize, usize)], bound: f64) -> f64 
             let mut enc = encoder(&ctx);
             let idb = ctx.storage_init("ids", bytemuck::cast_slice(&ids));
             ops::embed(&ctx, &mut enc, &w, &idb, ids.len(), &out).unwrap();
-            let got = finish(&ctx, enc, &out, ids.len() * cols);
+            let got = finish_async(&ctx, enc, &out, ids.len() * cols).await;
             let mut want = vec![0f32; ids.len() * cols];
             for (o, &id) in want.chunks_exact_mut(cols).zip(&ids) {
                 v.dequantize_row(id as usize, o).unwrap();

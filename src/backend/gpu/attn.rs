@@ -4,11 +4,12 @@
 //! - RoPE: the cos/sin of every (position, pair) come from a table computed once per layer on
 //!   the CPU with [`cpu::ops::rope_cos_sin`], so the GPU rotates by bit-identical angles (GPU
 //!   `sin`/`cos` lose accuracy at large arguments) and the rotation matches the CPU's FMA form.
-//! - Attention: f32 K/V cache, one workgroup per (token, query head) with an online softmax over
-//!   key blocks (any context length), GQA by index, optional sliding window.
+//! - Attention: K/V cache in f16 pairs or f32 (`shaders/kv.wgsl`, [`GpuContext::kv_f16`]), one
+//!   workgroup per (token, query head) with an online softmax over key blocks (any context
+//!   length), GQA by index, optional sliding window, split-K for decode.
 //!
-//! Out of scope for now: an f16 KV cache, subgroup reductions, split-K over long contexts for
-//! decode, and a tiled prefill kernel that shares K/V reads between query rows.
+//! Out of scope for now: subgroup reductions and a tiled prefill kernel that shares K/V reads
+//! between query rows.
 
 use super::context::{GpuContext, Kernel, Recorder};
 use super::ops::params;
@@ -91,13 +92,32 @@ pub fn rope(
     ctx.dispatch(enc, &k, &p, &bufs, grid)
 }
 
-/// Where [`rope_kv`] writes K and V rows: the layer's cache buffers (rows at `pos0..`) and the
-/// chunk's gathered rows `out` from word `out_k` (K rows, then V rows).
+/// Where [`rope_kv`] and [`store_kv`] write K and V rows: the layer's cache buffers (rows at
+/// `pos0..`), stored as `shaders/kv.wgsl` says for this device ([`GpuContext::kv_f16`]: f16
+/// pairs, rows padded to an even count; else f32): `[capacity][kv_row_words(cols)]` words.
 pub struct KvDest<'a> {
     pub k: &'a wgpu::Buffer,
     pub v: &'a wgpu::Buffer,
-    pub out: &'a wgpu::Buffer,
-    pub out_k: usize,
+}
+
+/// u32 words per cache row of `cols` elements on this device (kv.wgsl `kv_words`).
+pub fn kv_row_words(ctx: &GpuContext, cols: usize) -> usize {
+    if ctx.kv_f16 {
+        cols.div_ceil(2)
+    } else {
+        cols
+    }
+}
+
+/// A kernel reading or writing the KV cache, with the device's KV storage defined (`KV_F16`
+/// for `shaders/kv.wgsl`). Every kernel that touches the cache is made through here.
+pub fn kv_kernel(ctx: &GpuContext, shader: &'static str, entry: &'static str) -> Kernel {
+    let k = Kernel::new(shader, entry);
+    if ctx.kv_f16 {
+        k.def("KV_F16", 1)
+    } else {
+        k
+    }
 }
 
 /// [`rope`] of `q` in place and of `k` (`[tokens][n_head_kv·head_dim]`) into the cache, `v`
@@ -122,7 +142,7 @@ pub fn rope_kv(
         check_table(table, pos0 + tokens, n_rot)?;
     }
     let nq = tokens * n_head * half;
-    let n = nq + tokens * (k_cols + v_cols);
+    let n = nq + tokens * (kv_row_words(ctx, k_cols) + kv_row_words(ctx, v_cols));
     if n == 0 {
         return Ok(());
     }
@@ -138,7 +158,6 @@ pub fn rope_kv(
         k_cols as u32,
         v_cols as u32,
         tokens as u32,
-        dest.out_k as u32,
         n_rot as u32,
     ]);
     let bufs = [
@@ -148,9 +167,52 @@ pub fn rope_kv(
         table.as_entire_binding(),
         dest.k.as_entire_binding(),
         dest.v.as_entire_binding(),
-        dest.out.as_entire_binding(),
     ];
-    let kernel = Kernel::new("rope", "rope_kv").def("ROPE_KV", 1);
+    let kernel = kv_kernel(ctx, "rope", "rope_kv")
+        .def("ROPE_KV", 1)
+        .def("ROTATE", 1);
+    ctx.dispatch(enc, &kernel, &p, &bufs, grid)
+}
+
+/// `k` (`[tokens][k_cols]`, already rotated) and `v` (`[tokens][v_cols]`) into the cache rows
+/// at `pos0..` in the cache's storage (rope.wgsl `rope_kv` without the rotation).
+#[allow(clippy::too_many_arguments)]
+pub fn store_kv(
+    ctx: &GpuContext,
+    enc: &mut Recorder,
+    (k, v): (&wgpu::Buffer, &wgpu::Buffer),
+    dest: KvDest,
+    tokens: usize,
+    pos0: usize,
+    (k_cols, v_cols): (usize, usize),
+) -> Result<()> {
+    let n = tokens * (kv_row_words(ctx, k_cols) + kv_row_words(ctx, v_cols));
+    if n == 0 {
+        return Ok(());
+    }
+    let grid = ctx.grid((n as u32).div_ceil(ROPE_WG));
+    let p = params(&[
+        0,
+        1,
+        1,
+        1,
+        pos0 as u32,
+        0,
+        grid[0],
+        k_cols as u32,
+        v_cols as u32,
+        tokens as u32,
+        0,
+    ]);
+    let bufs = [
+        k.as_entire_binding(),
+        v.as_entire_binding(),
+        dest.k.as_entire_binding(),
+        dest.v.as_entire_binding(),
+    ];
+    let kernel = kv_kernel(ctx, "rope", "rope_kv")
+        .def("ROPE_KV", 1)
+        .def("ROTATE", 0);
     ctx.dispatch(enc, &kernel, &p, &bufs, grid)
 }
 
@@ -189,8 +251,9 @@ pub fn attention_splits(tokens: usize, pos0: usize, p: &AttnParams) -> (usize, u
 }
 
 /// Causal attention of `q` rows (`[tokens][n_head·head_dim]`, row `t` at position `pos0 + t`)
-/// over the KV cache buffers `k` (`[capacity][n_head_kv·head_dim]` f32) and `v`
-/// (`[capacity][n_head_kv·head_dim_v]` f32), rows `0..pos0 + tokens` valid; GQA kv head
+/// over the KV cache buffers `k` (`[capacity][n_head_kv·head_dim]`) and `v`
+/// (`[capacity][n_head_kv·head_dim_v]`) in the device's KV storage ([`KvDest`]), rows
+/// `0..pos0 + tokens` valid; GQA kv head
 /// `h / (n_head/n_head_kv)`, `p.scale` on `q·k`, sliding window `p.window` (query `i` sees keys
 /// `i − W < j ≤ i`); output `o`: `[tokens][n_head·head_dim_v]`. `scratch` holds at least the
 /// f32s [`attention_splits`] asks for (any buffer when it asks for none).
@@ -253,7 +316,7 @@ pub fn attention(
         o.as_entire_binding(),
         scratch.as_entire_binding(),
     ];
-    let kernel = Kernel::new("attention", "attention").def("ATTENTION", 1);
+    let kernel = kv_kernel(ctx, "attention", "attention").def("ATTENTION", 1);
     ctx.dispatch(enc, &kernel, &params_for(grid), &bufs, grid)?;
     if n_splits > 1 {
         let grid = ctx.grid(rows);

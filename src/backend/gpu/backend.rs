@@ -4,12 +4,12 @@
 //! [`GpuModel`] holds the device and every weight uploaded once ([`super::layout`]); a
 //! [`GpuBackend`] lives for one chunk. Ops that cannot fail in the trait record their first
 //! error and [`Backend::read`] / [`GpuBackend::finish`] report it. The KV cache's GPU copy is
-//! brought up to date before the chunk ([`prepare_cache`]) and the chunk's new K/V rows are
-//! copied back to the host rows with the logits ([`GpuBackend::finish`]), so session state
-//! (snapshots, saved states) stays host-side (model/kv.rs).
+//! brought up to date before the chunk (`KvCache::prepare_gpu`) and the chunk writes its K/V
+//! rows there only: nothing but the logits or the argmax ids is read back (model/kv.rs owns the
+//! sync with the host rows).
 
 use super::attn;
-use super::context::{GpuContext, Recorder};
+use super::context::{block_on, GpuContext, Recorder};
 use super::layout::{upload, GpuWeight};
 use super::ops::{self, Fuse};
 use crate::backend::{AttnParams, Backend, RopeFreqs, RopeParams};
@@ -37,7 +37,8 @@ type ActPool = Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>;
 
 /// A model's weights on one device.
 pub struct GpuModel {
-    pub ctx: GpuContext,
+    /// Shared with the KV caches whose GPU copy lives on this device (model/kv.rs).
+    pub ctx: Arc<GpuContext>,
     weights: HashMap<String, GpuWeight>,
     /// Gate and up names → (their gate+up weight, first row).
     halves: HashMap<String, (String, usize)>,
@@ -46,12 +47,12 @@ pub struct GpuModel {
     acts: ActPool,
     /// The token ids of a chunk (grown when a chunk needs more).
     ids: Mutex<Option<wgpu::Buffer>>,
-    /// The chunk's gathered K/V rows ([`KvOut`]; one chunk at a time, grown when needed).
-    kv_out: Mutex<Option<wgpu::Buffer>>,
 }
 
 impl GpuModel {
     /// Uploads every matrix and vector of `w` (`files[i]` = bytes of file `i`).
+    // wgpu's browser types are neither Send nor Sync; the browser runs this on one thread.
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     pub fn new(ctx: GpuContext, w: &Weights, files: &[&[u8]]) -> Result<GpuModel> {
         let mut mats: Vec<&Weight> = vec![&w.token_embd];
         mats.extend(&w.output);
@@ -125,14 +126,13 @@ impl GpuModel {
             .collect();
         ctx.check()?;
         Ok(GpuModel {
-            ctx,
+            ctx: Arc::new(ctx),
             weights,
             halves,
             vectors,
             rope: Mutex::new(Vec::new()),
             acts: ActPool::default(),
             ids: Mutex::new(None),
-            kv_out: Mutex::new(None),
         })
     }
 
@@ -204,7 +204,7 @@ fn reusable(
     }
 }
 
-/// The GPU copy of a cache ([`prepare_cache`] makes it before every GPU forward).
+/// The GPU copy of a cache (`KvCache::prepare_gpu` makes it before every GPU forward).
 fn gpu_kv(cache: &KvCache) -> Result<&GpuKv> {
     cache
         .gpu
@@ -216,42 +216,6 @@ fn gpu_kv(cache: &KvCache) -> Result<&GpuKv> {
 /// The name of a layer's gate+up weight (`<gate>+up`).
 fn glu_name(gate: &Weight) -> String {
     format!("{}+up", gate.name)
-}
-
-/// Allocates the cache's GPU copy (once, at full capacity) and uploads the host rows it lacks.
-pub fn prepare_cache(ctx: &GpuContext, cache: &mut KvCache) -> Result<()> {
-    let n = cache.n_layer();
-    if cache.gpu.kv.is_none() {
-        let cap = cache.capacity() as u64;
-        let (mut k, mut v) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for l in 0..n {
-            let (kr, vr) = cache.row_len(l);
-            k.push(ctx.storage("kv_k", cap * kr as u64 * 4));
-            v.push(ctx.storage("kv_v", cap * vr as u64 * 4));
-        }
-        cache.gpu.kv = Some(GpuKv { k, v });
-        cache.gpu.len = 0;
-    }
-    let (from, to) = (cache.gpu.len, cache.len());
-    if from < to {
-        let kv = cache.gpu.kv.as_ref().expect("allocated above");
-        for l in 0..n {
-            let (kr, vr) = cache.row_len(l);
-            let (k, v) = (cache.layer_k(l), cache.layer_v(l));
-            ctx.write(
-                &kv.k[l],
-                (from * kr * 4) as u64,
-                bytemuck::cast_slice(&k[from * kr..]),
-            );
-            ctx.write(
-                &kv.v[l],
-                (from * vr * 4) as u64,
-                bytemuck::cast_slice(&v[from * vr..]),
-            );
-        }
-    }
-    cache.gpu.len = to;
-    ctx.check()
 }
 
 /// A `[rows × cols]` f32 matrix on the GPU (its buffer goes back to the model's pool on drop).
@@ -269,26 +233,11 @@ impl Drop for GpuTensor {
     }
 }
 
-/// The chunk's new K/V rows of every layer, gathered in one buffer (`[layer][k rows | v rows]`)
-/// so that they come back to the host with the chunk's one readback.
-struct KvOut {
-    buf: wgpu::Buffer,
-    /// Byte offset of each layer's K rows; its V rows follow them.
-    at: Vec<u64>,
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-    bytes: u64,
-    /// The rows once read back.
-    host: Option<Vec<u8>>,
-}
-
 /// The ops of one forward chunk, recorded into one encoder.
 pub struct GpuBackend<'a> {
     m: &'a GpuModel,
     enc: RefCell<Recorder>,
     err: RefCell<Option<crate::Error>>,
-    kv_out: RefCell<Option<KvOut>>,
-    /// `(layer, pos0, rows)` of each [`Backend::store_kv`].
-    kv_rows: RefCell<Vec<(usize, usize, usize)>>,
     /// Positions the RoPE tables must cover (the cache capacity).
     n_pos: usize,
 }
@@ -299,8 +248,6 @@ impl<'a> GpuBackend<'a> {
             m,
             enc: RefCell::new(m.ctx.recorder()),
             err: RefCell::new(None),
-            kv_out: RefCell::new(None),
-            kv_rows: RefCell::new(Vec::new()),
             n_pos,
         }
     }
@@ -333,36 +280,6 @@ impl<'a> GpuBackend<'a> {
         }
     }
 
-    /// The chunk's gathered K/V rows buffer and the byte offset of `layer`'s rows in it (made
-    /// on the first call: every layer stores the same `rows`), noting the layer as stored.
-    fn kv_out_rows(
-        &self,
-        cache: &KvCache,
-        layer: usize,
-        pos0: usize,
-        rows: usize,
-    ) -> Option<(wgpu::Buffer, u64)> {
-        let mut out = self.kv_out.borrow_mut();
-        let out = out.get_or_insert_with(|| {
-            let mut at = Vec::with_capacity(cache.n_layer());
-            let mut bytes = 0;
-            for l in 0..cache.n_layer() {
-                let (kr, vr) = cache.row_len(l);
-                at.push(bytes);
-                bytes += (rows * (kr + vr) * 4) as u64;
-            }
-            KvOut {
-                buf: reusable(self.ctx(), &self.m.kv_out, "kv_out", bytes),
-                at,
-                bytes,
-                host: None,
-            }
-        });
-        let at = *out.at.get(layer)?;
-        self.kv_rows.borrow_mut().push((layer, pos0, rows));
-        Some((out.buf.clone(), at))
-    }
-
     /// `W·x` for each weight, `x` normalized first when `norm` is given.
     fn matmuls(
         &self,
@@ -386,41 +303,33 @@ impl<'a> GpuBackend<'a> {
         Ok(out)
     }
 
-    /// Submits what is recorded and reads back `bytes` of `x` (none: only the K/V rows) with
-    /// the chunk's K/V rows, in one copy to one staging buffer and one mapping.
-    #[cfg(not(target_arch = "wasm32"))]
-    fn read_back(&self, x: Option<(&wgpu::Buffer, u64)>) -> Result<Vec<u8>> {
+    /// Submits what is recorded and reads back `bytes` of `buf` in one copy to one staging
+    /// buffer and one mapping, awaited (in the browser the event loop resolves it; natively the
+    /// mapping's device poll blocks). The K/V rows stay on the GPU.
+    async fn read_back(&self, (buf, bytes): (&wgpu::Buffer, u64)) -> Result<Vec<u8>> {
         self.take_error()?;
-        let ctx = self.ctx();
         let mut enc = self.take_encoder();
-        let n = x.map_or(0, |(_, b)| b.next_multiple_of(4));
-        let mut kv = self.kv_out.borrow_mut();
-        // Once every layer has stored its rows (a tap may read earlier).
-        let all_stored = kv
-            .as_ref()
-            .is_some_and(|k| k.host.is_none() && self.kv_rows.borrow().len() == k.at.len());
-        let kv_bytes = kv.as_ref().filter(|_| all_stored).map_or(0, |k| k.bytes);
-        let staging = ctx.staging(n + kv_bytes);
-        if let Some((buf, _)) = x {
-            enc.copy(buf, 0, &staging, 0, n);
-        }
-        if kv_bytes > 0 {
-            let k = kv.as_ref().expect("kv_bytes > 0");
-            enc.copy(&k.buf, 0, &staging, n, kv_bytes);
-        }
-        ctx.submit(enc);
-        let mut b = pollster::block_on(ctx.map_staging(staging, n + kv_bytes))?;
-        if let Some(k) = kv.as_mut().filter(|_| kv_bytes > 0) {
-            k.host = Some(b.split_off(n as usize));
-        }
-        Ok(b)
+        let staging = self.ctx().staging(bytes);
+        enc.copy(buf, 0, &staging, 0, bytes.next_multiple_of(4));
+        self.ctx().submit(enc);
+        self.ctx().map_staging(staging, bytes).await
     }
 
-    /// The browser cannot wait for a mapping inside a synchronous call.
-    #[cfg(target_arch = "wasm32")]
-    fn read_back(&self, _: Option<(&wgpu::Buffer, u64)>) -> Result<Vec<u8>> {
-        self.take_error()?;
-        Err(GpuError::Readback("blocking reads are native-only; use the async path".into()).into())
+    /// [`Backend::read`], awaited: submits the chunk and copies `x` back (with the K/V rows).
+    pub async fn read_async(&self, x: &GpuTensor) -> Result<Vec<f32>> {
+        let b = self
+            .read_back((&x.buf, (x.rows * x.cols * 4) as u64))
+            .await?;
+        Ok(bytemuck::pod_collect_to_vec(&b))
+    }
+
+    /// [`Backend::read_argmax`], awaited: the argmax runs on the GPU and only the ids (with the
+    /// K/V rows) come back.
+    pub async fn read_argmax_async(&self, x: &GpuTensor) -> Result<Vec<u32>> {
+        let ids = self.tensor(1, x.rows);
+        self.rec(|c, e| ops::argmax(c, e, &x.buf, x.rows, x.cols, &ids.buf));
+        let b = self.read_back((&ids.buf, (x.rows * 4) as u64)).await?;
+        Ok(bytemuck::pod_collect_to_vec(&b))
     }
 
     fn take_encoder(&self) -> Recorder {
@@ -435,35 +344,11 @@ impl<'a> GpuBackend<'a> {
         }
     }
 
-    /// Submits what is still recorded, copies the chunk's K/V rows to the host rows of
-    /// `cache` (read back with the logits, or now) and reports any error of the chunk.
-    pub fn finish(self, cache: &mut KvCache) -> Result<()> {
-        let pending = self
-            .kv_out
-            .borrow()
-            .as_ref()
-            .is_some_and(|k| k.host.is_none());
-        if pending {
-            self.read_back(None)?;
-        } else {
-            self.take_error()?;
-            self.ctx().submit(self.take_encoder());
-        }
-        if let Some(k) = self.kv_out.take() {
-            let host = k
-                .host
-                .ok_or_else(|| GpuError::Readback("the K/V rows were not read back".into()))?;
-            for &(layer, pos0, rows) in self.kv_rows.borrow().iter() {
-                let (at, (kr, vr)) = (k.at[layer], cache.row_len(layer));
-                let f = |from: u64, n: usize| -> Vec<f32> {
-                    let from = from as usize;
-                    bytemuck::pod_collect_to_vec(&host[from..from + n * 4])
-                };
-                let kk = f(at, rows * kr);
-                let vv = f(at + (rows * kr * 4) as u64, rows * vr);
-                cache.write_host(layer, pos0, &kk, &vv);
-            }
-        }
+    /// Submits what is still recorded (a chunk without logits has its K/V rows as its only
+    /// result, on the GPU) and reports any error of the chunk. Never waits for the GPU.
+    pub fn finish(self) -> Result<()> {
+        self.take_error()?;
+        self.ctx().submit(self.take_encoder());
         self.ctx().check()
     }
 }
@@ -532,22 +417,15 @@ impl Backend for GpuBackend<'_> {
         k: &GpuTensor,
         v: &GpuTensor,
     ) {
-        let kv = match gpu_kv(cache) {
-            Ok(kv) => kv,
-            Err(e) => {
-                self.err.borrow_mut().get_or_insert(e);
-                return;
-            }
-        };
-        let (kb, vb) = ((k.rows * k.cols * 4) as u64, (v.rows * v.cols * 4) as u64);
-        let Some((out, at)) = self.kv_out_rows(cache, layer, pos0, k.rows) else {
-            return;
-        };
-        let mut enc = self.enc.borrow_mut();
-        enc.copy(&k.buf, 0, &kv.k[layer], (pos0 * k.cols * 4) as u64, kb);
-        enc.copy(&v.buf, 0, &kv.v[layer], (pos0 * v.cols * 4) as u64, vb);
-        enc.copy(&k.buf, 0, &out, at, kb);
-        enc.copy(&v.buf, 0, &out, at + kb, vb);
+        self.rec(|c, e| {
+            let kv = gpu_kv(cache)?;
+            let dest = attn::KvDest {
+                k: &kv.k[layer],
+                v: &kv.v[layer],
+            };
+            let (bufs, cols) = ((&k.buf, &v.buf), (k.cols, v.cols));
+            attn::store_kv(c, e, bufs, dest, k.rows, pos0, cols)
+        });
     }
 
     fn rope_store_kv(
@@ -561,16 +439,11 @@ impl Backend for GpuBackend<'_> {
         p: &RopeParams,
     ) {
         let table = self.m.rope_table(p, self.n_pos);
-        let Some((out, at)) = self.kv_out_rows(cache, layer, pos0, k.rows) else {
-            return;
-        };
         self.rec(|c, e| {
             let kv = gpu_kv(cache)?;
             let dest = attn::KvDest {
                 k: &kv.k[layer],
                 v: &kv.v[layer],
-                out: &out,
-                out_k: (at / 4) as usize,
             };
             let heads = (q.cols / p.head_dim, k.cols, v.cols);
             let qkv = (&q.buf, &k.buf, &v.buf);
@@ -698,14 +571,12 @@ impl Backend for GpuBackend<'_> {
     }
 
     fn read_argmax(&self, x: &GpuTensor) -> Result<Vec<u32>> {
-        let ids = self.tensor(1, x.rows);
-        self.rec(|c, e| ops::argmax(c, e, &x.buf, x.rows, x.cols, &ids.buf));
-        let b = self.read_back(Some((&ids.buf, (x.rows * 4) as u64)))?;
-        Ok(bytemuck::pod_collect_to_vec(&b))
+        block_on(self.read_argmax_async(x))
     }
 
+    /// Blocks natively; in the browser only [`GpuBackend::read_async`] can read (a debug tap
+    /// then sees nothing).
     fn read(&self, x: &GpuTensor) -> Result<Vec<f32>> {
-        let b = self.read_back(Some((&x.buf, (x.rows * x.cols * 4) as u64)))?;
-        Ok(bytemuck::pod_collect_to_vec(&b))
+        block_on(self.read_async(x))
     }
 }

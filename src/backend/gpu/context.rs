@@ -32,6 +32,9 @@ pub struct GpuOptions {
     /// Time every dispatch with GPU timestamps (native, where the adapter has timestamp
     /// queries inside passes); [`GpuContext::profile`] reports the totals per kernel.
     pub profile: bool,
+    /// Keep the KV cache in f32 on the GPU (exactness tests). The default stores it as f16
+    /// pairs (`shaders/kv.wgsl`), as llama.cpp's default `type_k`/`type_v` do.
+    pub kv_f32: bool,
 }
 
 /// What the adapter is, for logs and benchmark tables.
@@ -69,6 +72,8 @@ pub struct GpuContext {
     pub f16: bool,
     /// Subgroup operations are enabled and used.
     pub subgroups: bool,
+    /// KV caches on this device store f16 pairs (else f32): [`GpuOptions::kv_f32`].
+    pub kv_f16: bool,
     /// The largest byte range one storage binding may cover (after [`GpuOptions`]), a multiple
     /// of 256.
     pub max_binding: u64,
@@ -80,6 +85,8 @@ pub struct GpuContext {
     dispatches: AtomicU64,
     /// Nanoseconds spent waiting for submitted work in readbacks (native).
     waited_ns: AtomicU64,
+    /// Bytes copied back to the host by [`GpuContext::map_staging`].
+    bytes_read: AtomicU64,
     profiler: Option<Mutex<Profiler>>,
 }
 
@@ -246,6 +253,7 @@ impl GpuContext {
             limits,
             f16,
             subgroups,
+            kv_f16: !opts.kv_f32,
             max_binding,
             pipelines: Mutex::new(HashMap::new()),
             bind_groups: Mutex::new(HashMap::new()),
@@ -254,6 +262,7 @@ impl GpuContext {
             errors,
             dispatches: AtomicU64::new(0),
             waited_ns: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
             profiler,
         })
     }
@@ -261,7 +270,7 @@ impl GpuContext {
     /// [`GpuContext::new`], blocking (native only).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new_blocking(opts: &GpuOptions) -> Result<GpuContext> {
-        pollster::block_on(Self::new(opts))
+        block_on(Self::new(opts))
     }
 
     /// The first error wgpu reported since the last check (device loss first), if any.
@@ -285,6 +294,12 @@ impl GpuContext {
     /// the wall time of a decode, it splits the time into host work and GPU work.
     pub fn waited_s(&self) -> f64 {
         self.waited_ns.load(Ordering::Relaxed) as f64 * 1e-9
+    }
+
+    /// Bytes read back to the host since the context was made (every readback maps a staging
+    /// buffer through [`GpuContext::map_staging`]; the profiler's timestamps are not counted).
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
     }
 
     /// A storage buffer of `bytes` (rounded up to 4), zero-filled.
@@ -625,6 +640,7 @@ impl GpuContext {
                 .map_err(|e| GpuError::Readback(e.to_string()))?;
             view[..bytes as usize].to_vec()
         };
+        self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
         staging.unmap();
         let mut pool = self.staging.lock().unwrap_or_else(|p| p.into_inner());
         if pool.len() < 4 {
@@ -654,7 +670,31 @@ impl GpuContext {
         offset: u64,
         n: usize,
     ) -> Result<Vec<f32>> {
-        pollster::block_on(self.read_f32(enc, buf, offset, n))
+        block_on(self.read_f32(enc, buf, offset, n))
+    }
+}
+
+/// Runs one of the GPU's futures to its end from synchronous code. Natively it blocks (a
+/// readback's device poll waits for the GPU), so every synchronous API is `block_on` of its
+/// async twin and the two share one implementation. The browser cannot block: there only a
+/// future that ends without waiting (no GPU readback, e.g. the CPU backend's) completes, and one
+/// that would wait is [`GpuError::Readback`] naming the async API to use instead.
+pub fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        pollster::block_on(f)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        use std::task::{Context, Poll, Waker};
+        let mut f = std::pin::pin!(f);
+        match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(GpuError::Readback(
+                "a GPU readback cannot block in the browser: use the async API".into(),
+            )
+            .into()),
+        }
     }
 }
 

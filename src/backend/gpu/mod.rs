@@ -16,6 +16,6 @@ pub mod layout;
 pub mod ops;
 pub mod wgsl;
 
-pub use backend::{prepare_cache, GpuBackend, GpuModel, GpuTensor};
-pub use context::{GpuContext, GpuOptions, Kernel, Recorder};
+pub use backend::{GpuBackend, GpuModel, GpuTensor};
+pub use context::{block_on, GpuContext, GpuOptions, Kernel, Recorder};
 pub use layout::{upload, GpuWeight};

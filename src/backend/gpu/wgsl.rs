@@ -23,6 +23,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("dequant", include_str!("../../../shaders/dequant.wgsl")),
     ("matmul", include_str!("../../../shaders/matmul.wgsl")),
     ("gemm", include_str!("../../../shaders/gemm.wgsl")),
+    ("kv", include_str!("../../../shaders/kv.wgsl")),
     ("rope", include_str!("../../../shaders/rope.wgsl")),
     ("attention", include_str!("../../../shaders/attention.wgsl")),
     ("argmax", include_str!("../../../shaders/argmax.wgsl")),

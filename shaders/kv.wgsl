@@ -1,0 +1,57 @@
+// The KV cache's storage on the GPU (model/kv.rs GpuKv), #included by the kernels that write
+// (rope.wgsl rope_kv) and read (attention.wgsl) it, so its layout lives in one place.
+//
+// KV_F16: each row is packed f16 pairs in u32 words, element 2w in the low half of word w,
+// rows padded to an even number of elements (a row of n elements is (n + 1) / 2 words, so every
+// row starts on a word). pack2x16float / unpack2x16float are core WGSL: no shader-f16 needed.
+// Otherwise rows are plain f32.
+//
+// Readers declare `kc` and `vc` as `array<kv_word>` (any access mode) and define KV_READ; they
+// address element i of row r as r · kv_stride(row_len) + i.
+
+#ifdef KV_F16
+alias kv_word = u32;
+const KV_PER_WORD: u32 = 2u;
+
+// One word of a row from its elements (j, j + 1); the second is 0 past the row's end.
+fn kv_pack(e: vec2<f32>) -> u32 {
+    return pack2x16float(e);
+}
+#else
+alias kv_word = f32;
+const KV_PER_WORD: u32 = 1u;
+
+fn kv_pack(e: vec2<f32>) -> f32 {
+    return e.x;
+}
+#endif
+
+// Words per row of n elements.
+fn kv_words(n: u32) -> u32 {
+    return (n + KV_PER_WORD - 1u) / KV_PER_WORD;
+}
+
+// Elements from one row's start to the next (n padded to whole words).
+fn kv_stride(n: u32) -> u32 {
+    return kv_words(n) * KV_PER_WORD;
+}
+
+#ifdef KV_READ
+// Element `e` of the K cache (row r, element i at e = r · kv_stride(k_row) + i).
+fn kv_k(e: u32) -> f32 {
+#ifdef KV_F16
+    return unpack2x16float(kc[e >> 1u])[e & 1u];
+#else
+    return kc[e];
+#endif
+}
+
+// Element `e` of the V cache.
+fn kv_v(e: u32) -> f32 {
+#ifdef KV_F16
+    return unpack2x16float(vc[e >> 1u])[e & 1u];
+#else
+    return vc[e];
+#endif
+}
+#endif
