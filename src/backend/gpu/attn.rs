@@ -7,9 +7,10 @@
 //! - Attention: K/V cache in f16 pairs or f32 (`shaders/kv.wgsl`, [`GpuContext::kv_f16`]), one
 //!   workgroup per (token, query head) with an online softmax over key blocks (any context
 //!   length), GQA by index, optional sliding window, split-K for decode.
+//! - Prefill (`PREFILL_MIN_TOKENS` tokens or more) goes to the flash-style kernel of
+//!   [`super::attn_prefill`], which shares K/V tile reads between query rows.
 //!
-//! Out of scope for now: subgroup reductions and a tiled prefill kernel that shares K/V reads
-//! between query rows.
+//! Out of scope for now: subgroup reductions.
 
 use super::context::{GpuContext, Kernel, Recorder};
 use super::ops::params;
@@ -284,6 +285,9 @@ pub fn attention(
     debug_assert!(p.window != Some(0), "a zero window sees no keys");
     if tokens == 0 || p.n_head == 0 {
         return Ok(());
+    }
+    if tokens >= super::attn_prefill::PREFILL_MIN_TOKENS {
+        return super::attn_prefill::attention_prefill(ctx, enc, q, k, v, o, tokens, pos0, p);
     }
     let (n_splits, split_len, need) = attention_splits(tokens, pos0, p);
     if (scratch.size() as usize) < need * 4 {

@@ -4,11 +4,12 @@
 //! - [`context`]: adapter, device, limits, features, pipeline cache, dispatch and readback;
 //! - [`wgsl`]: the shader sources in `shaders/` and their preprocessor;
 //! - [`layout`]: weight layouts on the GPU and their upload, split by rows;
-//! - [`ops`], [`gemm`], [`attn`]: one launcher per op, paired with the CPU reference in
-//!   `backend::cpu`;
+//! - [`ops`], [`gemm`], [`attn`], [`attn_prefill`]: one launcher per op, paired with the CPU
+//!   reference in `backend::cpu`;
 //! - [`backend`]: the [`crate::backend::Backend`] the generic decoder runs on.
 
 pub mod attn;
+pub mod attn_prefill;
 pub mod backend;
 pub mod context;
 pub mod gemm;

@@ -26,6 +26,10 @@ const SOURCES: &[(&str, &str)] = &[
     ("kv", include_str!("../../../shaders/kv.wgsl")),
     ("rope", include_str!("../../../shaders/rope.wgsl")),
     ("attention", include_str!("../../../shaders/attention.wgsl")),
+    (
+        "attention_prefill",
+        include_str!("../../../shaders/attention_prefill.wgsl"),
+    ),
     ("argmax", include_str!("../../../shaders/argmax.wgsl")),
 ];
 
