@@ -20,6 +20,12 @@ if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
     $SUDO apt-get update -q
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q mesa-vulkan-drivers libvulkan1
 fi
+step "Chromium and chromedriver (Debian) for the browser GPU test"
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium chromium-driver
+fi
 # Mesa warns on every device creation without a writable runtime dir.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 
@@ -43,3 +49,9 @@ test -s www/pkg/ternlm_bg.wasm && test -s www/pkg/ternlm.js && test -s www/pkg/t
 
 step "wasm tests under node (the browser's CPU fallback)"
 cargo test --locked --target wasm32-unknown-unknown --no-default-features --test wasm_node --test session_wasm
+
+step "GPU backend in headless Chromium: WebGPU on SwiftShader (webdriver.json has the flags)"
+# The kernel harness and the greedy decode of tests/gpu_ops*.rs and tests/gpu_decode.rs, awaited
+# in the browser; the runner's default 20 s limit is for the whole run (about a minute here).
+CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=300 \
+    cargo test --locked --target wasm32-unknown-unknown --no-default-features --test gpu_browser
