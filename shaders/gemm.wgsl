@@ -16,13 +16,7 @@
 #include "common"
 
 const WG: u32 = 256u;  // threads: 16 × 16, each 8 rows × 4 tokens
-#ifdef SMALL_M
-// A half-height tile (4 rows × 4 tokens per thread, no GLU) for matrices whose 128-row tiles
-// would give too few workgroups to fill the GPU (gemm::gemm chooses).
-const BM: u32 = 64u;
-#else
 const BM: u32 = 128u;  // weight rows per tile (64 outputs under GLU)
-#endif
 const BN: u32 = 64u;   // tokens per tile
 const KT: u32 = 16u;   // columns per step: one 16-element group of the block types
 
@@ -140,18 +134,16 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         workgroupBarrier();
         for (var k = 0u; k < KT; k++) {
             let a0 = ws[k * (BM / 4u) + tr];
+            let a1 = ws[k * (BM / 4u) + BM / 8u + tr];
             let b = xs[k * (BN / 4u) + tc];
             c00 = fma(a0, vec4<f32>(b.x), c00);
             c01 = fma(a0, vec4<f32>(b.y), c01);
             c02 = fma(a0, vec4<f32>(b.z), c02);
             c03 = fma(a0, vec4<f32>(b.w), c03);
-#ifndef SMALL_M
-            let a1 = ws[k * (BM / 4u) + BM / 8u + tr];
             c10 = fma(a1, vec4<f32>(b.x), c10);
             c11 = fma(a1, vec4<f32>(b.y), c11);
             c12 = fma(a1, vec4<f32>(b.z), c12);
             c13 = fma(a1, vec4<f32>(b.w), c13);
-#endif
         }
         workgroupBarrier();
     }
@@ -176,9 +168,7 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             store(rt, t, 4u * tr + i, activation(p.act, c0[j][i]) * c1[j][i]);
 #else
             store(rt, t, 4u * tr + i, c0[j][i]);
-#ifndef SMALL_M
             store(rt, t, BM / 2u + 4u * tr + i, c1[j][i]);
-#endif
 #endif
         }
     }

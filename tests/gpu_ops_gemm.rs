@@ -10,7 +10,7 @@ mod gpu_util;
 
 use gpu_util::*;
 use ternlm::backend::cpu::ops as cpu;
-use ternlm::backend::gpu::gemm::{gemm_tile, GEMM_MIN_TOKENS};
+use ternlm::backend::gpu::gemm::{gemm, GEMM_MIN_TOKENS};
 use ternlm::backend::gpu::{ops, upload, GpuContext, GpuOptions, GpuWeight};
 use ternlm::model::arch::Activation;
 use ternlm::quant::{GgmlType, TensorView};
@@ -22,9 +22,8 @@ const BOUND: f64 = 1e-7;
 /// through matmul.wgsl (1).
 const TOKENS: [usize; 5] = [1, 3, 17, 64, 70];
 
-/// `y = W·x` by gemm with the 128-row tile (`Some(false)`), the half-height one
-/// (`Some(true)`), or by `ops::matmul` (`None`) on fresh inputs, against the f64 reference of
-/// the decoded weights; returns the NMSE.
+/// `y = W·x` by gemm (or by `ops::matmul` when `routed`) on fresh inputs, against the f64
+/// reference of the decoded weights; returns the NMSE.
 #[allow(clippy::too_many_arguments)]
 fn run_plain(
     ctx: &GpuContext,
@@ -32,7 +31,7 @@ fn run_plain(
     v: &TensorView,
     w: &GpuWeight,
     tokens: usize,
-    tile: Option<bool>,
+    routed: bool,
     case: &str,
 ) -> f64 {
     let (cols, rows) = (v.ncols(), v.nrows());
@@ -40,11 +39,18 @@ fn run_plain(
     let y = poisoned(ctx, tokens * rows);
     let mut enc = encoder(ctx);
     let xb = upload_f32(ctx, &x);
-    let (xb, d) = (&xb, Default::default());
-    match tile {
-        Some(small) => gemm_tile(ctx, &mut enc, w, xb, tokens, &y, rows, 0, d, small),
-        None => ops::matmul(ctx, &mut enc, w, xb, tokens, &y, rows, 0, d),
-    }
+    let f = if routed { ops::matmul } else { gemm };
+    f(
+        ctx,
+        &mut enc,
+        w,
+        &xb,
+        tokens,
+        &y,
+        rows,
+        0,
+        Default::default(),
+    )
     .unwrap();
     let got = finish(ctx, enc, &y, tokens * rows);
     let e = nmse(case, &got, &reference_matmul(v, &x, tokens));
@@ -75,13 +81,8 @@ fn types(tys: &[GgmlType], shapes: &[(usize, usize)]) {
                     assert!(w.parts.len() > 1, "{ty:?} {cols}x{rows}: split");
                 }
                 for tokens in TOKENS {
-                    for small in [false, true] {
-                        let case = format!(
-                            "gemm {ty:?} {cols}x{rows} t{tokens} split={split} small={small}"
-                        );
-                        let e = run_plain(&ctx, &mut rng, &v, &w, tokens, Some(small), &case);
-                        worst = worst.max(e);
-                    }
+                    let case = format!("gemm {ty:?} {cols}x{rows} t{tokens} split={split}");
+                    worst = worst.max(run_plain(&ctx, &mut rng, &v, &w, tokens, false, &case));
                 }
             }
         }
@@ -134,7 +135,7 @@ fn matmul_routes_prefill_to_gemm() {
     let w = upload(&ctx, &v).unwrap();
     for tokens in [GEMM_MIN_TOKENS - 1, GEMM_MIN_TOKENS, 100] {
         let case = format!("matmul {ty:?} t{tokens}");
-        run_plain(&ctx, &mut rng, &v, &w, tokens, None, &case);
+        run_plain(&ctx, &mut rng, &v, &w, tokens, true, &case);
     }
 }
 
@@ -177,29 +178,26 @@ fn fusions(ctx: &GpuContext) {
             let mut xn = vec![0f32; x.len()];
             cpu::rms_norm(&x, Some(&nw), cols, eps, &mut xn);
             let (xb, nwb) = (upload_f32(ctx, &x), upload_f32(ctx, &nw));
-            let run = |fuse: ops::Fuse, y: &wgpu::Buffer, y_cols: usize, small: bool| {
+            let run = |fuse: ops::Fuse, y: &wgpu::Buffer, y_cols: usize| {
                 let mut enc = encoder(ctx);
-                gemm_tile(ctx, &mut enc, &w, &xb, tokens, y, y_cols, 0, fuse, small).unwrap();
+                gemm(ctx, &mut enc, &w, &xb, tokens, y, y_cols, 0, fuse).unwrap();
                 finish(ctx, enc, y, tokens * y_cols)
             };
             let norm = Some((&nwb, eps));
             let fuse = ops::Fuse::default;
 
-            for small in [false, true] {
-                let case = format!("{case} small={small}");
-                // NORM over all 2n rows.
-                let y = poisoned(ctx, tokens * 2 * n);
-                let got = run(ops::Fuse { norm, ..fuse() }, &y, 2 * n, small);
-                let want = reference_matmul(&v, &xn, tokens);
-                check(&format!("norm {case}"), &got, &want, BOUND);
+            // NORM over all 2n rows.
+            let y = poisoned(ctx, tokens * 2 * n);
+            let got = run(ops::Fuse { norm, ..fuse() }, &y, 2 * n);
+            let want = reference_matmul(&v, &xn, tokens);
+            check(&format!("norm {case}"), &got, &want, BOUND);
 
-                // Row range: the up half alone, on the plain input.
-                let y = poisoned(ctx, tokens * n);
-                let rows = Some((n, n));
-                let got = run(ops::Fuse { rows, ..fuse() }, &y, n, small);
-                let want = reference_matmul(&half(1), &x, tokens);
-                check(&format!("rows {case}"), &got, &want, BOUND);
-            }
+            // Row range: the up half alone, on the plain input.
+            let y = poisoned(ctx, tokens * n);
+            let rows = Some((n, n));
+            let got = run(ops::Fuse { rows, ..fuse() }, &y, n);
+            let want = reference_matmul(&half(1), &x, tokens);
+            check(&format!("rows {case}"), &got, &want, BOUND);
 
             // NORM + GLU, every activation.
             let (g, u) = (
@@ -217,7 +215,6 @@ fn fusions(ctx: &GpuContext) {
                     },
                     &y,
                     n,
-                    false,
                 );
                 let mut want = vec![0f32; g.len()];
                 cpu::glu(&g, &u, act, &mut want);
@@ -226,7 +223,7 @@ fn fusions(ctx: &GpuContext) {
 
             // RESIDUAL (plain and with NORM: BitNet's sub-norm before wo/down) onto random
             // values, and into a wider output at a column offset (the other columns untouched).
-            for (with_norm, small) in [(false, false), (true, false), (false, true), (true, true)] {
+            for with_norm in [false, true] {
                 let y_cols = 2 * n + 5;
                 let y0 = rng.values(tokens * y_cols);
                 let mut init = y0.clone();
@@ -238,7 +235,7 @@ fn fusions(ctx: &GpuContext) {
                     ..fuse()
                 };
                 let mut enc = encoder(ctx);
-                gemm_tile(ctx, &mut enc, &w, &xb, tokens, &y, y_cols, 3, f, small).unwrap();
+                gemm(ctx, &mut enc, &w, &xb, tokens, &y, y_cols, 3, f).unwrap();
                 let got = finish(ctx, enc, &y, tokens * y_cols);
                 let prod = reference_matmul(&v, if with_norm { &xn } else { &x }, tokens);
                 let mut want = y0.clone();
@@ -248,7 +245,7 @@ fn fusions(ctx: &GpuContext) {
                     }
                 }
                 check(
-                    &format!("residual norm={with_norm} small={small} {case}"),
+                    &format!("residual norm={with_norm} {case}"),
                     &got,
                     &want,
                     BOUND,
@@ -256,7 +253,7 @@ fn fusions(ctx: &GpuContext) {
             }
         }
     }
-    // A GLU over a weight of an odd row count is refused, and GLU with the half-height tile.
+    // A GLU over a weight of an odd row count is refused.
     let bytes = random_tensor(&mut rng, GgmlType::F32, 8, 3);
     let v = TensorView::new("w", GgmlType::F32, &[8, 3], &bytes).unwrap();
     let w = upload(ctx, &v).unwrap();
@@ -265,13 +262,5 @@ fn fusions(ctx: &GpuContext) {
         glu: Some(Activation::Silu),
         ..Default::default()
     };
-    for small in [false, true] {
-        let mut enc = encoder(ctx);
-        assert!(gemm_tile(ctx, &mut enc, &w, &x, 20, &y, 1, 0, fuse, small).is_err());
-    }
-    let bytes = random_tensor(&mut rng, GgmlType::F32, 8, 4);
-    let v = TensorView::new("w", GgmlType::F32, &[8, 4], &bytes).unwrap();
-    let w = upload(ctx, &v).unwrap();
-    let mut enc = encoder(ctx);
-    assert!(gemm_tile(ctx, &mut enc, &w, &x, 20, &y, 1, 0, fuse, true).is_err());
+    assert!(gemm(ctx, &mut encoder(ctx), &w, &x, 20, &y, 1, 0, fuse).is_err());
 }

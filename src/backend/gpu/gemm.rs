@@ -18,11 +18,6 @@ pub const GEMM_MIN_TOKENS: usize = 16;
 const GEMM_BM: usize = 128;
 const GEMM_BN: usize = 64;
 
-/// Below this many 128-row workgroups a (non-GLU) GEMM takes the half-height tile
-/// (gemm.wgsl SMALL_M): twice the workgroups, so an H100's 132 SMs hold more than one or two
-/// each (Llama-3.2-1B's q/o/down at 512 tokens make 128).
-const SMALL_M_BELOW: usize = 512;
-
 /// [`ops::matmul`] through gemm.wgsl, for any token count (same arguments and results).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
@@ -36,33 +31,7 @@ pub fn gemm(
     col0: usize,
     fuse: Fuse,
 ) -> Result<()> {
-    let rows = fuse.rows.map_or(w.rows, |r| r.1);
-    let small =
-        fuse.glu.is_none() && rows.div_ceil(GEMM_BM) * tokens.div_ceil(GEMM_BN) < SMALL_M_BELOW;
-    gemm_tile(ctx, enc, w, x, tokens, y, y_cols, col0, fuse, small)
-}
-
-/// [`gemm`] with the tile chosen by the caller: `small_m` the half-height one (not with GLU).
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_tile(
-    ctx: &GpuContext,
-    enc: &mut Recorder,
-    w: &GpuWeight,
-    x: &wgpu::Buffer,
-    tokens: usize,
-    y: &wgpu::Buffer,
-    y_cols: usize,
-    col0: usize,
-    fuse: Fuse,
-    small_m: bool,
-) -> Result<()> {
-    if small_m && fuse.glu.is_some() {
-        return Err(GpuError::Validation("gemm: no half-height tile with GLU".into()).into());
-    }
     let mut k = Kernel::new("gemm", "gemm").def(&w.define(), 1);
-    if small_m {
-        k = k.def("SMALL_M", 1);
-    }
     let mut eps = 0u32;
     let mut act = 0u32;
     if let Some((_, e)) = fuse.norm {
@@ -90,7 +59,7 @@ pub fn gemm_tile(
         return Ok(());
     }
     // Output rows per workgroup: under GLU half the tile is up rows.
-    let tile_rows = if glu || small_m { GEMM_BM / 2 } else { GEMM_BM };
+    let tile_rows = if glu { GEMM_BM / 2 } else { GEMM_BM };
     for part in &w.parts {
         let (w_row0, rows) = match (fuse.rows, fuse.glu) {
             (Some(r), _) => r,
