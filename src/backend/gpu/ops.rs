@@ -226,8 +226,8 @@ pub fn matmul(
         k = k.def("GLU", 1);
         extra[1] = act_kind(act);
     }
-    if fuse.glu.is_some() || fuse.rows.is_some() {
-        let glu = fuse.glu.is_some();
+    let glu = fuse.glu.is_some();
+    if glu || fuse.rows.is_some() {
         let (first, count) = fuse
             .rows
             .unwrap_or((0, if glu { w.rows / 2 } else { w.rows }));
@@ -239,13 +239,18 @@ pub fn matmul(
     if fuse.residual {
         k = k.def("RESIDUAL", 1);
     }
+    let gemv = (tokens == 1).then(|| gemv_kernel(w, k.defines.clone()));
     for part in &w.parts {
         let (w_row0, rows) = match (fuse.rows, fuse.glu) {
             (Some(r), _) => r,
             (None, Some(_)) => (0, part.rows / 2),
             (None, None) => (0, part.rows),
         };
-        let mut grid = ctx.grid(rows as u32);
+        let mut grid = match &gemv {
+            // Row groups of 4 weight rows (GLU: 2 outputs), NG groups per workgroup.
+            Some((_, ng)) => ctx.grid((rows as u32).div_ceil(if glu { 2 } else { 4 } * ng)),
+            None => ctx.grid(rows as u32),
+        };
         grid[2] = (tokens as u32).div_ceil(MATMUL_TT);
         let extra = [extra[0], extra[1], w_row0 as u32];
         let p = weight_params(
@@ -266,9 +271,43 @@ pub fn matmul(
         if let Some((nw, _)) = fuse.norm {
             bufs.push(nw.as_entire_binding());
         }
-        ctx.dispatch(enc, &k, &p, &bufs, grid)?;
+        ctx.dispatch(enc, gemv.as_ref().map_or(&k, |g| &g.0), &p, &bufs, grid)?;
     }
     Ok(())
+}
+
+/// Threads per workgroup of gemv.wgsl.
+const GEMV_WG: u32 = 64;
+
+/// gemv.wgsl for `w` with `defines` (the type and fusions of matmul) and its row groups per
+/// workgroup: the type's unit (elements per thread step, the shader's `UE`) and section, and
+/// threads per row group (`TPR`) about half the units of a row, so that short rows do not leave
+/// most threads idle.
+fn gemv_kernel(w: &GpuWeight, defines: crate::backend::gpu::wgsl::Defines) -> (Kernel, u32) {
+    use crate::quant::GgmlType as T;
+    let (unit, section) = match w.ty {
+        T::F32 | T::F16 | T::BF16 => (4, Some("GENERIC4")),
+        T::Q4_0 | T::Q4_1 => (32, Some("LEGACY4")),
+        T::Q8_0 | T::Q4_K => (32, None),
+        T::Q6_K | T::TQ1_0 | T::TQ2_0 | T::I2_S => (16, None),
+        _ => (16, Some("GENERIC16")),
+    };
+    let units = w.cols.div_ceil(unit) as u32;
+    let tpr = (units / 2).next_power_of_two().clamp(8, GEMV_WG);
+    let mut k = Kernel {
+        shader: "gemv",
+        entry: "gemv",
+        defines,
+    }
+    .def("TPR", format!("{tpr}u"));
+    k.defines.remove("MATMUL");
+    if let Some(s) = section {
+        k = k.def(s, 1);
+    }
+    if unit == 4 {
+        k = k.def("XSCALAR", 1);
+    }
+    (k, GEMV_WG / tpr)
 }
 
 /// `y[t] = W[ids[t]]` (`ids` a buffer of `tokens` u32, each < `w.rows`).

@@ -24,6 +24,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("matmul", include_str!("../../../shaders/matmul.wgsl")),
     ("gemm", include_str!("../../../shaders/gemm.wgsl")),
     ("kv", include_str!("../../../shaders/kv.wgsl")),
+    ("gemv", include_str!("../../../shaders/gemv.wgsl")),
     ("rope", include_str!("../../../shaders/rope.wgsl")),
     ("attention", include_str!("../../../shaders/attention.wgsl")),
     (
@@ -45,6 +46,10 @@ pub struct Defines(BTreeMap<String, String>);
 impl Defines {
     pub fn set(&mut self, name: &str, value: String) {
         self.0.insert(name.to_string(), value);
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.0.remove(name);
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {

@@ -1,0 +1,397 @@
+// y[row0 + r] = mult · Σ_k W[r][k]·x[k] for one token: ops::matmul's decode path, with matmul.wgsl's
+// fusions (NORM, GLU, RESIDUAL, a row range from w_row0).
+//
+// A workgroup is NG = WG / TPR row groups of TPR threads (TPR, a define, is picked by the host from
+// the row length). A group computes four weight rows at once — four outputs, or under GLU two gate
+// rows and their two up rows — its threads striding over the rows' units (UE consecutive stored
+// elements of a type, one to a few u32 loads). Each unit's x values are loaded once, as vec4s, and
+// used for the four rows; no value lives in a per-thread array (those spill to local memory).
+// Types without a section of their own take dequant.wgsl's `dq` one group at a time (GENERIC4 for
+// the plain types, whose rows may end inside a vec4: XSCALAR; GENERIC16 for the rest).
+
+#include "common"
+
+const WG: u32 = 64u;
+const NG: u32 = WG / TPR;
+
+struct Params {
+    rows: u32,       // outputs of this dispatch (GLU: gate rows)
+    cols: u32,       // K
+    tokens: u32,     // 1
+    row_words: u32,  // u32 words per stored row
+    groups_x: u32,
+    row0: u32,       // output index of this part's first row
+    y_cols: u32,
+    aux: u32,        // word offset of a second region (T2R scales)
+    mult: f32,       // tensor multiplier (T2R from I2_S), else 1
+    eps: f32,        // NORM
+    act: u32,        // GLU: common.wgsl activation kind
+    w_row0: u32,     // first weight row used
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> w: array<u32>;
+#ifdef XSCALAR
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+#else
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+#endif
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+#ifdef NORM
+#ifdef XSCALAR
+@group(0) @binding(4) var<storage, read> nw: array<f32>;
+#else
+@group(0) @binding(4) var<storage, read> nw: array<vec4<f32>>;
+#endif
+#endif
+
+#include "dequant"
+
+var<workgroup> part: array<vec4<f32>, WG>;
+
+#ifdef XSCALAR
+// x[c] (times the norm weight), 0 past K: the stored row is zero-padded, x may hold anything.
+fn xs(c: u32) -> f32 {
+    if (c >= p.cols) {
+        return 0.0;
+    }
+#ifdef NORM
+    return x[c] * nw[c];
+#else
+    return x[c];
+#endif
+}
+
+// x[4i .. 4i + 3] (times the norm weight under NORM; the RMS factor is applied to the sums).
+fn xv(i: u32) -> vec4<f32> {
+    let c = 4u * i;
+    return vec4<f32>(xs(c), xs(c + 1u), xs(c + 2u), xs(c + 3u));
+}
+#else
+fn xv(i: u32) -> vec4<f32> {
+#ifdef NORM
+    return x[i] * nw[i];
+#else
+    return x[i];
+#endif
+}
+#endif
+
+fn hsum(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
+}
+
+// The four values of a packed byte vector, as f32.
+fn bytes4(v: u32) -> vec4<f32> {
+    return vec4<f32>(unpack4xU8(v));
+}
+
+// Σ over a group of n consecutive threads (n a power of two dividing WG, the same for the whole
+// workgroup), returned to every thread of the group. Called in uniform control flow.
+fn group_sum(v: vec4<f32>, lid: u32, n: u32) -> vec4<f32> {
+    part[lid] = v;
+    workgroupBarrier();
+    for (var s = n / 2u; s > 0u; s /= 2u) {
+        if (lid % n < s) {
+            part[lid] += part[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = part[lid - lid % n];
+    workgroupBarrier();
+    return r;
+}
+
+#ifdef GENERIC4
+const UE: u32 = 4u;
+fn g4(row: u32, u: u32, a: vec4<f32>) -> f32 {
+    let v = dq(row, u);
+    return dot(vec4<f32>(v[0], v[1], v[2], v[3]), a);
+}
+fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
+    let a = xv(u);
+    return vec4<f32>(g4(rows.x, u, a), g4(rows.y, u, a), g4(rows.z, u, a), g4(rows.w, u, a));
+}
+#endif
+
+#ifdef GENERIC16
+const UE: u32 = 16u;
+fn g16(row: u32, u: u32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) -> f32 {
+    let v = dq(row, u);
+    return (dot(vec4<f32>(v[0], v[1], v[2], v[3]), a) + dot(vec4<f32>(v[4], v[5], v[6], v[7]), b))
+        + (dot(vec4<f32>(v[8], v[9], v[10], v[11]), c) + dot(vec4<f32>(v[12], v[13], v[14], v[15]), d));
+}
+fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
+    let i = 4u * u;
+    let a = xv(i);
+    let b = xv(i + 1u);
+    let c = xv(i + 2u);
+    let d = xv(i + 3u);
+    return vec4<f32>(g16(rows.x, u, a, b, c, d), g16(rows.y, u, a, b, c, d),
+                     g16(rows.z, u, a, b, c, d), g16(rows.w, u, a, b, c, d));
+}
+#endif
+
+// Legacy 32-element blocks: a unit is a block; qs word j holds elements 4j..4j+3 in its low
+// nibbles (x vec4 j of the block) and 16+4j.. in its high ones (x vec4 4 + j).
+#ifdef LEGACY4
+const UE: u32 = 32u;
+struct X8 {
+    a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
+    a4: vec4<f32>, a5: vec4<f32>, a6: vec4<f32>, a7: vec4<f32>,
+    s: f32,  // Σ x over the block
+}
+fn nib_dot(q: u32, lo: vec4<f32>, hi: vec4<f32>) -> f32 {
+    return dot(bytes4(q & 0x0f0f0f0fu), lo) + dot(bytes4((q >> 4u) & 0x0f0f0f0fu), hi);
+}
+fn block_dot(row: u32, u: u32, xb: X8) -> f32 {
+    let b = row * p.row_words + u * BW;
+#ifdef TYPE_Q4_1
+    // d, m, then qs at byte 4: word-aligned. Σ (d·q + m)·x = d·Σ q·x + m·Σ x.
+    let dm = unpack2x16float(w[b]);
+    let t = (nib_dot(w[b + 1u], xb.a0, xb.a4) + nib_dot(w[b + 2u], xb.a1, xb.a5))
+          + (nib_dot(w[b + 3u], xb.a2, xb.a6) + nib_dot(w[b + 4u], xb.a3, xb.a7));
+    return dm.x * t + dm.y * xb.s;
+#else
+    // Q4_0: d, then qs at byte 2 (each qs word straddles two words). Σ d·(q - 8)·x.
+    let w0 = w[b];
+    let w1 = w[b + 1u];
+    let w2 = w[b + 2u];
+    let w3 = w[b + 3u];
+    let w4 = w[b + 4u];
+    let t = (nib_dot((w0 >> 16u) | (w1 << 16u), xb.a0, xb.a4) + nib_dot((w1 >> 16u) | (w2 << 16u), xb.a1, xb.a5))
+          + (nib_dot((w2 >> 16u) | (w3 << 16u), xb.a2, xb.a6) + nib_dot((w3 >> 16u) | (w4 << 16u), xb.a3, xb.a7));
+    return half_of(w0, false) * (t - 8.0 * xb.s);
+#endif
+}
+fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
+    let i = 8u * u;
+    var xb: X8;
+    xb.a0 = xv(i);
+    xb.a1 = xv(i + 1u);
+    xb.a2 = xv(i + 2u);
+    xb.a3 = xv(i + 3u);
+    xb.a4 = xv(i + 4u);
+    xb.a5 = xv(i + 5u);
+    xb.a6 = xv(i + 6u);
+    xb.a7 = xv(i + 7u);
+    xb.s = hsum(((xb.a0 + xb.a1) + (xb.a2 + xb.a3)) + ((xb.a4 + xb.a5) + (xb.a6 + xb.a7)));
+    return vec4<f32>(block_dot(rows.x, u, xb), block_dot(rows.y, u, xb),
+                     block_dot(rows.z, u, xb), block_dot(rows.w, u, xb));
+}
+#endif
+
+// Q8_0: a unit is a block; d, then 32 int8 at byte 2 (qs word j straddles words j and j + 1).
+#ifdef TYPE_Q8_0
+const UE: u32 = 32u;
+fn q8_dot(row: u32, u: u32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
+          x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>) -> f32 {
+    let b = row * p.row_words + u * BW;
+    let w0 = w[b];
+    let w1 = w[b + 1u];
+    let w2 = w[b + 2u];
+    let w3 = w[b + 3u];
+    let w4 = w[b + 4u];
+    let w5 = w[b + 5u];
+    let w6 = w[b + 6u];
+    let w7 = w[b + 7u];
+    let w8 = w[b + 8u];
+    let t = ((dot(i8s((w0 >> 16u) | (w1 << 16u)), x0) + dot(i8s((w1 >> 16u) | (w2 << 16u)), x1))
+           + (dot(i8s((w2 >> 16u) | (w3 << 16u)), x2) + dot(i8s((w3 >> 16u) | (w4 << 16u)), x3)))
+          + ((dot(i8s((w4 >> 16u) | (w5 << 16u)), x4) + dot(i8s((w5 >> 16u) | (w6 << 16u)), x5))
+           + (dot(i8s((w6 >> 16u) | (w7 << 16u)), x6) + dot(i8s((w7 >> 16u) | (w8 << 16u)), x7)));
+    return half_of(w0, false) * t;
+}
+fn i8s(v: u32) -> vec4<f32> {
+    return vec4<f32>(unpack4xI8(v));
+}
+fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
+    let i = 8u * u;
+    let x0 = xv(i);
+    let x1 = xv(i + 1u);
+    let x2 = xv(i + 2u);
+    let x3 = xv(i + 3u);
+    let x4 = xv(i + 4u);
+    let x5 = xv(i + 5u);
+    let x6 = xv(i + 6u);
+    let x7 = xv(i + 7u);
+    return vec4<f32>(q8_dot(rows.x, u, x0, x1, x2, x3, x4, x5, x6, x7), q8_dot(rows.y, u, x0, x1, x2, x3, x4, x5, x6, x7),
+                     q8_dot(rows.z, u, x0, x1, x2, x3, x4, x5, x6, x7), q8_dot(rows.w, u, x0, x1, x2, x3, x4, x5, x6, x7));
+}
+#endif
+
+// Q4_K: a unit is 32 elements, half h of 64-element chunk c of a super-block (unit u: block u / 8,
+// c = (u % 8) / 2, h = u % 2): qs words 4 + 8c + 4h + i hold elements 64c + 16h + 4i + k in their
+// low nibbles (sub-block 2c) and 64c + 32 + 16h + 4i + k in their high ones (sub-block 2c + 1).
+#ifdef TYPE_Q4_K
+const UE: u32 = 32u;
+struct XK {
+    l0: vec4<f32>, l1: vec4<f32>, l2: vec4<f32>, l3: vec4<f32>,
+    h0: vec4<f32>, h1: vec4<f32>, h2: vec4<f32>, h3: vec4<f32>,
+    sl: f32,  // Σ x over the low-nibble elements
+    sh: f32,  // and the high ones
+}
+// Scale byte n (0..11) of the 12 at byte 4.
+fn sbyte(s: vec3<u32>, n: u32) -> u32 {
+    return byte_of(s[n / 4u], n % 4u);
+}
+// Scale and min of sub-block j (llama.cpp get_scale_min_k4) from the scale words.
+fn k4_sm(s: vec3<u32>, j: u32) -> vec2<f32> {
+    let a = sbyte(s, j & 3u);
+    let b = sbyte(s, (j & 3u) + 4u);
+    let c = sbyte(s, j + 4u);
+    if (j < 4u) {
+        return vec2<f32>(f32(a & 63u), f32(b & 63u));
+    }
+    return vec2<f32>(f32((c & 15u) | ((a >> 6u) << 4u)), f32((c >> 4u) | ((b >> 6u) << 4u)));
+}
+fn k4_dot(row: u32, u: u32, xk: XK) -> f32 {
+    let b = row * p.row_words + (u / 8u) * BW;
+    let c = (u % 8u) / 2u;
+    let q = b + 4u + 8u * c + 4u * (u % 2u);
+    let dm = unpack2x16float(w[b]);
+    let s = vec3<u32>(w[b + 1u], w[b + 2u], w[b + 3u]);
+    let sm0 = k4_sm(s, 2u * c);
+    let sm1 = k4_sm(s, 2u * c + 1u);
+    let q0 = w[q];
+    let q1 = w[q + 1u];
+    let q2 = w[q + 2u];
+    let q3 = w[q + 3u];
+    let m = 0x0f0f0f0fu;
+    let tl = (dot(bytes4(q0 & m), xk.l0) + dot(bytes4(q1 & m), xk.l1))
+           + (dot(bytes4(q2 & m), xk.l2) + dot(bytes4(q3 & m), xk.l3));
+    let th = (dot(bytes4((q0 >> 4u) & m), xk.h0) + dot(bytes4((q1 >> 4u) & m), xk.h1))
+           + (dot(bytes4((q2 >> 4u) & m), xk.h2) + dot(bytes4((q3 >> 4u) & m), xk.h3));
+    return dm.x * (sm0.x * tl + sm1.x * th) - dm.y * (sm0.y * xk.sl + sm1.y * xk.sh);
+}
+fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
+    let i = 64u * (u / 8u) + 16u * ((u % 8u) / 2u) + 4u * (u % 2u);
+    var xk: XK;
+    xk.l0 = xv(i);
+    xk.l1 = xv(i + 1u);
+    xk.l2 = xv(i + 2u);
+    xk.l3 = xv(i + 3u);
+    xk.h0 = xv(i + 8u);
+    xk.h1 = xv(i + 9u);
+    xk.h2 = xv(i + 10u);
+    xk.h3 = xv(i + 11u);
+    xk.sl = hsum((xk.l0 + xk.l1) + (xk.l2 + xk.l3));
+    xk.sh = hsum((xk.h0 + xk.h1) + (xk.h2 + xk.h3));
+    return vec4<f32>(k4_dot(rows.x, u, xk), k4_dot(rows.y, u, xk), k4_dot(rows.z, u, xk), k4_dot(rows.w, u, xk));
+}
+#endif
+
+// Q6_K: a unit is 16 elements, 128h + 4g + 32s + k (s, k = 0..3) of a super-block (unit u: block
+// u / 16, h = (u % 16) / 8, g = u % 8): ql words 16h + g (s = 0, 2: low, high nibbles) and
+// 16h + 8 + g (s = 1, 3), qh word 32 + 8h + g (bits 2s), scale bytes 8h + g / 4 + 2s.
+#ifdef TYPE_Q6_K
+const UE: u32 = 16u;
+fn q6(lo: u32, hi: u32) -> vec4<f32> {
+    return bytes4((lo & 0x0f0f0f0fu) | ((hi & 0x03030303u) << 4u));
+}
+fn i8_of(v: u32, k: u32) -> f32 {
+    return f32(bitcast<i32>(v << (24u - 8u * k)) >> 24u);
+}
+fn k6_dot(row: u32, u: u32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, sx: vec4<f32>) -> f32 {
+    let b = row * p.row_words + (u / 16u) * BW;
+    let h = (u % 16u) / 8u;
+    let g = u % 8u;
+    let a = w[b + 16u * h + g];
+    let c = w[b + 16u * h + 8u + g];
+    let qh = w[b + 32u + 8u * h + g];
+    let s01 = w[b + 48u + 2u * h];   // scale bytes 8h .. 8h + 3 (s = 0, 1 at g / 4, g / 4 + 2)
+    let s23 = w[b + 49u + 2u * h];   // 8h + 4 .. (s = 2, 3)
+    let k = g / 4u;
+    let sc = vec4<f32>(i8_of(s01, k), i8_of(s01, k + 2u), i8_of(s23, k), i8_of(s23, k + 2u));
+    let t = vec4<f32>(dot(q6(a, qh), x0), dot(q6(c, qh >> 2u), x1),
+                      dot(q6(a >> 4u, qh >> 4u), x2), dot(q6(c >> 4u, qh >> 6u), x3));
+    return half_of(w[b + 52u], false) * dot(sc, t - 32.0 * sx);
+}
+fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
+    let i = 64u * (u / 16u) + 32u * ((u % 16u) / 8u) + u % 8u;
+    let x0 = xv(i);
+    let x1 = xv(i + 8u);
+    let x2 = xv(i + 16u);
+    let x3 = xv(i + 24u);
+    let sx = vec4<f32>(hsum(x0), hsum(x1), hsum(x2), hsum(x3));
+    return vec4<f32>(k6_dot(rows.x, u, x0, x1, x2, x3, sx), k6_dot(rows.y, u, x0, x1, x2, x3, sx),
+                     k6_dot(rows.z, u, x0, x1, x2, x3, sx), k6_dot(rows.w, u, x0, x1, x2, x3, sx));
+}
+#endif
+
+// T2R: a unit is one code word; word u holds columns 128q + 32l + 4j + k (q = u / 8, j = u % 8)
+// in field l of byte k. Σ (code - 1)·s·x = s·(Σ code·x - Σ x).
+#ifdef TYPE_T2R
+const UE: u32 = 16u;
+fn t2r_dot(row: u32, u: u32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, sx: f32) -> f32 {
+    let q = w[row * p.row_words + u];
+    let si = row * (p.row_words / 16u) + u / 16u;
+    let s = half_of(w[p.aux + si / 2u], (si % 2u) != 0u);
+    let m = 0x03030303u;
+    let t = (dot(bytes4(q & m), x0) + dot(bytes4((q >> 2u) & m), x1))
+          + (dot(bytes4((q >> 4u) & m), x2) + dot(bytes4((q >> 6u) & m), x3));
+    return s * (t - sx);
+}
+fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
+    let i = 32u * (u / 8u) + u % 8u;
+    let x0 = xv(i);
+    let x1 = xv(i + 8u);
+    let x2 = xv(i + 16u);
+    let x3 = xv(i + 24u);
+    let sx = hsum((x0 + x1) + (x2 + x3));
+    return vec4<f32>(t2r_dot(rows.x, u, x0, x1, x2, x3, sx), t2r_dot(rows.y, u, x0, x1, x2, x3, sx),
+                     t2r_dot(rows.z, u, x0, x1, x2, x3, sx), t2r_dot(rows.w, u, x0, x1, x2, x3, sx));
+}
+#endif
+
+@compute @workgroup_size(WG)
+fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = lid % TPR;
+    let rg = flat_group(wg, p.groups_x) * NG + lid / TPR;
+#ifdef GLU
+    const NOUT: u32 = 2u;
+    let o = 2u * rg;
+    let g0 = min(o, p.rows - 1u);
+    let g1 = min(o + 1u, p.rows - 1u);
+    let rows = vec4<u32>(g0, g1, g0 + p.rows, g1 + p.rows) + p.w_row0;
+#else
+    const NOUT: u32 = 4u;
+    let o = 4u * rg;
+    let rows = min(vec4<u32>(o, o + 1u, o + 2u, o + 3u), vec4<u32>(p.rows - 1u)) + p.w_row0;
+#endif
+#ifdef NORM
+    var ss = 0.0;
+#ifdef XSCALAR
+    for (var i = lid; i < p.cols; i += WG) {
+        ss += x[i] * x[i];
+    }
+#else
+    for (var i = lid; i < p.cols / 4u; i += WG) {
+        ss += dot(x[i], x[i]);
+    }
+#endif
+    let inv = 1.0 / sqrt(group_sum(vec4<f32>(ss, 0.0, 0.0, 0.0), lid, WG).x / f32(p.cols) + p.eps);
+#else
+    let inv = 1.0;
+#endif
+    var acc = vec4<f32>(0.0);
+    if (o < p.rows) {
+        let n_units = (p.cols + UE - 1u) / UE;
+        for (var u = t; u < n_units; u += TPR) {
+            acc += unit_dot4(rows, u);
+        }
+    }
+    let s = group_sum(acc, lid, TPR) * (p.mult * inv);
+    if (t < NOUT && o + t < p.rows) {
+        var v = s[t];
+#ifdef GLU
+        v = activation(p.act, v) * s[t + 2u];
+#endif
+        let i = p.row0 + o + t;
+#ifdef RESIDUAL
+        y[i] += v;
+#else
+        y[i] = v;
+#endif
+    }
+}
