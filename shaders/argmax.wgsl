@@ -1,21 +1,31 @@
-// The index of each row's largest value (ops::argmax): one workgroup per row, each thread
-// scanning a stride of the row, then a (value, index) reduction in workgroup memory. Ties go to
-// the lowest index and NaN never wins, as the CPU's `argmax`.
+// The index of each row's largest value (ops::argmax), in two passes: `argmax_part` gives each
+// chunk of CHUNK values of a row a workgroup (each thread scanning PER values, loads in flight
+// together), which writes its (value, index) winner; `argmax_final` takes one workgroup per row
+// over its chunks' winners. Both reduce (value, index) pairs in workgroup memory. Ties go to the
+// lowest index and NaN never wins, as the CPU's `argmax`.
 
 #include "common"
 
 const WG: u32 = 256u;
 
+const PER: u32 = 16u;
+const CHUNK: u32 = WG * PER;  // ops::ARGMAX_CHUNK
+
 struct Params {
     rows: u32,
     cols: u32,
     groups_x: u32,
-    pad: u32,
+    chunks: u32,  // per row: ceil(cols / CHUNK)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;        // [rows, cols]
-@group(0) @binding(2) var<storage, read_write> ids: array<u32>; // [rows]
+#ifdef PART
+@group(0) @binding(1) var<storage, read> x: array<f32>;          // [rows, cols]
+@group(0) @binding(2) var<storage, read_write> win: array<u32>;  // [rows, chunks, 2]: value bits, index
+#else
+@group(0) @binding(1) var<storage, read> win: array<u32>;
+@group(0) @binding(2) var<storage, read_write> ids: array<u32>;  // [rows]
+#endif
 
 var<workgroup> best_v: array<f32, WG>;
 var<workgroup> best_i: array<u32, WG>;
@@ -36,21 +46,8 @@ fn beats(v: f32, i: u32, w: f32, j: u32) -> bool {
     return j == NONE || v > w || (v == w && i < j);
 }
 
-@compute @workgroup_size(WG)
-fn argmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let r = flat_group(wg, p.groups_x);
-    let live = r < p.rows;
-    var bv = 0.0;
-    var bi = NONE;
-    if (live) {
-        for (var c = lid; c < p.cols; c += WG) {
-            let v = x[r * p.cols + c];
-            if (beats(v, c, bv, bi)) {
-                bv = v;
-                bi = c;
-            }
-        }
-    }
+// The workgroup's best of every thread's (bv, bi), left in best_v[0], best_i[0].
+fn reduce(bv: f32, bi: u32, lid: u32) {
     best_v[lid] = bv;
     best_i[lid] = bi;
     workgroupBarrier();
@@ -61,8 +58,59 @@ fn argmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         }
         workgroupBarrier();
     }
+}
+
+#ifdef PART
+@compute @workgroup_size(WG)
+fn argmax_part(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let wi = flat_group(wg, p.groups_x);
+    let live = wi < p.rows * p.chunks;
+    let r = wi / p.chunks;
+    let c0 = (wi % p.chunks) * CHUNK;
+    var bv = 0.0;
+    var bi = NONE;
+    if (live) {
+        // Load all PER values first (independent loads), then compare in index order.
+        var v: array<f32, PER>;
+        for (var k = 0u; k < PER; k++) {
+            let c = c0 + k * WG + lid;
+            v[k] = select(0.0, x[r * p.cols + min(c, p.cols - 1u)], c < p.cols);
+        }
+        for (var k = 0u; k < PER; k++) {
+            let c = c0 + k * WG + lid;
+            if (c < p.cols && beats(v[k], c, bv, bi)) {
+                bv = v[k];
+                bi = c;
+            }
+        }
+    }
+    reduce(bv, bi, lid);
+    if (live && lid == 0u) {
+        win[2u * wi] = bitcast<u32>(best_v[0]);
+        win[2u * wi + 1u] = best_i[0];
+    }
+}
+#else
+@compute @workgroup_size(WG)
+fn argmax_final(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = flat_group(wg, p.groups_x);
+    let live = r < p.rows;
+    var bv = 0.0;
+    var bi = NONE;
+    if (live) {
+        for (var c = lid; c < p.chunks; c += WG) {
+            let i = 2u * (r * p.chunks + c);
+            let v = bitcast<f32>(win[i]);
+            if (beats(v, win[i + 1u], bv, bi)) {
+                bv = v;
+                bi = win[i + 1u];
+            }
+        }
+    }
+    reduce(bv, bi, lid);
     if (live && lid == 0u) {
         // All NaN: index 0.
         ids[r] = select(best_i[0], 0u, best_i[0] == NONE);
     }
 }
+#endif

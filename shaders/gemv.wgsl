@@ -1,5 +1,6 @@
 // y[row0 + r] = mult · Σ_k W[r][k]·x[k] for one token: ops::matmul's decode path, with matmul.wgsl's
-// fusions (NORM, GLU, RESIDUAL, a row range from w_row0).
+// fusions (NORM, GLU, RESIDUAL, a row range from w_row0), and SPLIT (ops::matmul_split): the
+// outputs of a joined weight (q, k and v rows) written to up to three buffers.
 //
 // A workgroup is NG = WG / TPR row groups of TPR threads (TPR, a define, is picked by the host from
 // the row length). A group computes four weight rows at once — four outputs, or under GLU two gate
@@ -27,6 +28,8 @@ struct Params {
     eps: f32,        // NORM
     act: u32,        // GLU: common.wgsl activation kind
     w_row0: u32,     // first weight row used
+    split1: u32,     // SPLIT: outputs [0, split1) go to y, [split1, split2) to y1, the rest to y2
+    split2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -37,17 +40,27 @@ struct Params {
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 #endif
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+#ifdef SPLIT
+@group(0) @binding(4) var<storage, read_write> y1: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y2: array<f32>;
+#define NW_BINDING 6
+#else
+#define NW_BINDING 4
+#endif
 #ifdef NORM
 #ifdef XSCALAR
-@group(0) @binding(4) var<storage, read> nw: array<f32>;
+@group(0) @binding(NW_BINDING) var<storage, read> nw: array<f32>;
 #else
-@group(0) @binding(4) var<storage, read> nw: array<vec4<f32>>;
+@group(0) @binding(NW_BINDING) var<storage, read> nw: array<vec4<f32>>;
 #endif
 #endif
 
 #include "dequant"
 
 var<workgroup> part: array<vec4<f32>, WG>;
+// The subgroup size and this thread's index in its subgroup (1 and 0 without subgroups).
+var<private> sgs: u32 = 1u;
+var<private> sgi: u32 = 0u;
 
 #ifdef XSCALAR
 // x[c] (times the norm weight), 0 past K: the stored row is zero-padded, x may hold anything.
@@ -87,8 +100,26 @@ fn bytes4(v: u32) -> vec4<f32> {
 }
 
 // Σ over a group of n consecutive threads (n a power of two dividing WG, the same for the whole
-// workgroup), returned to every thread of the group. Called in uniform control flow.
+// workgroup), returned to every thread of the group. Called in uniform control flow. Groups of
+// whole subgroups add with subgroupAdd (subgroup i being threads i·sgs …, as on every GPU we
+// know of), others by a tree in workgroup memory.
 fn group_sum(v: vec4<f32>, lid: u32, n: u32) -> vec4<f32> {
+#ifdef HAS_SUBGROUPS
+    if (sgs > 1u && n % sgs == 0u) {
+        let s = subgroupAdd(v);
+        if (sgi == 0u) {
+            part[lid / sgs] = s;
+        }
+        workgroupBarrier();
+        let first = (lid - lid % n) / sgs;
+        var r = part[first];
+        for (var i = 1u; i < n / sgs; i++) {
+            r += part[first + i];
+        }
+        workgroupBarrier();
+        return r;
+    }
+#endif
     part[lid] = v;
     workgroupBarrier();
     for (var s = n / 2u; s > 0u; s /= 2u) {
@@ -345,7 +376,18 @@ fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
 #endif
 
 @compute @workgroup_size(WG)
-fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn gemv(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+#ifdef HAS_SUBGROUPS
+    @builtin(subgroup_size) sg_size: u32,
+    @builtin(subgroup_invocation_id) sg_id: u32,
+#endif
+) {
+#ifdef HAS_SUBGROUPS
+    sgs = sg_size;
+    sgi = sg_id;
+#endif
     let t = lid % TPR;
     let rg = flat_group(wg, p.groups_x) * NG + lid / TPR;
 #ifdef GLU
@@ -360,24 +402,44 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let rows = min(vec4<u32>(o, o + 1u, o + 2u, o + 3u), vec4<u32>(p.rows - 1u)) + p.w_row0;
 #endif
 #ifdef NORM
-    var ss = 0.0;
+    // Σ x² with four loads in flight per step (a loop of one dependent load each is latency-bound).
 #ifdef XSCALAR
-    for (var i = lid; i < p.cols; i += WG) {
-        ss += x[i] * x[i];
+    var ss = vec4<f32>(0.0);
+    var i = lid;
+    for (; i + 3u * WG < p.cols; i += 4u * WG) {
+        ss += vec4<f32>(x[i], x[i + WG], x[i + 2u * WG], x[i + 3u * WG]) * vec4<f32>(x[i], x[i + WG], x[i + 2u * WG], x[i + 3u * WG]);
+    }
+    for (; i < p.cols; i += WG) {
+        ss.x += x[i] * x[i];
     }
 #else
-    for (var i = lid; i < p.cols / 4u; i += WG) {
-        ss += dot(x[i], x[i]);
+    var ss = vec4<f32>(0.0);
+    var i = lid;
+    let n4 = p.cols / 4u;
+    for (; i + 3u * WG < n4; i += 4u * WG) {
+        let a = x[i];
+        let b = x[i + WG];
+        let c = x[i + 2u * WG];
+        let d = x[i + 3u * WG];
+        ss += (a * a + b * b) + (c * c + d * d);
+    }
+    for (; i < n4; i += WG) {
+        ss += x[i] * x[i];
     }
 #endif
-    let inv = 1.0 / sqrt(group_sum(vec4<f32>(ss, 0.0, 0.0, 0.0), lid, WG).x / f32(p.cols) + p.eps);
+    let inv = 1.0 / sqrt(hsum(group_sum(ss, lid, WG)) / f32(p.cols) + p.eps);
 #else
     let inv = 1.0;
 #endif
+    // Two units per step, so that each thread has both units' loads in flight.
     var acc = vec4<f32>(0.0);
     if (o < p.rows) {
         let n_units = (p.cols + UE - 1u) / UE;
-        for (var u = t; u < n_units; u += TPR) {
+        var u = t;
+        for (; u + TPR < n_units; u += 2u * TPR) {
+            acc += unit_dot4(rows, u) + unit_dot4(rows, u + TPR);
+        }
+        if (u < n_units) {
             acc += unit_dot4(rows, u);
         }
     }
@@ -387,11 +449,22 @@ fn gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 #ifdef GLU
         v = activation(p.act, v) * s[t + 2u];
 #endif
-        let i = p.row0 + o + t;
+        let r = o + t;
+#ifdef SPLIT
+        if (r < p.split1) {
+            y[r] = v;
+        } else if (r < p.split2) {
+            y1[r - p.split1] = v;
+        } else {
+            y2[r - p.split2] = v;
+        }
+#else
+        let i = p.row0 + r;
 #ifdef RESIDUAL
         y[i] += v;
 #else
         y[i] = v;
+#endif
 #endif
     }
 }

@@ -258,6 +258,24 @@ async fn matmul_fusions(ctx: &GpuContext) {
                 check(&format!("glu {act:?} {case}"), &got, &want, BOUND);
             }
 
+            // One token through three row ranges into three buffers (the q, k, v split).
+            if tokens == 1 {
+                let counts = [n - 1, n / 2, n / 2];
+                let bufs = counts.map(|c| poisoned(ctx, c));
+                let outs = [0, 1, 2].map(|i| (&bufs[i], counts[i]));
+                let mut enc = encoder(ctx);
+                ops::matmul_split(ctx, &mut enc, &w, &xb, 1, outs, norm).unwrap();
+                ctx.submit(enc);
+                let all = reference_matmul(&v, &xn, 1);
+                let mut first = 1;
+                for (i, &c) in counts.iter().enumerate() {
+                    let got = finish_async(ctx, encoder(ctx), &bufs[i], c).await;
+                    let case = format!("split {i} {case}");
+                    check(&case, &got, &all[first..first + c], BOUND);
+                    first += c;
+                }
+            }
+
             // RESIDUAL onto random values.
             let y0 = rng.values(tokens * 2 * n);
             let mut init = y0.clone();
@@ -293,12 +311,13 @@ async fn matmul_fusions(ctx: &GpuContext) {
 }
 
 /// The GPU argmax equals the CPU's (first maximum, NaN never wins, all-NaN → 0) on random rows,
-/// rows with ties, NaN, ±inf, and a 128k-wide LM-head row.
+/// rows with ties (within a chunk of the first pass and across chunks), NaN, ±inf, and a
+/// 128k-wide LM-head row.
 #[gpu_test]
 async fn argmax_matches_cpu() {
     let ctx = ctx_async().await;
     let mut rng = Rng::new(33);
-    for &(rows, cols) in &[(1, 1), (3, 7), (2, 257), (1, 128_256), (70, 50)] {
+    for &(rows, cols) in &[(1, 1), (3, 7), (2, 257), (1, 128_256), (70, 50), (4, 9000)] {
         let mut x = rng.values(rows * cols);
         // Specials: a tie for the max, NaN, -inf, an all-NaN row.
         if cols > 3 {
@@ -314,7 +333,9 @@ async fn argmax_matches_cpu() {
         }
         let ids = poisoned(&ctx, rows);
         let mut enc = encoder(&ctx);
-        ops::argmax(&ctx, &mut enc, &upload_f32(&ctx, &x), rows, cols, &ids).unwrap();
+        let scratch = poisoned(&ctx, ops::argmax_scratch(rows, cols));
+        let xb = upload_f32(&ctx, &x);
+        ops::argmax(&ctx, &mut enc, &xb, rows, cols, &scratch, &ids).unwrap();
         let got: Vec<u32> = finish_async(&ctx, enc, &ids, rows)
             .await
             .iter()

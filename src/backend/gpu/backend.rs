@@ -40,8 +40,9 @@ pub struct GpuModel {
     /// Shared with the KV caches whose GPU copy lives on this device (model/kv.rs).
     pub ctx: Arc<GpuContext>,
     weights: HashMap<String, GpuWeight>,
-    /// Gate and up names → (their gate+up weight, first row).
-    halves: HashMap<String, (String, usize)>,
+    /// Names of matrices uploaded inside a joined weight (a layer's gate+up, or q+k+v) →
+    /// (the joined weight, first row, rows).
+    halves: HashMap<String, (String, usize, usize)>,
     vectors: HashMap<String, wgpu::Buffer>,
     rope: Mutex<Vec<RopeTable>>,
     acts: ActPool,
@@ -59,9 +60,8 @@ impl GpuModel {
         let mut vecs: Vec<&Vector> = vec![&w.output_norm];
         vecs.extend(&w.output_bias);
         for l in &w.layers {
-            match &l.qkv {
-                Qkv::Separate { q, k, v } => mats.extend([q, k, v]),
-                Qkv::Fused(m) => mats.push(m),
+            if let Qkv::Fused(m) = &l.qkv {
+                mats.push(m);
             }
             mats.extend([&l.wo, &l.ffn_down]);
             vecs.extend([&l.attn_norm, &l.ffn_norm]);
@@ -88,32 +88,48 @@ impl GpuModel {
         for m in mats {
             weights.insert(m.name.clone(), upload(&ctx, &m.view(file(m))?)?);
         }
-        // Gate and up rows in one weight where they fit one binding (`norm_glu` then runs one
-        // dispatch), else apart.
+        // Gate and up rows in one weight, and q, k and v rows in one, where they fit one binding
+        // (`norm_glu` and a one-token `norm_matmul` then run one dispatch), else apart.
         for l in &w.layers {
-            let (g, u) = (&l.ffn_gate, &l.ffn_up);
-            let (gv, uv) = (g.view(file(g))?, u.view(file(u))?);
-            // I2_S carries a tensor scale: two such tensors do not concatenate.
-            let joinable = g.ty == u.ty && g.ne == u.ne && g.ty != GgmlType::I2_S;
-            let both = if joinable {
-                let bytes = [gv.data(), uv.data()].concat();
-                let mut ne = g.ne.clone();
-                ne[1] *= 2;
-                let name = glu_name(g);
-                Some(upload(&ctx, &TensorView::new(&name, g.ty, &ne, &bytes)?)?)
-                    .filter(|w| w.parts.len() == 1)
-            } else {
-                None
-            };
-            match both {
-                Some(gw) => {
-                    halves.insert(g.name.clone(), (gw.name.clone(), 0));
-                    halves.insert(u.name.clone(), (gw.name.clone(), g.rows));
-                    weights.insert(gw.name.clone(), gw);
-                }
-                None => {
-                    weights.insert(g.name.clone(), upload(&ctx, &gv)?);
-                    weights.insert(u.name.clone(), upload(&ctx, &uv)?);
+            let mut groups = vec![vec![&l.ffn_gate, &l.ffn_up]];
+            if let Qkv::Separate { q, k, v } = &l.qkv {
+                groups.push(vec![q, k, v]);
+            }
+            for ms in groups {
+                let views = ms
+                    .iter()
+                    .map(|m| m.view(file(m)))
+                    .collect::<Result<Vec<_>>>()?;
+                // I2_S carries a tensor scale: two such tensors do not concatenate.
+                let (m0, ty) = (ms[0], ms[0].ty);
+                let joinable = ty != GgmlType::I2_S
+                    && ms
+                        .iter()
+                        .all(|m| m.ty == ty && m.ne[0] == m0.ne[0] && m.ne.len() == 2);
+                let joined = if joinable {
+                    let bytes = views.iter().map(|v| v.data()).collect::<Vec<_>>().concat();
+                    let rows: usize = ms.iter().map(|m| m.rows).sum();
+                    let ne = [m0.ne[0], rows as u64];
+                    let name = joined_name(&ms);
+                    Some(upload(&ctx, &TensorView::new(&name, ty, &ne, &bytes)?)?)
+                        .filter(|w| w.parts.len() == 1)
+                } else {
+                    None
+                };
+                match joined {
+                    Some(jw) => {
+                        let mut first = 0;
+                        for m in &ms {
+                            halves.insert(m.name.clone(), (jw.name.clone(), first, m.rows));
+                            first += m.rows;
+                        }
+                        weights.insert(jw.name.clone(), jw);
+                    }
+                    None => {
+                        for (m, v) in ms.iter().zip(&views) {
+                            weights.insert(m.name.clone(), upload(&ctx, v)?);
+                        }
+                    }
                 }
             }
         }
@@ -153,12 +169,11 @@ impl GpuModel {
         if let Some(gw) = self.weights.get(&w.name) {
             return Ok((gw, None));
         }
-        let (joined, first) = self
+        let (joined, first, rows) = self
             .halves
             .get(&w.name)
             .ok_or_else(|| GpuError::Validation(format!("weight '{}' not uploaded", w.name)))?;
-        let gw = &self.weights[joined];
-        Ok((gw, Some((*first, gw.rows / 2))))
+        Ok((&self.weights[joined], Some((*first, *rows))))
     }
 
     fn vector(&self, v: &Vector) -> Result<&wgpu::Buffer> {
@@ -213,9 +228,9 @@ fn gpu_kv(cache: &KvCache) -> Result<&GpuKv> {
         .ok_or_else(|| GpuError::Validation("KV cache not on the GPU".into()).into())
 }
 
-/// The name of a layer's gate+up weight (`<gate>+up`).
-fn glu_name(gate: &Weight) -> String {
-    format!("{}+up", gate.name)
+/// The name of a joined weight (`<first>+<n>`: `blk.0.ffn_gate.weight+2`).
+fn joined_name(ms: &[&Weight]) -> String {
+    format!("{}+{}", ms[0].name, ms.len())
 }
 
 /// A `[rows × cols]` f32 matrix on the GPU (its buffer goes back to the model's pool on drop).
@@ -287,6 +302,22 @@ impl<'a> GpuBackend<'a> {
         x: &GpuTensor,
         norm: Option<(&wgpu::Buffer, f32)>,
     ) -> Result<Vec<GpuTensor>> {
+        // One token through q, k and v of one joined weight: one dispatch.
+        if let ([q, k, v], 1) = (ws, x.rows) {
+            let (gw, r) = self.m.rows_of(q)?;
+            let next = |w: &Weight, at: usize| -> Result<bool> {
+                let (g, r) = self.m.rows_of(w)?;
+                Ok(std::ptr::eq(g, gw) && r.is_some_and(|r| r.0 == at))
+            };
+            if let Some((first, nq)) = r {
+                if next(k, first + nq)? && next(v, first + nq + k.rows)? {
+                    let out = [q.rows, k.rows, v.rows].map(|n| self.tensor(1, n));
+                    let outs = [0, 1, 2].map(|i| (&out[i].buf, out[i].cols));
+                    self.rec(|c, e| ops::matmul_split(c, e, gw, &x.buf, first, outs, norm));
+                    return Ok(out.into());
+                }
+            }
+        }
         let mut out = Vec::with_capacity(ws.len());
         for w in ws {
             let (gw, rows) = self.m.rows_of(w)?;
@@ -327,7 +358,8 @@ impl<'a> GpuBackend<'a> {
     /// K/V rows) come back.
     pub async fn read_argmax_async(&self, x: &GpuTensor) -> Result<Vec<u32>> {
         let ids = self.tensor(1, x.rows);
-        self.rec(|c, e| ops::argmax(c, e, &x.buf, x.rows, x.cols, &ids.buf));
+        let scratch = self.tensor(1, ops::argmax_scratch(x.rows, x.cols));
+        self.rec(|c, e| ops::argmax(c, e, &x.buf, x.rows, x.cols, &scratch.buf, &ids.buf));
         let b = self.read_back((&ids.buf, (x.rows * 4) as u64)).await?;
         Ok(bytemuck::pod_collect_to_vec(&b))
     }
@@ -552,7 +584,8 @@ impl Backend for GpuBackend<'_> {
         norm: (&Vector, f32),
         act: Activation,
     ) -> Result<GpuTensor> {
-        let Some(gw) = self.m.weights.get(&glu_name(gate)) else {
+        let joined = self.m.weights.get(&joined_name(&[gate, up]));
+        let Some(gw) = joined.filter(|gw| gate.rows == up.rows && gw.rows == 2 * gate.rows) else {
             // Gate and up were uploaded apart.
             let mut gu = self.norm_matmul(&[gate, up], x, norm)?;
             let u = gu.pop().expect("two outputs");

@@ -152,7 +152,8 @@ pub fn rms_norm(
 }
 
 /// matmul.wgsl's `Params` for one weight part (`row0`: matmul's output column of the part's
-/// first row, embed's first id of the part); `extra` fills the three spare words.
+/// first row, embed's first id of the part); `extra` fills the five spare words (eps, act,
+/// w_row0, and gemv's split points).
 #[allow(clippy::too_many_arguments)]
 fn weight_params(
     w: &GpuWeight,
@@ -162,7 +163,7 @@ fn weight_params(
     groups_x: u32,
     row0: usize,
     y_cols: usize,
-    extra: [u32; 3],
+    extra: [u32; 5],
 ) -> Vec<u8> {
     params(&[
         rows as u32,
@@ -177,6 +178,8 @@ fn weight_params(
         extra[0],
         extra[1],
         extra[2],
+        extra[3],
+        extra[4],
     ])
 }
 
@@ -252,7 +255,7 @@ pub fn matmul(
             None => ctx.grid(rows as u32),
         };
         grid[2] = (tokens as u32).div_ceil(MATMUL_TT);
-        let extra = [extra[0], extra[1], w_row0 as u32];
+        let extra = [extra[0], extra[1], w_row0 as u32, 0, 0];
         let p = weight_params(
             w,
             part,
@@ -274,6 +277,40 @@ pub fn matmul(
         ctx.dispatch(enc, gemv.as_ref().map_or(&k, |g| &g.0), &p, &bufs, grid)?;
     }
     Ok(())
+}
+
+/// One token through three consecutive row ranges of a one-part weight in one dispatch
+/// (gemv.wgsl's SPLIT): `outs[i].0` = the next `outs[i].1` rows from row `first` times x (x
+/// RMS-normalized first under `norm`). For the q, k and v rows of a layer's joined weight.
+pub fn matmul_split(
+    ctx: &GpuContext,
+    enc: &mut Recorder,
+    w: &GpuWeight,
+    x: &wgpu::Buffer,
+    first: usize,
+    outs: [(&wgpu::Buffer, usize); 3],
+    norm: Option<(&wgpu::Buffer, f32)>,
+) -> Result<()> {
+    let rows: usize = outs.iter().map(|o| o.1).sum();
+    if w.parts.len() != 1 || first + rows > w.rows {
+        return Err(GpuError::Validation(format!("bad split of '{}'", w.name)).into());
+    }
+    let mut k = Kernel::new("gemv", "gemv").def(&w.define(), 1);
+    if norm.is_some() {
+        k = k.def("NORM", 1);
+    }
+    let (k, ng) = gemv_kernel(w, k.def("SPLIT", 1).defines);
+    let grid = ctx.grid((rows as u32).div_ceil(4 * ng));
+    let eps = norm.map_or(0, |n| n.1.to_bits());
+    let (split1, split2) = (outs[0].1 as u32, (outs[0].1 + outs[1].1) as u32);
+    let extra = [eps, 0, first as u32, split1, split2];
+    let p = weight_params(w, &w.parts[0], rows, 1, grid[0], 0, 0, extra);
+    let mut bufs = vec![w.parts[0].buf.as_entire_binding(), x.as_entire_binding()];
+    bufs.extend(outs.iter().map(|o| o.0.as_entire_binding()));
+    if let Some((nw, _)) = norm {
+        bufs.push(nw.as_entire_binding());
+    }
+    ctx.dispatch(enc, &k, &p, &bufs, grid)
 }
 
 /// Threads per workgroup of gemv.wgsl.
@@ -325,7 +362,7 @@ pub fn embed(
     let grid = ctx.grid(tokens as u32);
     for part in &w.parts {
         let p = weight_params(
-            w, part, part.rows, tokens, grid[0], part.row0, w.cols, [0; 3],
+            w, part, part.rows, tokens, grid[0], part.row0, w.cols, [0; 5],
         );
         let bufs = [
             part.buf.as_entire_binding(),
@@ -337,18 +374,38 @@ pub fn embed(
     Ok(())
 }
 
+/// Values of a row per workgroup of argmax.wgsl's first pass (`CHUNK`).
+const ARGMAX_CHUNK: usize = 256 * 16;
+
+/// The u32 words of scratch [`argmax`] needs for `rows × cols`.
+pub fn argmax_scratch(rows: usize, cols: usize) -> usize {
+    2 * rows * cols.div_ceil(ARGMAX_CHUNK)
+}
+
 /// `ids[r]` = the index of row `r`'s largest value of `x` (`[rows, cols]`): ties to the lowest
-/// index, NaN never chosen (all NaN: 0), as `backend::cpu::ops::argmax`.
+/// index, NaN never chosen (all NaN: 0), as `backend::cpu::ops::argmax`. Two dispatches: the
+/// winners of chunks of each row into `scratch` ([`argmax_scratch`] words), then of the chunks.
+#[allow(clippy::too_many_arguments)]
 pub fn argmax(
     ctx: &GpuContext,
     enc: &mut Recorder,
     x: &wgpu::Buffer,
     rows: usize,
     cols: usize,
+    scratch: &wgpu::Buffer,
     ids: &wgpu::Buffer,
 ) -> Result<()> {
+    if cols == 0 || (scratch.size() as usize) < 4 * argmax_scratch(rows, cols) {
+        return Err(GpuError::Validation("argmax: no columns or scratch too small".into()).into());
+    }
+    let chunks = cols.div_ceil(ARGMAX_CHUNK) as u32;
+    let grid = ctx.grid(rows as u32 * chunks);
+    let p = params(&[rows as u32, cols as u32, grid[0], chunks]);
+    let k = Kernel::new("argmax", "argmax_part").def("PART", 1);
+    let bufs = [x.as_entire_binding(), scratch.as_entire_binding()];
+    ctx.dispatch(enc, &k, &p, &bufs, grid)?;
     let grid = ctx.grid(rows as u32);
-    let p = params(&[rows as u32, cols as u32, grid[0]]);
-    let bufs = [x.as_entire_binding(), ids.as_entire_binding()];
-    ctx.dispatch(enc, &Kernel::new("argmax", "argmax"), &p, &bufs, grid)
+    let p = params(&[rows as u32, cols as u32, grid[0], chunks]);
+    let bufs = [scratch.as_entire_binding(), ids.as_entire_binding()];
+    ctx.dispatch(enc, &Kernel::new("argmax", "argmax_final"), &p, &bufs, grid)
 }
