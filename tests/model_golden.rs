@@ -171,3 +171,58 @@ fn gpu_greedy_ids_equal_argmax_of_gpu_logits() {
         assert_eq!(a, b, "{file}: the same cache rows either way");
     }
 }
+
+/// `Model::greedy` (pipelined on the GPU: each step's embedding reads the previous step's argmax
+/// on the GPU) produces the ids of a `forward_argmax` loop, stops right after the token `keep`
+/// refuses, leaves the cache holding exactly the fed tokens (the step queued past the stop is
+/// dropped), and continuing from there matches too; on the CPU it is the forward_argmax loop.
+#[test]
+fn greedy_pipeline_matches_step_by_step() {
+    for file in ["tiny-llama-q4_0.gguf", "tiny-bitnet-tq2_0.gguf"] {
+        let mut m = load(&models_dir().join(file));
+        let prompt = [1u32, 5, 9, 2];
+        let cpu = {
+            let mut c = m.new_cache(64);
+            let mut id = m.forward_argmax(&mut c, &prompt).unwrap();
+            let mut ids = vec![];
+            for _ in 0..30 {
+                id = m.forward_argmax(&mut c, &[id]).unwrap();
+                ids.push(id);
+            }
+            ids
+        };
+        m.use_gpu(&GpuOptions::default()).unwrap();
+        let (mut a, mut b) = (m.new_cache(64), m.new_cache(64));
+        let first = m.forward_argmax(&mut a, &prompt).unwrap();
+        let mut id = m.forward_argmax(&mut b, &prompt).unwrap();
+        let mut want = vec![];
+        for _ in 0..30 {
+            id = m.forward_argmax(&mut b, &[id]).unwrap();
+            want.push(id);
+        }
+        // Stop after the 7th token: 7 returned, cache = prompt + first + 6 fed.
+        let mut seen = 0;
+        let got = m
+            .greedy(&mut a, first, 30, |_| {
+                seen += 1;
+                seen < 7
+            })
+            .unwrap();
+        assert_eq!(got, want[..7], "{file}: stopped run");
+        assert_eq!(a.len(), prompt.len() + 7, "{file}: cache after the stop");
+        // Continue from the last token to the end: the same ids as one run.
+        let rest = m.greedy(&mut a, got[6], 23, |_| true).unwrap();
+        assert_eq!(rest, want[7..], "{file}: continued run");
+        assert_eq!(a.len(), prompt.len() + 30);
+        // A cache without room for every step: an error, the completed steps kept.
+        let mut c = m.new_cache(prompt.len() + 5);
+        m.forward_argmax(&mut c, &prompt).unwrap();
+        assert!(m.greedy(&mut c, first, 10, |_| true).is_err());
+        assert_eq!(c.len(), prompt.len() + 5, "{file}: full cache");
+        m.detach_gpu();
+        let mut c = m.new_cache(64);
+        let first_cpu = m.forward_argmax(&mut c, &prompt).unwrap();
+        let got = m.greedy(&mut c, first_cpu, 30, |_| true).unwrap();
+        assert_eq!(got, cpu, "{file}: CPU greedy");
+    }
+}

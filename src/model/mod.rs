@@ -282,6 +282,96 @@ impl Model {
             .ok_or_else(|| ModelError::EmptyInput.into())
     }
 
+    /// Greedy decoding: feeds `first`, then each token it produces, up to `n` tokens; `keep`
+    /// sees each new token in order and returns false to stop after it (that token is returned
+    /// but not fed). The cache ends holding `first` and every returned token but the last.
+    ///
+    /// On the GPU the steps are pipelined: step i + 1 is recorded and submitted, its embedding
+    /// reading step i's argmax on the GPU, before step i's id is read back, so recording overlaps
+    /// the GPU's work; a step computed past a stop is dropped from the cache. Otherwise a loop of
+    /// [`Model::forward_argmax`].
+    pub fn greedy(
+        &self,
+        cache: &mut KvCache,
+        first: u32,
+        n: usize,
+        keep: impl FnMut(u32) -> bool,
+    ) -> Result<Vec<u32>> {
+        block_on(self.greedy_async(cache, first, n, keep))
+    }
+
+    /// [`Model::greedy`], awaited (see [`Model::forward_async`]).
+    pub async fn greedy_async(
+        &self,
+        cache: &mut KvCache,
+        first: u32,
+        n: usize,
+        mut keep: impl FnMut(u32) -> bool,
+    ) -> Result<Vec<u32>> {
+        let Some(g) = &self.gpu else {
+            let (mut out, mut next) = (Vec::new(), first);
+            while out.len() < n {
+                next = self.forward_argmax_async(cache, &[next]).await?;
+                out.push(next);
+                if !keep(next) {
+                    break;
+                }
+            }
+            return Ok(out);
+        };
+        let n_vocab = self.spec.n_vocab;
+        if first as usize >= n_vocab {
+            return Err(ModelError::TokenOutOfRange { id: first, n_vocab }.into());
+        }
+        let n_layer = self.spec.n_layer;
+        cache.check_shape(&vec![self.spec.k_len(); n_layer], &vec![self.spec.v_len(); n_layer])?;
+        cache.prepare_gpu(&g.ctx).await?;
+        let start = cache.len();
+        // Step i reads its token from ids[i % 2] and writes its argmax to ids[(i + 1) % 2].
+        let ids = [0, 1].map(|_| g.ctx.storage("greedy_ids", 4));
+        g.ctx.write(&ids[0], 0, bytemuck::bytes_of(&first));
+        let mut pending = std::collections::VecDeque::new();
+        let (mut out, mut submitted) = (Vec::new(), 0);
+        let r: Result<()> = async {
+            loop {
+                // Keep one step queued ahead of the one being read.
+                if submitted < n && pending.len() < 2 && cache.check_room(1).is_ok() {
+                    let pos0 = cache.len();
+                    let b = GpuBackend::with_gpu_ids(g, cache.capacity(), ids[submitted % 2].clone());
+                    let c = decoder::Chunk {
+                        tokens: &[0], // read from the GPU
+                        pos0,
+                        out_rows: &[0],
+                        order: self.batch_order,
+                    };
+                    let t = decoder::forward(&b, &self.spec, &self.weights, cache, &c, &mut None)?
+                        .ok_or(ModelError::EmptyInput)?;
+                    pending.push_back(b.submit_argmax(&t, &ids[(submitted + 1) % 2])?);
+                    cache.commit_gpu(pos0 + 1);
+                    submitted += 1;
+                    continue;
+                }
+                let Some((staging, at)) = pending.pop_front() else {
+                    if submitted < n {
+                        cache.check_room(1)?;
+                    }
+                    return Ok(());
+                };
+                let b = g.ctx.map_staging_at(staging, 4, Some(at)).await?;
+                let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                out.push(id);
+                if !keep(id) || out.len() == n {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        // Steps past the last returned token (a step queued past a stop, or a failed one)
+        // leave the cache; those read back are complete.
+        cache.truncate(start + out.len());
+        r.map(|()| out)
+    }
+
     /// [`Model::forward`] that also calls `tap` with every named intermediate
     /// (see [`tap`]).
     pub fn forward_with_tap(

@@ -255,6 +255,9 @@ pub struct GpuBackend<'a> {
     err: RefCell<Option<crate::Error>>,
     /// Positions the RoPE tables must cover (the cache capacity).
     n_pos: usize,
+    /// The chunk's token ids already on the GPU (a previous step's argmax): the embedding
+    /// reads them there instead of the ids it is given.
+    gpu_ids: Option<wgpu::Buffer>,
 }
 
 impl<'a> GpuBackend<'a> {
@@ -264,7 +267,36 @@ impl<'a> GpuBackend<'a> {
             enc: RefCell::new(m.ctx.recorder()),
             err: RefCell::new(None),
             n_pos,
+            gpu_ids: None,
         }
+    }
+
+    /// A backend whose chunk's token ids are read from `ids` on the GPU.
+    pub fn with_gpu_ids(m: &'a GpuModel, n_pos: usize, ids: wgpu::Buffer) -> GpuBackend<'a> {
+        GpuBackend {
+            gpu_ids: Some(ids),
+            ..GpuBackend::new(m, n_pos)
+        }
+    }
+
+    /// Ends the chunk without waiting: the argmax of each row of `x` into `ids` (on the GPU,
+    /// for the next step's [`GpuBackend::with_gpu_ids`]) and into a staging buffer, submitted.
+    /// Returns the staging buffer and the submission, for [`GpuContext::map_staging_at`].
+    pub fn submit_argmax(
+        self,
+        x: &GpuTensor,
+        ids: &wgpu::Buffer,
+    ) -> Result<(wgpu::Buffer, wgpu::SubmissionIndex)> {
+        let scratch = self.tensor(1, ops::argmax_scratch(x.rows, x.cols));
+        self.rec(|c, e| ops::argmax(c, e, &x.buf, x.rows, x.cols, &scratch.buf, ids));
+        self.take_error()?;
+        let mut enc = self.take_encoder();
+        let bytes = (x.rows * 4) as u64;
+        let staging = self.ctx().staging(bytes);
+        enc.copy(ids, 0, &staging, 0, bytes);
+        let at = self.ctx().submit(enc);
+        self.ctx().check()?;
+        Ok((staging, at))
     }
 
     fn ctx(&self) -> &GpuContext {
@@ -397,8 +429,14 @@ impl Backend for GpuBackend<'_> {
         let gw = self.m.weight(w)?;
         let y = self.tensor(ids.len(), gw.cols);
         // Written by the queue before the chunk runs: only the embedding reads it.
-        let idb = reusable(self.ctx(), &self.m.ids, "ids", (ids.len() * 4) as u64);
-        self.ctx().write(&idb, 0, bytemuck::cast_slice(ids));
+        let idb = match &self.gpu_ids {
+            Some(b) => b.clone(),
+            None => {
+                let b = reusable(self.ctx(), &self.m.ids, "ids", (ids.len() * 4) as u64);
+                self.ctx().write(&b, 0, bytemuck::cast_slice(ids));
+                b
+            }
+        };
         self.rec(|c, e| ops::embed(c, e, gw, &idb, ids.len(), &y.buf));
         Ok(y)
     }

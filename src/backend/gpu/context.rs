@@ -493,7 +493,7 @@ impl GpuContext {
 
     /// Submits `enc` after writing the uniform blocks its dispatches use. Every submission of
     /// recorded dispatches goes through here.
-    pub fn submit(&self, mut enc: Recorder) {
+    pub fn submit(&self, mut enc: Recorder) -> wgpu::SubmissionIndex {
         let timed = self.profiler.as_ref().map_or(0, |p| {
             let p = p.lock().unwrap_or_else(|p| p.into_inner());
             let n = p.labels.len() as u64;
@@ -512,10 +512,11 @@ impl GpuContext {
             }
             a.bytes.clear();
         }
-        self.queue.submit([enc.finish()]);
+        let index = self.queue.submit([enc.finish()]);
         if timed > 0 {
             self.collect_profile(timed);
         }
+        index
     }
 
     /// Reads the timestamps of the `n` dispatches just submitted into the per-kernel totals.
@@ -615,6 +616,17 @@ impl GpuContext {
     /// the mapping; natively the wait is a blocking poll, in the browser the event loop
     /// resolves it.
     pub async fn map_staging(&self, staging: wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        self.map_staging_at(staging, bytes, None).await
+    }
+
+    /// [`GpuContext::map_staging`] of a copy made by submission `at`: natively waits for that
+    /// submission only, not for later ones (pipelined decoding keeps the next step queued).
+    pub async fn map_staging_at(
+        &self,
+        staging: wgpu::Buffer,
+        bytes: u64,
+        at: Option<wgpu::SubmissionIndex>,
+    ) -> Result<Vec<u8>> {
         let (tx, rx) = oneshot::channel();
         staging
             .slice(..)
@@ -622,12 +634,18 @@ impl GpuContext {
         #[cfg(not(target_arch = "wasm32"))]
         {
             let t = std::time::Instant::now();
+            let wait = wgpu::PollType::Wait {
+                submission_index: at,
+                timeout: None,
+            };
             self.device
-                .poll(wgpu::PollType::wait_indefinitely())
+                .poll(wait)
                 .map_err(|e| GpuError::Readback(e.to_string()))?;
             let ns = t.elapsed().as_nanos() as u64;
             self.waited_ns.fetch_add(ns, Ordering::Relaxed);
         }
+        #[cfg(target_arch = "wasm32")]
+        let _ = at;
         let mapped = rx.await;
         self.check()?;
         mapped

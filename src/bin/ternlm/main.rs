@@ -517,7 +517,7 @@ fn run(cli: Cli) -> ternlm::Result<()> {
             {
                 let mut c = m.new_cache(prompt.len() + 2);
                 let id = m.forward_argmax(&mut c, &prompt)?;
-                m.forward_argmax(&mut c, &[id])?;
+                m.greedy(&mut c, id, 2, |_| true)?;
             }
             // Per-kernel GPU time (with TERNLM_GPU_PROFILE), per prefill or per decode step.
             let profile = |per: f64| -> serde_json::Value {
@@ -534,13 +534,11 @@ fn run(cli: Cli) -> ternlm::Result<()> {
             let prefill_profile = profile(1.0);
             // Decode from an empty cache, as llama-bench's tg test does.
             cache.clear();
-            let mut next = prompt[0];
             let dispatches_before_decode = m.gpu().map_or(0, |g| g.ctx.dispatch_count());
             let waited_before_decode = m.gpu().map_or(0.0, |g| g.ctx.waited_s());
+            // Pipelined on the GPU (Model::greedy): a step is recorded while the last one runs.
             let t1 = Instant::now();
-            for _ in 0..n_gen {
-                next = m.forward_argmax(&mut cache, &[next])?;
-            }
+            m.greedy(&mut cache, prompt[0], n_gen, |_| true)?;
             let decode = t1.elapsed().as_secs_f64();
             let mut report = serde_json::json!({
                 "model": model.path()?.display().to_string(), "backend": backend_name(&m), "threads": m.threads(),
