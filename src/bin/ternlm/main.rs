@@ -210,6 +210,26 @@ fn backend_name(m: &Model) -> &'static str {
 }
 
 /// Deterministic token ids in `[0, n_vocab)` for benchmarks.
+/// Seconds per dispatch of a chain of dependent tiny dispatches (a 64-element scale each) in
+/// one pass: the fixed cost every kernel pays on this device. Two chain lengths, so that the
+/// submit and the readback cancel.
+fn dispatch_cost(ctx: &GpuContext) -> Result<f64, Error> {
+    use ternlm::backend::gpu::ops;
+    let buf = ctx.storage("dispatch_cost", 256);
+    let run = |n: usize| -> Result<f64, Error> {
+        let mut enc = ctx.recorder();
+        for _ in 0..n {
+            ops::unary(ctx, &mut enc, "scale", &buf, 64, 1.0)?;
+        }
+        let t = Instant::now();
+        ctx.read_f32_blocking(Some(enc), &buf, 0, 1)?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    run(200)?;
+    let (a, b) = (run(200)?, run(400)?);
+    Ok((b - a) / 200.0)
+}
+
 fn bench_tokens(n: usize, n_vocab: usize) -> Vec<u32> {
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     (0..n)
@@ -559,6 +579,7 @@ fn run(cli: Cli) -> ternlm::Result<()> {
                 let wait = (g.ctx.waited_s() - waited_before_decode) / n_gen.max(1) as f64;
                 report["gpu_wait_ms_per_token"] = (wait * 1e3).into();
                 report["host_ms_per_token"] = ((decode / n_gen.max(1) as f64 - wait) * 1e3).into();
+                report["dispatch_us"] = (dispatch_cost(&g.ctx)? * 1e6).into();
                 let decode_profile = profile(n_gen.max(1) as f64);
                 if decode_profile.as_array().is_some_and(|a| !a.is_empty()) {
                     // [kernel, GPU ms, dispatches]: for the whole prefill, per decode step.
