@@ -324,7 +324,10 @@ impl Model {
             return Err(ModelError::TokenOutOfRange { id: first, n_vocab }.into());
         }
         let n_layer = self.spec.n_layer;
-        cache.check_shape(&vec![self.spec.k_len(); n_layer], &vec![self.spec.v_len(); n_layer])?;
+        cache.check_shape(
+            &vec![self.spec.k_len(); n_layer],
+            &vec![self.spec.v_len(); n_layer],
+        )?;
         cache.prepare_gpu(&g.ctx).await?;
         let start = cache.len();
         // Step i reads its token from ids[i % 2] and writes its argmax to ids[(i + 1) % 2].
@@ -337,7 +340,8 @@ impl Model {
                 // Keep one step queued ahead of the one being read.
                 if submitted < n && pending.len() < 2 && cache.check_room(1).is_ok() {
                     let pos0 = cache.len();
-                    let b = GpuBackend::with_gpu_ids(g, cache.capacity(), ids[submitted % 2].clone());
+                    let b =
+                        GpuBackend::with_gpu_ids(g, cache.capacity(), ids[submitted % 2].clone());
                     let c = decoder::Chunk {
                         tokens: &[0], // read from the GPU
                         pos0,

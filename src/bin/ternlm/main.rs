@@ -579,8 +579,8 @@ fn run(cli: Cli) -> ternlm::Result<()> {
                 let wait = (g.ctx.waited_s() - waited_before_decode) / n_gen.max(1) as f64;
                 report["gpu_wait_ms_per_token"] = (wait * 1e3).into();
                 report["host_ms_per_token"] = ((decode / n_gen.max(1) as f64 - wait) * 1e3).into();
-                report["dispatch_us"] = (dispatch_cost(&g.ctx)? * 1e6).into();
                 let decode_profile = profile(n_gen.max(1) as f64);
+                report["dispatch_us"] = (dispatch_cost(&g.ctx)? * 1e6).into();
                 if decode_profile.as_array().is_some_and(|a| !a.is_empty()) {
                     // [kernel, GPU ms, dispatches]: for the whole prefill, per decode step.
                     report["gpu_profile_prefill"] = prefill_profile;
