@@ -221,8 +221,12 @@ fn restore_round_trips_and_validates() {
     let toks = tokens(6, nv, 8);
     let mut c = m.new_cache(16);
     m.forward(&mut c, &toks, LogitsFor::None).unwrap();
-    let k: Vec<Vec<f32>> = (0..c.n_layer()).map(|l| c.layer_k(l).unwrap().to_vec()).collect();
-    let v: Vec<Vec<f32>> = (0..c.n_layer()).map(|l| c.layer_v(l).unwrap().to_vec()).collect();
+    let k: Vec<Vec<f32>> = (0..c.n_layer())
+        .map(|l| c.layer_k(l).unwrap().to_vec())
+        .collect();
+    let v: Vec<Vec<f32>> = (0..c.n_layer())
+        .map(|l| c.layer_v(l).unwrap().to_vec())
+        .collect();
     assert_eq!(c.row_len(0), (m.spec().k_len(), m.spec().v_len()));
     assert_eq!(k[0].len(), 6 * m.spec().k_len());
     let want = m.forward(&mut c, &[3], LogitsFor::Last).unwrap();
