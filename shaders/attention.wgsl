@@ -1,22 +1,30 @@
-// Causal attention of query rows over the KV cache (f16 pairs or f32, kv.wgsl) (attn::attention), with GQA and an
-// optional sliding window. The CPU reference is backend::cpu::ops::attend.
+// Causal attention of a few query rows (decode) over the KV cache (f16 pairs or f32, kv.wgsl)
+// (attn::attention), with GQA and an optional sliding window. The CPU reference is
+// backend::cpu::ops::attend; 16+ query rows go to attention_prefill.wgsl.
 //
-// Split-K: the visible keys [lo, pos] of a (token, query head) are cut into `n_splits` runs of
-// `split_len` keys (a multiple of WG), one workgroup each, so a decode step of a few heads still
-// fills the GPU. With one split the workgroup writes the output; with several it writes its
-// partial (running max m, Σ exp, unnormalized Σ p·v) and `attention_combine` merges them.
-// Within a run, the workgroup walks its keys in blocks of WG:
-// each thread scores one key of the block (q·k over head_dim, q held in workgroup memory), every
-// thread then takes the block max itself (broadcast reads, no reduction tree), and the running
-// sums are rescaled by exp(m_old − m_new) (online softmax) while each thread accumulates its
-// dims of Σ_j p_j·v_j (dims lid, lid + WG, …: coalesced V reads). Two barriers per block;
-// memory is O(WG + head_dim), so any context length works.
+// One workgroup serves GQ query heads of one KV head (its GQA group, or a chunk of it) for one
+// token, so every K/V row it reads serves all of them. Split-K: the visible keys [lo, pos] are cut
+// into `n_splits` runs of `split_len` keys, one workgroup each, so a decode step over a long cache
+// fills the GPU; with several splits each writes its partial (max m, Σ exp, unnormalized Σ p·v)
+// and `attention_combine` merges them. A workgroup walks its run in chunks of CHUNK keys:
+//   1. scores: C lanes per key, each taking every C-th 4-element chunk of the K row (adjacent
+//      lanes read adjacent words), dot products with the GQ queries (workgroup memory), summed
+//      over the C lanes by subgroup shuffles (SG_K) or through workgroup memory (4 heads a round);
+//      all CHUNK·GQ scores stay in workgroup memory;
+//   2. the chunk max per head (each storing thread's running max, then GQ threads), p = exp(s − m)
+//      in place, the running sums rescaled by exp(m_old − m_new) (online softmax across chunks);
+//   3. O += P·V: thread (column, key lane) takes 4 dims of V and every KL-th key, four keys per
+//      step (independent loads in flight), GQ accumulators; the KL lanes are summed once at the
+//      end, by shuffles (SG_V) or through workgroup memory.
+// Barriers are per chunk, not per key block (per pass of BK keys only without SG_K).
+// Defines: GQ, HEAD_DIM, HEAD_DIM_V, KL (a power of two, KL·VCH ≤ WG, KL ≤ BK), CHUNK (a multiple
+// of BK), KV_VEC (head dims multiples of 4: K/V read 4 elements a load), SG_K / SG_V (subgroups of
+// at least C / KL lanes, invocation ids following local_invocation_index).
 
 #include "common"
 
-const WG: u32 = 64u;       // keys per block = threads: 2 NVIDIA warps; head_dim_v 128 is 2 dims each
-const MAX_D: u32 = 256u;   // largest head_dim / head_dim_v (attn::attention checks)
-const DPT: u32 = 4u;       // MAX_D / WG: V dims per thread
+const WG: u32 = 256u;       // threads: 8 NVIDIA warps, enough lanes for 32 keys × 8 in flight
+const CWG: u32 = 64u;       // attention_combine threads: 2 warps, dims lid, lid + CWG, …
 
 struct Params {
     tokens: u32,
@@ -31,40 +39,123 @@ struct Params {
     window: u32,      // a query at i sees keys i − window < j ≤ i; 0: no window
     groups_x: u32,
     n_splits: u32,
-    split_len: u32,   // keys per split (a multiple of WG)
-    pad0: u32,
+    split_len: u32,   // keys per split (a multiple of BK)
+    n_chunks: u32,    // workgroups per (token, KV head, split): ceil(group / GQ)
     pad1: u32,
     pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 #ifdef ATTENTION
+const C: u32 = 8u;                       // lanes per key in the scores
+const BK: u32 = WG / C;                  // keys per scores pass
+const KCH: u32 = (HEAD_DIM + 3u) / 4u;   // 4-element chunks of a K head row
+const KW: u32 = (KCH + C - 1u) / C;      // … per lane
+const VCH: u32 = (HEAD_DIM_V + 3u) / 4u; // 4-element chunks of a V head row
+const R4: u32 = (GQ + 3u) / 4u;          // rounds of 4 heads (workgroup reduction of the scores)
+const NEG: f32 = -3.0e38;                // "no key yet": finite, so exp(NEG − m) = 0, never NaN
+
+#ifdef KV_VEC
+#define KV_READ4 1
+#else
 #define KV_READ 1
+#endif
 #include "kv"
 @group(0) @binding(1) var<storage, read> q: array<f32>;        // [tokens, n_head·head_dim]
-// The KV cache (kv.wgsl: f16 pairs or f32), rows of kv_stride(k_row) / kv_stride(v_row) elements
+// The KV cache (kv.wgsl: f16 pairs or f32), rows of kv_stride(k_row) / kv_stride(v_row) elements,
+// read 4 elements a word (kv_quad) when the head dims are multiples of 4
+#ifdef KV_VEC
+@group(0) @binding(2) var<storage, read> kc: array<kv_quad>;   // [capacity, k_row / 4]
+@group(0) @binding(3) var<storage, read> vc: array<kv_quad>;   // [capacity, v_row / 4]
+#else
 @group(0) @binding(2) var<storage, read> kc: array<kv_word>;   // [capacity, k_row], rows < pos0 + tokens valid
 @group(0) @binding(3) var<storage, read> vc: array<kv_word>;   // [capacity, v_row]
+#endif
 @group(0) @binding(4) var<storage, read_write> o: array<f32>;  // [tokens, n_head·head_dim_v]
 // [tokens·n_head, n_splits, 2 + head_dim_v]: m, l, Σ p·v of each split (n_splits > 1)
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
 
-var<workgroup> qs: array<f32, MAX_D>;  // this head's query
-var<workgroup> sc: array<f32, WG>;     // the block's scores
-var<workgroup> pw: array<f32, WG>;     // the block's exp(score − max)
+var<workgroup> qs: array<vec4<f32>, GQ * KCH>;  // [GQ][KCH] the queries, 0 past head_dim
+var<workgroup> sc: array<f32, GQ * CHUNK>;      // [GQ][CHUNK] scores, then exp(s − m)
+var<workgroup> red: array<vec4<f32>, WG>;       // workgroup reductions
+var<workgroup> mx: array<f32, GQ * BK>;         // [GQ][BK] maxima per key lane; [KL][GQ] sums l
+var<workgroup> mg: array<f32, GQ>;              // the chunk's max per head
 
-@compute @workgroup_size(WG)
-fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let wi = flat_group(wg, p.groups_x);
-    if (wi >= p.tokens * p.n_head * p.n_splits) {
+// Elements 4·ch … 4·ch + 3 of the K head row starting at element `e0` (0 past head_dim).
+fn k4(e0: u32, ch: u32) -> vec4<f32> {
+#ifdef KV_VEC
+    return kv_quad_f32(kc[(e0 >> 2u) + ch]);
+#else
+    var r = vec4<f32>(0.0);
+    for (var e = 0u; e < 4u; e++) {
+        let d = 4u * ch + e;
+        if (d < HEAD_DIM) {
+            r[e] = kv_k(e0 + d);
+        }
+    }
+    return r;
+#endif
+}
+
+// The same of V (0 past head_dim_v).
+fn v4(e0: u32, ch: u32) -> vec4<f32> {
+#ifdef KV_VEC
+    return kv_quad_f32(vc[(e0 >> 2u) + ch]);
+#else
+    var r = vec4<f32>(0.0);
+    for (var e = 0u; e < 4u; e++) {
+        let d = 4u * ch + e;
+        if (d < HEAD_DIM_V) {
+            r[e] = kv_v(e0 + d);
+        }
+    }
+    return r;
+#endif
+}
+
+// Writes dims 4·col … of query row `row` (token · n_head + head): the output, or this split's partial.
+fn emit(row: u32, split: u32, col: u32, a: vec4<f32>, l: f32, m: f32) {
+    if (p.n_splits == 1u) {
+        let ob = row * HEAD_DIM_V;
+        for (var e = 0u; e < 4u; e++) {
+            let d = 4u * col + e;
+            if (d < HEAD_DIM_V) {
+                o[ob + d] = a[e] / l;
+            }
+        }
         return;
     }
-    let i = wi / p.n_splits;  // token · n_head + head
+    let pb = (row * p.n_splits + split) * (2u + HEAD_DIM_V);
+    if (col == 0u) {
+        part[pb] = m;
+        part[pb + 1u] = l;
+    }
+    for (var e = 0u; e < 4u; e++) {
+        let d = 4u * col + e;
+        if (d < HEAD_DIM_V) {
+            part[pb + 2u + d] = a[e];
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn attention(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    // Uniform control flow to the end: a whole workgroup returns or none of it.
+    let wi = flat_group(wg, p.groups_x);
+    let n_head_kv = p.n_head / p.group;
+    if (wi >= p.tokens * n_head_kv * p.n_chunks * p.n_splits) {
+        return;
+    }
     let split = wi % p.n_splits;
-    let t = i / p.n_head;
-    let h = i % p.n_head;
-    let kb = (h / p.group) * p.head_dim;    // this KV head's offset in a K row
-    let vb = (h / p.group) * p.head_dim_v;  // … and in a V row
+    let r = wi / p.n_splits;
+    let g0 = (r % p.n_chunks) * GQ;       // first head of this chunk within the group
+    let hk = (r / p.n_chunks) % n_head_kv;
+    let t = r / (p.n_chunks * n_head_kv);
+    let ng = min(GQ, p.group - g0);       // live heads (the last chunk may hold fewer)
+    let row0 = t * p.n_head + hk * p.group + g0;  // query row (token · n_head + head) of head g0
     let pos = p.pos0 + t;
     var lo = 0u;
     if (p.window != 0u && pos + 1u > p.window) {
@@ -76,90 +167,193 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     let n = select(0u, min(p.split_len, n_all - first), first < n_all);
     lo += first;
 
-    let qb = i * p.head_dim;  // row t, head h
-    for (var d = lid; d < p.head_dim; d += WG) {
-        qs[d] = q[qb + d];
+    for (var i = lid; i < GQ * KCH; i += WG) {
+        let g = i / KCH;
+        var v = vec4<f32>(0.0);
+        for (var e = 0u; e < 4u; e++) {
+            let d = 4u * (i % KCH) + e;
+            if (g < ng && d < HEAD_DIM) {
+                v[e] = q[(row0 + g) * HEAD_DIM + d];
+            }
+        }
+        qs[i] = v;
     }
     workgroupBarrier();
 
-    let hd4 = p.head_dim & ~3u;
     let ks = kv_stride(p.k_row);
     let vs = kv_stride(p.v_row);
-    var m = -3.0e38;  // running max (finite, so the first rescale is exp(−huge) = 0, never NaN)
-    var l = 0.0;      // running Σ exp(s − m)
-    var acc: array<f32, DPT>;
-    for (var j0 = 0u; j0 < n; j0 += WG) {
-        let nb = min(WG, n - j0);
-        if (lid < nb) {
-            let kr = (lo + j0 + lid) * ks + kb;
-            // Four partial sums: independent FMA chains.
-            var s0 = 0.0;
-            var s1 = 0.0;
-            var s2 = 0.0;
-            var s3 = 0.0;
-            for (var d = 0u; d < hd4; d += 4u) {
-                s0 = fma(qs[d], kv_k(kr + d), s0);
-                s1 = fma(qs[d + 1u], kv_k(kr + d + 1u), s1);
-                s2 = fma(qs[d + 2u], kv_k(kr + d + 2u), s2);
-                s3 = fma(qs[d + 3u], kv_k(kr + d + 3u), s3);
+    let kb = hk * HEAD_DIM;    // this KV head's offset in a K row
+    let vb = hk * HEAD_DIM_V;  // … and in a V row
+    let c = lid % C;           // scores: lane of a key
+    let jj = lid / C;          // … key of the pass
+    let kl = lid % KL;         // P·V: key lane
+    let col = lid / KL;        // … 4-dim column
+
+    var m_run: array<f32, GQ>;  // running max per head (the same in every thread)
+    var acc: array<vec4<f32>, GQ>;
+    var ls: array<f32, GQ>;     // this key lane's Σ p per head
+    for (var g = 0u; g < GQ; g++) {
+        m_run[g] = NEG;
+    }
+    for (var c0 = 0u; c0 < n; c0 += CHUNK) {
+        let nc = min(CHUNK, n - c0);
+        let base = lo + c0;
+        // 1. Scores. mloc: the max of the scores this thread stored, per head.
+        var mloc: array<f32, GQ>;
+        for (var g = 0u; g < GQ; g++) {
+            mloc[g] = NEG;
+        }
+        for (var j0 = 0u; j0 < nc; j0 += BK) {
+            let j = j0 + jj;
+            let live = j < nc;
+            let kr = (base + select(0u, j, live)) * ks + kb;
+            var s: array<f32, GQ>;
+            for (var i = 0u; i < KW; i++) {
+                let ch = c + i * C;
+                if (ch < KCH) {
+                    let kv = k4(kr, ch);
+                    for (var g = 0u; g < GQ; g++) {
+                        s[g] += dot(qs[g * KCH + ch], kv);
+                    }
+                }
             }
-            for (var d = hd4; d < p.head_dim; d++) {
-                s0 = fma(qs[d], kv_k(kr + d), s0);
+#ifdef SG_K
+            // Butterfly over the C lanes of the key: each then holds the totals; lane c < GQ
+            // stores head c.
+            for (var g = 0u; g < GQ; g++) {
+                var x = s[g];
+                x += subgroupShuffleXor(x, 1u);
+                x += subgroupShuffleXor(x, 2u);
+                x += subgroupShuffleXor(x, 4u);
+                s[g] = x;
             }
-            sc[lid] = ((s0 + s1) + (s2 + s3)) * p.scale;
+            if (live && c < GQ) {
+                let x = s[c] * p.scale;
+                sc[c * CHUNK + j] = x;
+                mloc[c] = max(mloc[c], x);
+            }
+#else
+            for (var rd = 0u; rd < R4; rd++) {
+                var v = vec4<f32>(0.0);
+                for (var e = 0u; e < 4u; e++) {
+                    if (4u * rd + e < GQ) {
+                        v[e] = s[4u * rd + e];
+                    }
+                }
+                red[lid] = v;
+                workgroupBarrier();
+                let jr = j0 + lid;
+                if (lid < BK && jr < nc) {
+                    var tot = vec4<f32>(0.0);
+                    for (var e = 0u; e < C; e++) {
+                        tot += red[lid * C + e];
+                    }
+                    for (var e = 0u; e < 4u; e++) {
+                        let g = 4u * rd + e;
+                        if (g < GQ) {
+                            let x = tot[e] * p.scale;
+                            sc[g * CHUNK + jr] = x;
+                            mloc[g] = max(mloc[g], x);
+                        }
+                    }
+                }
+                workgroupBarrier();
+            }
+#endif
+        }
+        // 2. The chunk max per head over the storing threads' maxima (key lane jj or lid).
+#ifdef SG_K
+        if (c < GQ) {
+            mx[c * BK + jj] = mloc[c];
+        }
+#else
+        if (lid < BK) {
+            for (var g = 0u; g < GQ; g++) {
+                mx[g * BK + lid] = mloc[g];
+            }
+        }
+#endif
+        workgroupBarrier();
+        if (lid < GQ) {
+            var mm = NEG;
+            for (var e = 0u; e < BK; e++) {
+                mm = max(mm, mx[lid * BK + e]);
+            }
+            mg[lid] = mm;
         }
         workgroupBarrier();
-        // Every thread computes the same max (the same reads in the same order).
-        var mb = m;
-        for (var j = 0u; j < nb; j++) {
-            mb = max(mb, sc[j]);
+        for (var g = 0u; g < GQ; g++) {
+            let mn = max(m_run[g], mg[g]);
+            let alpha = exp(m_run[g] - mn);
+            acc[g] *= alpha;
+            ls[g] *= alpha;
+            m_run[g] = mn;
         }
-        if (lid < nb) {
-            pw[lid] = exp(sc[lid] - mb);
+        for (var i = lid; i < GQ * CHUNK; i += WG) {
+            if (i % CHUNK < nc) {
+                sc[i] = exp(sc[i] - m_run[i / CHUNK]);
+            }
         }
         workgroupBarrier();
-        // sc was read only before that barrier; pw is read below and rewritten after the next
-        // block's first barrier, which every thread reaches only once it is done with this block.
-        let alpha = exp(m - mb);
-        m = mb;
-        l *= alpha;
-        for (var e = 0u; e < DPT; e++) {
-            acc[e] *= alpha;
-        }
-        for (var j = 0u; j < nb; j++) {
-            let w = pw[j];
-            l += w;
-            let vr = (lo + j0 + j) * vs + vb;
-            for (var e = 0u; e < DPT; e++) {
-                let d = lid + e * WG;
-                if (d < p.head_dim_v) {
-                    acc[e] = fma(w, kv_v(vr + d), acc[e]);
+        // 3. O += P·V, keys kl, kl + KL, …: four per step; keys past the chunk read its first
+        // row (finite) with weight 0.
+        if (col < VCH) {
+            for (var j = kl; j < nc; j += 4u * KL) {
+                var vv: array<vec4<f32>, 4>;
+                for (var u = 0u; u < 4u; u++) {
+                    let jx = j + u * KL;
+                    vv[u] = v4((base + select(0u, jx, jx < nc)) * vs + vb, col);
+                }
+                for (var u = 0u; u < 4u; u++) {
+                    let jx = j + u * KL;
+                    if (jx < nc) {
+                        for (var g = 0u; g < GQ; g++) {
+                            let w = sc[g * CHUNK + jx];
+                            acc[g] = fma(vec4<f32>(w), vv[u], acc[g]);
+                            ls[g] += w;
+                        }
+                    }
                 }
             }
         }
+        // sc is rewritten by the next chunk's scores.
+        workgroupBarrier();
     }
-    if (p.n_splits == 1u) {
-        let ob = i * p.head_dim_v;
-        let inv = 1.0 / l;
-        for (var e = 0u; e < DPT; e++) {
-            let d = lid + e * WG;
-            if (d < p.head_dim_v) {
-                o[ob + d] = acc[e] * inv;
+    // Sum the KL key lanes of each column.
+#ifdef SG_V
+    for (var g = 0u; g < GQ; g++) {
+        var a = acc[g];
+        var l = ls[g];
+        for (var x = 1u; x < KL; x <<= 1u) {
+            a += subgroupShuffleXor(a, x);
+            l += subgroupShuffleXor(l, x);
+        }
+        if (kl == 0u && col < VCH && g < ng) {
+            emit(row0 + g, split, col, a, l, m_run[g]);
+        }
+    }
+#else
+    // The lanes of column 0 publish Σ p (mx is free: its last reader passed a barrier).
+    if (col == 0u) {
+        for (var g = 0u; g < GQ; g++) {
+            mx[kl * GQ + g] = ls[g];
+        }
+    }
+    for (var g = 0u; g < GQ; g++) {
+        red[lid] = acc[g];  // lid = col · KL + kl
+        workgroupBarrier();
+        if (lid < VCH && g < ng) {
+            var a = vec4<f32>(0.0);
+            var l = 0.0;
+            for (var e = 0u; e < KL; e++) {
+                a += red[lid * KL + e];
+                l += mx[e * GQ + g];
             }
+            emit(row0 + g, split, lid, a, l, m_run[g]);
         }
-        return;
+        workgroupBarrier();
     }
-    let pb = wi * (2u + p.head_dim_v);
-    if (lid == 0u) {
-        part[pb] = m;
-        part[pb + 1u] = l;
-    }
-    for (var e = 0u; e < DPT; e++) {
-        let d = lid + e * WG;
-        if (d < p.head_dim_v) {
-            part[pb + 2u + d] = acc[e];
-        }
-    }
+#endif
 }
 #endif
 
@@ -169,7 +363,7 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
 
 // o = Σ_s exp(m_s − M)·acc_s / Σ_s exp(m_s − M)·l_s over the splits of one (token, head);
 // empty splits have l = 0, acc = 0 and m = −3e38, so they weigh nothing.
-@compute @workgroup_size(WG)
+@compute @workgroup_size(CWG)
 fn attention_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = flat_group(wg, p.groups_x);
     if (i >= p.tokens * p.n_head) {
@@ -186,7 +380,7 @@ fn attention_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
         l += part[pb + s * stride + 1u] * exp(part[pb + s * stride] - mx);
     }
     let inv = 1.0 / l;
-    for (var d = lid; d < p.head_dim_v; d += WG) {
+    for (var d = lid; d < p.head_dim_v; d += CWG) {
         var a = 0.0;
         for (var s = 0u; s < p.n_splits; s++) {
             a += part[pb + s * stride + 2u + d] * exp(part[pb + s * stride] - mx);

@@ -7,7 +7,9 @@
 // Otherwise rows are plain f32.
 //
 // Readers declare `kc` and `vc` as `array<kv_word>` (any access mode) and define KV_READ; they
-// address element i of row r as r · kv_stride(row_len) + i.
+// address element i of row r as r · kv_stride(row_len) + i. Readers of 4 elements at a time
+// (rows and offsets multiples of 4 elements) declare them as `array<kv_quad>`, define KV_READ4,
+// and read elements e … e + 3 (e a multiple of 4) as kv_quad_f32(kc[e / 4]).
 
 #ifdef KV_F16
 alias kv_word = u32;
@@ -54,4 +56,20 @@ fn kv_v(e: u32) -> f32 {
     return vc[e];
 #endif
 }
+#endif
+
+#ifdef KV_READ4
+#ifdef KV_F16
+alias kv_quad = vec2<u32>;
+
+fn kv_quad_f32(w: kv_quad) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+}
+#else
+alias kv_quad = vec4<f32>;
+
+fn kv_quad_f32(w: kv_quad) -> vec4<f32> {
+    return w;
+}
+#endif
 #endif

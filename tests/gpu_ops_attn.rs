@@ -357,8 +357,24 @@ fn attention_ref(
 
 #[gpu_test]
 async fn attention_matches_reference() {
-    let ctx = ctx_async().await;
-    let ctx32 = ctx_with_async(&kv_f32()).await;
+    // Both KV storages, with the adapter's subgroups (shuffle reductions where the smallest
+    // subgroup holds their lanes) and without (the browser's workgroup-memory reductions).
+    let mut ctxs = Vec::new();
+    for no_subgroups in [false, true] {
+        for kv_f32 in [false, true] {
+            let opts = GpuOptions {
+                kv_f32,
+                no_subgroups,
+                ..GpuOptions::default()
+            };
+            ctxs.push(ctx_with_async(&opts).await);
+        }
+    }
+    eprintln!(
+        "attention: subgroups {} (smallest {})",
+        ctxs[0].subgroups, ctxs[0].subgroup_min
+    );
+    let ctx = &ctxs[0];
     let mut rng = Rng::new(11);
     // (tokens, pos0, n_head, n_head_kv, head_dim, head_dim_v, window, scale)
     #[allow(clippy::type_complexity)]
@@ -379,6 +395,29 @@ async fn attention_matches_reference() {
         // Odd rows: f16 rows end in a padded word.
         (3, 20, 3, 3, 7, 9, None, 0.3),
         (2, 5, 2, 1, 5, 3, Some(4), 0.5),
+        // Decode (attention.wgsl): one workgroup per (token, KV head, split) serves the group's
+        // query heads. Group sizes 1-8 in one workgroup, 9 and 12 in chunks of ≤ 8 (the last
+        // one short for 9), the real shapes (SmolLM2 9/3 × 64, BitNet 20/5 × 128, gemma3
+        // 4/1 × 256), contexts 1-5000 on both sides of the 64-key split and of the 32-key pass.
+        (1, 0, 3, 3, 64, 64, None, 0.125),
+        (1, 63, 9, 3, 64, 64, None, 0.125),
+        (1, 64, 9, 3, 64, 64, None, 0.125),
+        (1, 47, 20, 5, 128, 128, None, 0.088),
+        (1, 2047, 20, 5, 128, 128, None, 0.088),
+        (1, 4095, 4, 1, 256, 256, Some(1024), 0.0625),
+        (1, 40, 8, 8, 12, 12, None, 0.3),
+        (1, 97, 6, 3, 128, 128, Some(33), 0.088),
+        (1, 65, 5, 1, 96, 96, None, 0.1),
+        (1, 129, 12, 2, 80, 80, None, 0.11),
+        (2, 31, 7, 1, 33, 33, None, 0.17),
+        (3, 200, 16, 2, 100, 100, None, 0.1),
+        (1, 90, 9, 1, 64, 64, None, 0.125),
+        (1, 300, 24, 2, 32, 32, Some(200), 0.18),
+        // gq 8 × head_dim 256 leaves 64-key chunks: 79-key splits take two (online softmax
+        // across chunks); 15 tokens × 32 KV heads need no split and walk 715 keys in 512s.
+        (1, 5000, 8, 1, 256, 256, None, 0.0625),
+        (15, 700, 32, 32, 16, 16, None, 0.25),
+        (1, 1, 2, 1, 7, 256, None, 0.4),
     ];
     let mut worst = 0f64;
     for &(tokens, pos0, n_head, n_head_kv, hd, hdv, window, scale) in cases {
@@ -409,13 +448,18 @@ async fn attention_matches_reference() {
         v[..lo * v_row].fill(f32::NAN);
 
         // Each KV storage against the reference on the values it stores (f16: rounded).
-        for kctx in [&ctx, &ctx32] {
-            let case = format!("{case} kv_f16 {}", kctx.kv_f16);
+        // (The reference once per storage: the contexts come f16, f32, f16, f32.)
+        let mut wants: Vec<Vec<f32>> = Vec::new();
+        for (ci, kctx) in ctxs.iter().enumerate() {
+            let case = format!("{case} kv_f16 {} sg {}", kctx.kv_f16, kctx.subgroups);
             let (k, v): (Vec<f32>, Vec<f32>) = (
                 k.iter().map(|&x| kv_round(kctx, x)).collect(),
                 v.iter().map(|&x| kv_round(kctx, x)).collect(),
             );
-            let want = attention_ref(&q, &k, &v, tokens, pos0, &p);
+            if wants.len() <= ci % 2 {
+                wants.push(attention_ref(&q, &k, &v, tokens, pos0, &p));
+            }
+            let want = &wants[ci % 2];
             let n_out = tokens * n_head * hdv;
             let out = poisoned(kctx, n_out);
             let mut enc = encoder(kctx);
@@ -432,7 +476,7 @@ async fn attention_matches_reference() {
             )
             .unwrap();
             let got = finish_async(kctx, enc, &out, n_out).await;
-            let e = nmse(&case, &got, &want);
+            let e = nmse(&case, &got, want);
             eprintln!("{case} ({n_splits} splits): NMSE {e:e}");
             worst = worst.max(e);
             assert!(e <= ATTN_BOUND, "{case}: NMSE {e:e} > {ATTN_BOUND:e}");
@@ -451,6 +495,6 @@ async fn attention_matches_reference() {
         batched: false,
     };
     let b = ctx.storage("b", 4096);
-    let mut enc = encoder(&ctx);
-    assert!(attn::attention(&ctx, &mut enc, &b, &b, &b, &b, &b, 1, 0, &p).is_err());
+    let mut enc = encoder(ctx);
+    assert!(attn::attention(ctx, &mut enc, &b, &b, &b, &b, &b, 1, 0, &p).is_err());
 }

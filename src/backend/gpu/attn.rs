@@ -5,12 +5,12 @@
 //!   the CPU with [`cpu::ops::rope_cos_sin`], so the GPU rotates by bit-identical angles (GPU
 //!   `sin`/`cos` lose accuracy at large arguments) and the rotation matches the CPU's FMA form.
 //! - Attention: K/V cache in f16 pairs or f32 (`shaders/kv.wgsl`, [`GpuContext::kv_f16`]), one
-//!   workgroup per (token, query head) with an online softmax over key blocks (any context
-//!   length), GQA by index, optional sliding window, split-K for decode.
+//!   workgroup per (token, KV head, split) serving the query heads of its GQA group (chunks of
+//!   at most 8), so each K/V row is read once per group; an online softmax over key chunks (any
+//!   context length), optional sliding window, split-K for decode; subgroup shuffles where the
+//!   adapter has them, a workgroup-memory path otherwise (the browser).
 //! - Prefill (`PREFILL_MIN_TOKENS` tokens or more) goes to the flash-style kernel of
 //!   [`super::attn_prefill`], which shares K/V tile reads between query rows.
-//!
-//! Out of scope for now: subgroup reductions.
 
 use super::context::{GpuContext, Kernel, Recorder};
 use super::ops::params;
@@ -217,38 +217,118 @@ pub fn store_kv(
     ctx.dispatch(enc, &kernel, &p, &bufs, grid)
 }
 
-/// Keys per attention workgroup block (attention.wgsl `WG`).
-const ATTN_WG: usize = 64;
+/// Threads of an attention workgroup (attention.wgsl `WG`).
+const ATTN_WG: usize = 256;
+/// Lanes per key in the scores (attention.wgsl `C`) and keys per scores pass (`BK`).
+const ATTN_C: usize = 8;
+const ATTN_BK: usize = ATTN_WG / ATTN_C;
+/// Most query heads one workgroup serves: its accumulators (GQ vec4s) stay in registers; a
+/// larger GQA group is cut into chunks of at most this many.
+const ATTN_MAX_GQ: usize = 8;
+/// Keys per split when splitting: a scores pass is 32 keys; 64 keys per workgroup keep the
+/// per-workgroup fixed costs (queries, barriers, the partial's write) small against the work.
+const ATTN_MIN_SPLIT: usize = 64;
+/// Workgroups enough to fill a GPU without split-K (132 SMs on an H100 hold a 256-thread
+/// workgroup each, twice over).
+const ATTN_ENOUGH_WG: usize = 256;
+/// Workgroup memory the kernel may use: WebGPU's default limit, so the browser runs it too.
+const ATTN_WG_MEMORY: usize = 16384;
 /// Most splits per (token, head), and the scratch they may take, in f32s.
 const ATTN_MAX_SPLITS: usize = 64;
 const ATTN_SCRATCH_BUDGET: usize = 8 << 20;
 
-/// How attention of `tokens` query rows at `pos0..` cuts each (token, head)'s visible keys into
-/// `n_splits` runs of `split_len` keys (split-K: enough workgroups when few heads decode over a
-/// long cache), and the scratch it needs for the partials, in f32s (0 with one split).
-pub fn attention_splits(tokens: usize, pos0: usize, p: &AttnParams) -> (usize, usize, usize) {
+/// How decode attention (attention.wgsl) runs a batch: `gq` query heads per workgroup,
+/// `n_chunks` workgroups per (token, KV head, split), the keys of each (token, head) cut into
+/// `n_splits` runs of `split_len`, `scratch` f32s of partials (0 with one split).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttnPlan {
+    pub gq: usize,
+    pub n_chunks: usize,
+    pub n_splits: usize,
+    pub split_len: usize,
+    pub scratch: usize,
+}
+
+/// The [`AttnPlan`] of `tokens` query rows at `pos0..` (split-K: enough workgroups when few
+/// KV heads decode over a long cache).
+pub fn attention_plan(tokens: usize, pos0: usize, p: &AttnParams) -> AttnPlan {
+    let group = (p.n_head / p.n_head_kv.max(1)).max(1);
+    let n_chunks = group.div_ceil(ATTN_MAX_GQ);
+    let gq = group.div_ceil(n_chunks);
     let n_max = match p.window {
         Some(w) => w.min(pos0 + tokens),
         None => pos0 + tokens,
     }
     .max(1);
-    let rows = tokens * p.n_head;
-    let per_split = rows * (2 + p.head_dim_v);
+    let wgs = tokens * p.n_head_kv * n_chunks;
+    let per_split = tokens * p.n_head * (2 + p.head_dim_v);
     let cap = (ATTN_SCRATCH_BUDGET / per_split.max(1)).clamp(1, ATTN_MAX_SPLITS);
-    // Enough workgroups already: no split.
-    let want = if rows >= 512 {
+    let want = if wgs >= ATTN_ENOUGH_WG {
         1
     } else {
-        n_max.div_ceil(ATTN_WG)
+        n_max.div_ceil(ATTN_MIN_SPLIT)
     };
-    let split_len = n_max.div_ceil(want.min(cap)).next_multiple_of(ATTN_WG);
+    let split_len = n_max.div_ceil(want.min(cap)).next_multiple_of(ATTN_BK);
     let n_splits = n_max.div_ceil(split_len);
     let scratch = if n_splits > 1 {
         n_splits * per_split
     } else {
         0
     };
-    (n_splits, split_len, scratch)
+    AttnPlan {
+        gq,
+        n_chunks,
+        n_splits,
+        split_len,
+        scratch,
+    }
+}
+
+/// How attention of `tokens` query rows at `pos0..` cuts each (token, head)'s visible keys into
+/// `n_splits` runs of `split_len` keys, and the scratch it needs for the partials, in f32s (0
+/// with one split): [`attention_plan`]'s numbers.
+pub fn attention_splits(tokens: usize, pos0: usize, p: &AttnParams) -> (usize, usize, usize) {
+    let plan = attention_plan(tokens, pos0, p);
+    (plan.n_splits, plan.split_len, plan.scratch)
+}
+
+/// The attention.wgsl kernel for `gq` heads per workgroup on this device: head dims, the
+/// P·V key lanes `KL`, the keys per chunk `CHUNK` (what fits in [`ATTN_WG_MEMORY`]), 4-element
+/// K/V loads when the head dims allow, subgroup shuffles where the adapter's smallest
+/// subgroup holds the lanes they combine.
+fn attention_kernel(ctx: &GpuContext, p: &AttnParams, gq: usize) -> Kernel {
+    let (kch, vch) = (p.head_dim.div_ceil(4), p.head_dim_v.div_ceil(4));
+    // Largest power of two with KL·VCH ≤ WG, at most BK (the l sums reuse [GQ][BK] floats).
+    let kl = (1usize << (ATTN_WG / vch).ilog2()).min(ATTN_BK);
+    // f32s: qs GQ·4·KCH, sc GQ·CHUNK, red 4·WG, mx GQ·BK, mg GQ.
+    let free = ATTN_WG_MEMORY / 4 - 4 * ATTN_WG;
+    let chunk = (free / gq - 4 * kch - ATTN_BK - 1) / ATTN_BK * ATTN_BK;
+    debug_assert!(
+        chunk >= ATTN_BK,
+        "head dims ≤ {ATTN_MAX_HEAD_DIM}, gq ≤ {ATTN_MAX_GQ}"
+    );
+    let mut k = kv_kernel(ctx, "attention", "attention")
+        .def("ATTENTION", 1)
+        .def("GQ", format!("{gq}u"))
+        .def("HEAD_DIM", format!("{}u", p.head_dim))
+        .def("HEAD_DIM_V", format!("{}u", p.head_dim_v))
+        .def("KL", format!("{kl}u"))
+        .def("CHUNK", format!("{}u", chunk.min(512)));
+    if p.head_dim.is_multiple_of(4) && p.head_dim_v.is_multiple_of(4) {
+        k = k.def("KV_VEC", 1);
+    }
+    let sg = if ctx.subgroups {
+        ctx.subgroup_min as usize
+    } else {
+        0
+    };
+    if sg >= ATTN_C {
+        k = k.def("SG_K", 1);
+    }
+    if sg >= kl {
+        k = k.def("SG_V", 1);
+    }
+    k
 }
 
 /// Causal attention of `q` rows (`[tokens][n_head·head_dim]`, row `t` at position `pos0 + t`)
@@ -289,11 +369,11 @@ pub fn attention(
     if tokens >= super::attn_prefill::PREFILL_MIN_TOKENS {
         return super::attn_prefill::attention_prefill(ctx, enc, q, k, v, o, tokens, pos0, p);
     }
-    let (n_splits, split_len, need) = attention_splits(tokens, pos0, p);
-    if (scratch.size() as usize) < need * 4 {
+    let plan = attention_plan(tokens, pos0, p);
+    let n_splits = plan.n_splits;
+    if (scratch.size() as usize) < plan.scratch * 4 {
         return Err(GpuError::Validation("attention: scratch too small".into()).into());
     }
-    let rows = (tokens * p.n_head) as u32;
     let window = p.window.map_or(0, |w| w.min(u32::MAX as usize) as u32);
     let params_for = |grid: [u32; 3]| {
         params(&[
@@ -309,10 +389,12 @@ pub fn attention(
             window,
             grid[0],
             n_splits as u32,
-            split_len as u32,
+            plan.split_len as u32,
+            plan.n_chunks as u32,
         ])
     };
-    let grid = ctx.grid(rows * n_splits as u32);
+    let wgs = tokens * p.n_head_kv * plan.n_chunks * n_splits;
+    let grid = ctx.grid(wgs as u32);
     let bufs = [
         q.as_entire_binding(),
         k.as_entire_binding(),
@@ -320,10 +402,10 @@ pub fn attention(
         o.as_entire_binding(),
         scratch.as_entire_binding(),
     ];
-    let kernel = kv_kernel(ctx, "attention", "attention").def("ATTENTION", 1);
+    let kernel = attention_kernel(ctx, p, plan.gq);
     ctx.dispatch(enc, &kernel, &params_for(grid), &bufs, grid)?;
     if n_splits > 1 {
-        let grid = ctx.grid(rows);
+        let grid = ctx.grid((tokens * p.n_head) as u32);
         let bufs = [scratch.as_entire_binding(), o.as_entire_binding()];
         let kernel = Kernel::new("attention", "attention_combine").def("COMBINE", 1);
         ctx.dispatch(enc, &kernel, &params_for(grid), &bufs, grid)?;

@@ -72,6 +72,9 @@ pub struct GpuContext {
     pub f16: bool,
     /// Subgroup operations are enabled and used.
     pub subgroups: bool,
+    /// The adapter's smallest subgroup size when [`GpuContext::subgroups`] (kernels that shuffle
+    /// within a fixed number of lanes check it), else 0.
+    pub subgroup_min: u32,
     /// KV caches on this device store f16 pairs (else f32): [`GpuOptions::kv_f32`].
     pub kv_f16: bool,
     /// The largest byte range one storage binding may cover (after [`GpuOptions`]), a multiple
@@ -253,6 +256,11 @@ impl GpuContext {
             limits,
             f16,
             subgroups,
+            subgroup_min: if subgroups {
+                info.subgroup_min_size
+            } else {
+                0
+            },
             kv_f16: !opts.kv_f32,
             max_binding,
             pipelines: Mutex::new(HashMap::new()),
