@@ -1,6 +1,8 @@
 // Prefill GEMM: y[t][row0 + r] = mult · Σ_k W[r][k]·x[t][k] for many tokens (gemm::gemm), every
 // weight type through dequant.wgsl's dq(), with matmul.wgsl's fusions (NORM, GLU, RESIDUAL, a
-// row range `w_row0`, weight parts at `row0`). matmul.wgsl stays the kernel of a few tokens.
+// row range `w_row0`, weight parts at `row0`), and SPLIT (ops::matmul_split, gemm::gemm_split: the
+// q, k and v rows of a joined weight into three outputs, as gemv.wgsl's SPLIT). matmul.wgsl
+// stays the kernel of a few tokens.
 //
 // Register tiling: a workgroup computes a tile of BM weight rows × BN tokens. Per step of KT
 // columns it dequantizes the W tile [BM × KT] into workgroup memory once (each (row, group) by
@@ -33,6 +35,8 @@ struct Params {
     eps: f32,        // NORM
     act: u32,        // GLU: common.wgsl activation kind
     w_row0: u32,     // first stored row used (under GLU the up rows follow at w_row0 + rows)
+    split1: u32,     // SPLIT: rows [0, split1) go to y, [split1, split2) to y1, the rest to y2
+    split2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -41,9 +45,17 @@ struct Params {
 #include "dequant"
 
 @group(0) @binding(2) var<storage, read> x: array<f32>;        // [tokens, cols]
+#ifdef SPLIT
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;  // [tokens, split1]
+@group(0) @binding(4) var<storage, read_write> y1: array<f32>; // [tokens, split2 - split1]
+@group(0) @binding(5) var<storage, read_write> y2: array<f32>; // [tokens, rows - split2]
+#define NW_BINDING 6
+#else
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;  // [tokens, y_cols]
+#define NW_BINDING 4
+#endif
 #ifdef NORM
-@group(0) @binding(4) var<storage, read> nw: array<f32>;       // [cols]
+@group(0) @binding(NW_BINDING) var<storage, read> nw: array<f32>;  // [cols]
 #endif
 
 var<workgroup> ws: array<vec4<f32>, KT * BM / 4u>;  // [KT][BM] (4 rows per vec4)
@@ -70,11 +82,22 @@ fn store(rt: u32, t: u32, l: u32, v: f32) {
     let r = rt * BM + l;
 #endif
     if (t < p.tokens && r < p.rows) {
+#ifdef SPLIT
+        // Each output is its own [tokens, width] matrix; a tile may straddle a split point.
+        if (r < p.split1) {
+            y[t * p.split1 + r] = v;
+        } else if (r < p.split2) {
+            y1[t * (p.split2 - p.split1) + r - p.split1] = v;
+        } else {
+            y2[t * (p.rows - p.split2) + r - p.split2] = v;
+        }
+#else
         let i = t * p.y_cols + p.row0 + r;
 #ifdef RESIDUAL
         y[i] += v;
 #else
         y[i] = v;
+#endif
 #endif
     }
 }

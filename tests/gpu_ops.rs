@@ -264,7 +264,7 @@ async fn matmul_fusions(ctx: &GpuContext) {
                 let bufs = counts.map(|c| poisoned(ctx, c));
                 let outs = [0, 1, 2].map(|i| (&bufs[i], counts[i]));
                 let mut enc = encoder(ctx);
-                ops::matmul_split(ctx, &mut enc, &w, &xb, 1, outs, norm).unwrap();
+                ops::matmul_split(ctx, &mut enc, &w, &xb, 1, 1, outs, norm).unwrap();
                 ctx.submit(enc);
                 let all = reference_matmul(&v, &xn, 1);
                 let mut first = 1;

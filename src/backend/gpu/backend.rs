@@ -334,8 +334,9 @@ impl<'a> GpuBackend<'a> {
         x: &GpuTensor,
         norm: Option<(&wgpu::Buffer, f32)>,
     ) -> Result<Vec<GpuTensor>> {
-        // One token through q, k and v of one joined weight: one dispatch.
-        if let ([q, k, v], 1) = (ws, x.rows) {
+        // q, k and v of one joined weight: one dispatch (gemv for one token, gemm for a
+        // prefill chunk; ops::matmul_split).
+        if let [q, k, v] = ws {
             let (gw, r) = self.m.rows_of(q)?;
             let next = |w: &Weight, at: usize| -> Result<bool> {
                 let (g, r) = self.m.rows_of(w)?;
@@ -343,9 +344,10 @@ impl<'a> GpuBackend<'a> {
             };
             if let Some((first, nq)) = r {
                 if next(k, first + nq)? && next(v, first + nq + k.rows)? {
-                    let out = [q.rows, k.rows, v.rows].map(|n| self.tensor(1, n));
+                    let out = [q.rows, k.rows, v.rows].map(|n| self.tensor(x.rows, n));
                     let outs = [0, 1, 2].map(|i| (&out[i].buf, out[i].cols));
-                    self.rec(|c, e| ops::matmul_split(c, e, gw, &x.buf, first, outs, norm));
+                    let t = x.rows;
+                    self.rec(|c, e| ops::matmul_split(c, e, gw, &x.buf, t, first, outs, norm));
                     return Ok(out.into());
                 }
             }

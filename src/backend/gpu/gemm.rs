@@ -2,8 +2,8 @@
 //! (128 weight rows × 64 tokens per workgroup, the W tile dequantized into workgroup memory once
 //! per 16-column step), every weight type and every fusion of [`ops::matmul`] (NORM, GLU,
 //! RESIDUAL, row ranges, split weights). [`ops::matmul`] sends multi-token work here from
-//! [`GEMM_MIN_TOKENS`] tokens on; the CPU reference is `backend::cpu`'s matmul, tested by
-//! `tests/gpu_ops_gemm.rs`.
+//! [`GEMM_MIN_TOKENS`] tokens on, and [`ops::matmul_split`] its q/k/v split ([`gemm_split`]);
+//! the CPU reference is `backend::cpu`'s matmul, tested by `tests/gpu_ops_gemm.rs`.
 
 use super::context::{GpuContext, Kernel, Recorder};
 use super::layout::GpuWeight;
@@ -81,6 +81,8 @@ pub fn gemm(
             eps,
             act,
             w_row0 as u32,
+            0,
+            0,
         ]);
         let mut bufs = vec![
             part.buf.as_entire_binding(),
@@ -93,4 +95,61 @@ pub fn gemm(
         ctx.dispatch(enc, &k, &p, &bufs, grid)?;
     }
     Ok(())
+}
+
+/// [`ops::matmul_split`] through gemm.wgsl's SPLIT, for any token count: rows
+/// `[first, first + Σ outs[i].1)` of a one-part weight times each token of `x` (RMS-normalized
+/// first under `norm`) in one dispatch, output row `r` of the range going to `outs[0]` below
+/// `outs[0].1`, then to `outs[1]`, then to `outs[2]`, each a `[tokens, outs[i].1]` matrix.
+/// One dispatch instead of three GEMMs over the q, k and v row ranges: the narrow k and v
+/// ranges alone make few workgroups.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_split(
+    ctx: &GpuContext,
+    enc: &mut Recorder,
+    w: &GpuWeight,
+    x: &wgpu::Buffer,
+    tokens: usize,
+    first: usize,
+    outs: [(&wgpu::Buffer, usize); 3],
+    norm: Option<(&wgpu::Buffer, f32)>,
+) -> Result<()> {
+    let rows: usize = outs.iter().map(|o| o.1).sum();
+    if w.parts.len() != 1 || first + rows > w.rows {
+        return Err(GpuError::Validation(format!("bad split of '{}'", w.name)).into());
+    }
+    let mut k = Kernel::new("gemm", "gemm")
+        .def(&w.define(), 1)
+        .def("SPLIT", 1);
+    if norm.is_some() {
+        k = k.def("NORM", 1);
+    }
+    if tokens == 0 || rows == 0 {
+        return Ok(());
+    }
+    let mut grid = ctx.grid(rows.div_ceil(GEMM_BM) as u32);
+    grid[2] = tokens.div_ceil(GEMM_BN) as u32;
+    let part = &w.parts[0];
+    let p = params(&[
+        rows as u32,
+        w.cols as u32,
+        tokens as u32,
+        w.row_words as u32,
+        grid[0],
+        0,
+        0,
+        part.aux,
+        w.mult.to_bits(),
+        norm.map_or(0, |n| n.1.to_bits()),
+        0,
+        first as u32,
+        outs[0].1 as u32,
+        (outs[0].1 + outs[1].1) as u32,
+    ]);
+    let mut bufs = vec![part.buf.as_entire_binding(), x.as_entire_binding()];
+    bufs.extend(outs.iter().map(|o| o.0.as_entire_binding()));
+    if let Some((nw, _)) = norm {
+        bufs.push(nw.as_entire_binding());
+    }
+    ctx.dispatch(enc, &k, &p, &bufs, grid)
 }

@@ -279,14 +279,18 @@ pub fn matmul(
     Ok(())
 }
 
-/// One token through three consecutive row ranges of a one-part weight in one dispatch
-/// (gemv.wgsl's SPLIT): `outs[i].0` = the next `outs[i].1` rows from row `first` times x (x
-/// RMS-normalized first under `norm`). For the q, k and v rows of a layer's joined weight.
+/// `tokens` rows of x through three consecutive row ranges of a one-part weight:
+/// `outs[i].0` (`[tokens, outs[i].1]`) = the next `outs[i].1` rows from row `first` times x (x
+/// RMS-normalized first under `norm`). For the q, k and v rows of a layer's joined weight. One
+/// dispatch for one token (gemv.wgsl's SPLIT) and from GEMM_MIN_TOKENS on (gemm.wgsl's SPLIT);
+/// in between, three [`matmul`]s over the row ranges.
+#[allow(clippy::too_many_arguments)]
 pub fn matmul_split(
     ctx: &GpuContext,
     enc: &mut Recorder,
     w: &GpuWeight,
     x: &wgpu::Buffer,
+    tokens: usize,
     first: usize,
     outs: [(&wgpu::Buffer, usize); 3],
     norm: Option<(&wgpu::Buffer, f32)>,
@@ -294,6 +298,22 @@ pub fn matmul_split(
     let rows: usize = outs.iter().map(|o| o.1).sum();
     if w.parts.len() != 1 || first + rows > w.rows {
         return Err(GpuError::Validation(format!("bad split of '{}'", w.name)).into());
+    }
+    if tokens >= super::gemm::GEMM_MIN_TOKENS {
+        return super::gemm::gemm_split(ctx, enc, w, x, tokens, first, outs, norm);
+    }
+    if tokens != 1 {
+        let mut at = first;
+        for (y, n) in outs {
+            let fuse = Fuse {
+                norm,
+                rows: Some((at, n)),
+                ..Fuse::default()
+            };
+            matmul(ctx, enc, w, x, tokens, y, n, 0, fuse)?;
+            at += n;
+        }
+        return Ok(());
     }
     let mut k = Kernel::new("gemv", "gemv").def(&w.define(), 1);
     if norm.is_some() {
