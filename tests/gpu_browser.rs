@@ -2,7 +2,8 @@
 //! backend exposes no subgroups, so every kernel takes its f32 workgroup-reduction path). The
 //! same test files as natively, compiled for wasm32 with `gpu_test` = `#[wasm_bindgen_test]`
 //! (tests/gpu_util): the kernel harness against the CPU references (tests/gpu_ops*.rs) and the
-//! greedy decode of committed synthetic models with llama.cpp's ids (tests/gpu_decode.rs).
+//! greedy decode of committed synthetic models with llama.cpp's ids (tests/gpu_decode.rs). The
+//! prefill GEMM's file takes a reduced case set here (tests/gpu_ops_gemm.rs `BROWSER`).
 //! Every readback is awaited; nothing blocks.
 //!
 //! Run (scripts/test.sh; the browser and its flags are in webdriver.json):
@@ -21,6 +22,10 @@ mod gpu_decode;
 mod gpu_ops;
 #[path = "gpu_ops_attn.rs"]
 mod gpu_ops_attn;
+#[path = "gpu_ops_attn_prefill.rs"]
+mod gpu_ops_attn_prefill;
+#[path = "gpu_ops_gemm.rs"]
+mod gpu_ops_gemm;
 #[path = "gpu_ops_quant.rs"]
 mod gpu_ops_quant;
 

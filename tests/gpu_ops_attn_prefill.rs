@@ -83,7 +83,7 @@ fn attention_ref(
 
 /// One case on `ctx`: the prefill kernel directly, or `attn::attention` when `routed`.
 #[allow(clippy::too_many_arguments)]
-fn case(
+async fn case(
     ctx: &GpuContext,
     rng: &mut Rng,
     tokens: usize,
@@ -135,20 +135,21 @@ fn case(
     } else {
         attention_prefill(ctx, &mut enc, &qb, &kb, &vb, &o, tokens, pos0, &p).unwrap();
     }
-    let got = finish(ctx, enc, &o, out_n);
+    let got = finish_async(ctx, enc, &o, out_n).await;
     let want = attention_ref(&q, &ks, &vs, tokens, pos0, &p);
     let e = nmse(&name, &got, &want);
     assert!(e <= ATTN_BOUND, "{name}: NMSE {e:e} > {ATTN_BOUND:e}");
     e
 }
 
-#[test]
-fn attention_prefill_matches_reference() {
+#[gpu_test]
+async fn attention_prefill_matches_reference() {
     for kv_f32 in [false, true] {
-        let ctx = ctx_with(&GpuOptions {
+        let ctx = ctx_with_async(&GpuOptions {
             kv_f32,
             ..Default::default()
-        });
+        })
+        .await;
         let mut rng = Rng::new(91);
         let mut worst = 0f64;
         // (tokens, pos0, heads, dims, window)
@@ -166,13 +167,12 @@ fn attention_prefill_matches_reference() {
             (100, 0, (16, 2), (32, 48), Some(33)),
         ];
         for &(tokens, pos0, heads, dims, window) in cases {
-            worst = worst.max(case(
-                &ctx, &mut rng, tokens, pos0, heads, dims, window, false,
-            ));
+            let e = case(&ctx, &mut rng, tokens, pos0, heads, dims, window, false).await;
+            worst = worst.max(e);
         }
         // attn::attention: split-K below the threshold, this kernel from it on.
         for tokens in [PREFILL_MIN_TOKENS - 1, PREFILL_MIN_TOKENS, 50] {
-            let e = case(&ctx, &mut rng, tokens, 9, (8, 2), (64, 64), None, true);
+            let e = case(&ctx, &mut rng, tokens, 9, (8, 2), (64, 64), None, true).await;
             worst = worst.max(e);
         }
         eprintln!("kv_f16 {}: worst NMSE {worst:.3e}", ctx.kv_f16);

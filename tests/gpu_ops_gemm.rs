@@ -18,9 +18,29 @@ use ternlm::quant::{GgmlType, TensorView};
 /// Exact dequantization, f32 accumulation (testing.md §3).
 const BOUND: f64 = 1e-7;
 
+/// In headless Chromium (tests/gpu_browser.rs) SwiftShader runs every dispatch on the CPU and
+/// compiles each pipeline anew per context, so there each test takes a reduced case set
+/// ([`pick`]): every type, one odd shape per family across the row tile, token counts on both
+/// sides of the token tile, no weights split into parts (the same shader with a row offset,
+/// covered natively) and no subgroup pass (the web backend has none).
+const BROWSER: bool = cfg!(target_arch = "wasm32");
+
+/// `native`, or `browser` in the browser run.
+fn pick<'a, T>(native: &'a [T], browser: &'a [T]) -> &'a [T] {
+    if BROWSER {
+        browser
+    } else {
+        native
+    }
+}
+
 /// Token counts: below, at and across the 64-token tile, and one that `ops::matmul` routes
 /// through matmul.wgsl (1).
-const TOKENS: [usize; 5] = [1, 3, 17, 64, 70];
+const TOKENS: &[usize] = if BROWSER {
+    &[3, 70]
+} else {
+    &[1, 3, 17, 64, 70]
+};
 
 /// `y = W·x` by gemm (or by `ops::matmul` when `routed`) on fresh inputs, against the f64
 /// reference of the decoded weights; returns the NMSE.
@@ -64,7 +84,7 @@ async fn types(tys: &[GgmlType], shapes: &[(usize, usize)]) {
     for &ty in tys {
         let mut rng = Rng::new(ty as u64 + 500);
         let mut worst = 0f64;
-        for split in [false, true] {
+        for &split in pick(&[false, true], &[false]) {
             for &(cols, rows) in shapes {
                 let data = random_tensor(&mut rng, ty, cols, rows);
                 let v = TensorView::new("w", ty, &[cols as u64, rows as u64], &data).unwrap();
@@ -81,7 +101,7 @@ async fn types(tys: &[GgmlType], shapes: &[(usize, usize)]) {
                 if split && data.len() > limit {
                     assert!(w.parts.len() > 1, "{ty:?} {cols}x{rows}: split");
                 }
-                for tokens in TOKENS {
+                for &tokens in TOKENS {
                     let case = format!("gemm {ty:?} {cols}x{rows} t{tokens} split={split}");
                     let e = run_plain(&ctx, &mut rng, &v, &w, tokens, false, &case).await;
                     worst = worst.max(e);
@@ -95,7 +115,8 @@ async fn types(tys: &[GgmlType], shapes: &[(usize, usize)]) {
 #[gpu_test]
 async fn gemm_plain_types() {
     use GgmlType::*;
-    types(&[F32, F16, BF16], &[(1, 1), (37, 131), (70, 9), (272, 129)]).await;
+    let shapes = pick(&[(1, 1), (37, 131), (70, 9), (272, 129)], &[(37, 131)]);
+    types(&[F32, F16, BF16], shapes).await;
 }
 
 #[gpu_test]
@@ -103,7 +124,7 @@ async fn gemm_legacy_blocks() {
     use GgmlType::*;
     types(
         &[Q4_0, Q4_1, Q5_0, Q5_1, Q8_0],
-        &[(32, 5), (96, 131), (608, 77)],
+        pick(&[(32, 5), (96, 131), (608, 77)], &[(96, 131)]),
     )
     .await;
 }
@@ -113,7 +134,7 @@ async fn gemm_k_quants() {
     use GgmlType::*;
     types(
         &[Q2_K, Q3_K, Q4_K, Q5_K, Q6_K],
-        &[(256, 5), (768, 131), (512, 301)],
+        pick(&[(256, 5), (768, 131), (512, 301)], &[(256, 131)]),
     )
     .await;
 }
@@ -121,9 +142,13 @@ async fn gemm_k_quants() {
 #[gpu_test]
 async fn gemm_ternary() {
     use GgmlType::*;
-    types(&[TQ1_0, TQ2_0], &[(256, 5), (768, 301)]).await;
+    types(
+        &[TQ1_0, TQ2_0],
+        pick(&[(256, 5), (768, 301)], &[(256, 131)]),
+    )
+    .await;
     // K % 256 = 128 leaves a pad chunk in T2R; the I2_S tensor scale is the kernel multiplier.
-    types(&[I2_S], &[(384, 131), (768, 301)]).await;
+    types(&[I2_S], pick(&[(384, 131), (768, 301)], &[(384, 131)])).await;
 }
 
 /// `ops::matmul` takes the GEMM from GEMM_MIN_TOKENS tokens on (and matmul.wgsl below): both
@@ -146,7 +171,7 @@ async fn matmul_routes_prefill_to_gemm() {
 /// gemm.wgsl's fusions against the unfused CPU references, with and without subgroups.
 #[gpu_test]
 async fn gemm_fusions_match_reference() {
-    for no_subgroups in [false, true] {
+    for &no_subgroups in pick(&[false, true], &[true]) {
         let ctx = ctx_with_async(&GpuOptions {
             no_subgroups,
             ..Default::default()
@@ -160,13 +185,14 @@ async fn gemm_fusions_match_reference() {
 async fn fusions(ctx: &GpuContext) {
     let mut rng = Rng::new(41);
     // n rows per half: 70 is past one 64-output GLU tile, 131 past one 128-row tile.
-    for (ty, cols, n) in [
+    let cases = [
         (GgmlType::F32, 70, 70),
         (GgmlType::Q4_0, 96, 13),
         (GgmlType::Q4_K, 256, 131),
         (GgmlType::Q6_K, 512, 70),
         (GgmlType::TQ2_0, 512, 70),
-    ] {
+    ];
+    for &(ty, cols, n) in pick(&cases, &[cases[0], cases[2], cases[4]]) {
         let bytes = random_tensor(&mut rng, ty, cols, 2 * n);
         let v = TensorView::new("w", ty, &[cols as u64, 2 * n as u64], &bytes).unwrap();
         let w = upload(ctx, &v).unwrap();
@@ -175,7 +201,7 @@ async fn fusions(ctx: &GpuContext) {
             let b = &bytes[i * n * rb..(i + 1) * n * rb];
             TensorView::new("h", ty, &[cols as u64, n as u64], b).unwrap()
         };
-        for tokens in [3usize, 70] {
+        for &tokens in pick(&[3, 70], &[70]) {
             let case = format!("{ty:?} {cols}x{n} t{tokens}");
             let x = rng.values(tokens * cols);
             let nw: Vec<f32> = (0..cols).map(|_| 1.0 + 0.3 * rng.value()).collect();
@@ -276,7 +302,7 @@ async fn fusions(ctx: &GpuContext) {
 /// against the reference, with NORM on and off, with and without subgroups.
 #[gpu_test]
 async fn gemm_split_matches_reference() {
-    for no_subgroups in [false, true] {
+    for &no_subgroups in pick(&[false, true], &[true]) {
         let ctx = ctx_with_async(&GpuOptions {
             no_subgroups,
             ..Default::default()
@@ -294,7 +320,7 @@ async fn split_cases(ctx: &GpuContext) {
     let mut worst = 0f64;
     // (type, cols, first row, q/k/v widths, rows after the range)
     #[allow(clippy::type_complexity)]
-    let cases: &[(GgmlType, usize, usize, [usize; 3], usize)] = &[
+    let all: &[(GgmlType, usize, usize, [usize; 3], usize)] = &[
         (F32, 70, 0, [131, 45, 45], 0),
         (F16, 37, 3, [9, 3, 5], 2),
         (BF16, 16, 0, [64, 64, 64], 1),
@@ -308,7 +334,8 @@ async fn split_cases(ctx: &GpuContext) {
         (TQ1_0, 512, 7, [20, 10, 10], 1),
         (I2_S, 384, 0, [128, 64, 64], 0),
     ];
-    for &(ty, cols, first, widths, after) in cases {
+    let browser = [all[0], all[5], all[6], all[9]];
+    for &(ty, cols, first, widths, after) in pick(all, &browser) {
         let rows = first + widths.iter().sum::<usize>() + after;
         let data = random_tensor(&mut rng, ty, cols, rows);
         let v = TensorView::new("w", ty, &[cols as u64, rows as u64], &data).unwrap();
@@ -318,12 +345,24 @@ async fn split_cases(ctx: &GpuContext) {
         let eps = 1e-5;
         // Direct gemm_split at any token count; routed through ops::matmul_split below, at and
         // past the GEMM threshold.
-        let runs = [(3, false), (17, false), (70, false)].into_iter().chain(
-            [1, GEMM_MIN_TOKENS - 1, GEMM_MIN_TOKENS, 64]
-                .into_iter()
-                .map(|t| (t, true)),
-        );
-        for (tokens, routed) in runs {
+        let runs = [
+            (3, false),
+            (17, false),
+            (70, false),
+            (1, true),
+            (GEMM_MIN_TOKENS - 1, true),
+            (GEMM_MIN_TOKENS, true),
+            (64, true),
+        ];
+        for &(tokens, routed) in pick(
+            &runs,
+            &[
+                (70, false),
+                (1, true),
+                (GEMM_MIN_TOKENS - 1, true),
+                (GEMM_MIN_TOKENS, true),
+            ],
+        ) {
             for with_norm in [false, true] {
                 let case = format!(
                     "split {ty:?} {cols}x{rows} first {first} {widths:?} t{tokens} \
