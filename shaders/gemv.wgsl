@@ -62,6 +62,10 @@ var<workgroup> part: array<vec4<f32>, WG>;
 var<private> sgs: u32 = 1u;
 var<private> sgi: u32 = 0u;
 
+// Under NORM, Σ x² of the x values this thread loaded: a row group's threads load every x
+// value exactly once (its units partition the row), so their sum is the RMS norm's.
+var<private> ssq: f32 = 0.0;
+
 #ifdef XSCALAR
 // x[c] (times the norm weight), 0 past K: the stored row is zero-padded, x may hold anything.
 fn xs(c: u32) -> f32 {
@@ -69,7 +73,9 @@ fn xs(c: u32) -> f32 {
         return 0.0;
     }
 #ifdef NORM
-    return x[c] * nw[c];
+    let v = x[c];
+    ssq += v * v;
+    return v * nw[c];
 #else
     return x[c];
 #endif
@@ -83,7 +89,9 @@ fn xv(i: u32) -> vec4<f32> {
 #else
 fn xv(i: u32) -> vec4<f32> {
 #ifdef NORM
-    return x[i] * nw[i];
+    let v = x[i];
+    ssq += dot(v, v);
+    return v * nw[i];
 #else
     return x[i];
 #endif
@@ -401,36 +409,6 @@ fn gemv(
     let o = 4u * rg;
     let rows = min(vec4<u32>(o, o + 1u, o + 2u, o + 3u), vec4<u32>(p.rows - 1u)) + p.w_row0;
 #endif
-#ifdef NORM
-    // Σ x² with four loads in flight per step (a loop of one dependent load each is latency-bound).
-#ifdef XSCALAR
-    var ss = vec4<f32>(0.0);
-    var i = lid;
-    for (; i + 3u * WG < p.cols; i += 4u * WG) {
-        ss += vec4<f32>(x[i], x[i + WG], x[i + 2u * WG], x[i + 3u * WG]) * vec4<f32>(x[i], x[i + WG], x[i + 2u * WG], x[i + 3u * WG]);
-    }
-    for (; i < p.cols; i += WG) {
-        ss.x += x[i] * x[i];
-    }
-#else
-    var ss = vec4<f32>(0.0);
-    var i = lid;
-    let n4 = p.cols / 4u;
-    for (; i + 3u * WG < n4; i += 4u * WG) {
-        let a = x[i];
-        let b = x[i + WG];
-        let c = x[i + 2u * WG];
-        let d = x[i + 3u * WG];
-        ss += (a * a + b * b) + (c * c + d * d);
-    }
-    for (; i < n4; i += WG) {
-        ss += x[i] * x[i];
-    }
-#endif
-    let inv = 1.0 / sqrt(hsum(group_sum(ss, lid, WG)) / f32(p.cols) + p.eps);
-#else
-    let inv = 1.0;
-#endif
     // Two units per step, so that each thread has both units' loads in flight.
     var acc = vec4<f32>(0.0);
     if (o < p.rows) {
@@ -443,6 +421,11 @@ fn gemv(
             acc += unit_dot4(rows, u);
         }
     }
+#ifdef NORM
+    let inv = 1.0 / sqrt(group_sum(vec4<f32>(ssq, 0.0, 0.0, 0.0), lid, TPR).x / f32(p.cols) + p.eps);
+#else
+    let inv = 1.0;
+#endif
     let s = group_sum(acc, lid, TPR) * (p.mult * inv);
     if (t < NOUT && o + t < p.rows) {
         var v = s[t];

@@ -168,6 +168,9 @@ async fn matmul_fusions(ctx: &GpuContext) {
         (GgmlType::F32, 70, 9),
         (GgmlType::Q4_0, 96, 13),
         (GgmlType::Q4_K, 256, 5),
+        (GgmlType::Q8_0, 160, 6),
+        (GgmlType::Q5_K, 512, 5),
+        (GgmlType::Q6_K, 256, 9),
         (GgmlType::TQ2_0, 512, 7),
     ] {
         let bytes = random_tensor(&mut rng, ty, cols, 2 * n);
