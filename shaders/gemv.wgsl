@@ -108,11 +108,20 @@ fn bytes4(v: u32) -> vec4<f32> {
 }
 
 // Σ over a group of n consecutive threads (n a power of two dividing WG, the same for the whole
-// workgroup), returned to every thread of the group. Called in uniform control flow. Groups of
-// whole subgroups add with subgroupAdd (subgroup i being threads i·sgs …, as on every GPU we
-// know of), others by a tree in workgroup memory.
+// workgroup), returned to every thread of the group. Called in uniform control flow. With
+// subgroups (subgroup i being threads i·sgs …, as on every GPU we know of) a group within one
+// subgroup adds by a shuffle butterfly and a group of whole subgroups by subgroupAdd; otherwise by
+// a tree in workgroup memory.
 fn group_sum(v: vec4<f32>, lid: u32, n: u32) -> vec4<f32> {
 #ifdef HAS_SUBGROUPS
+    if (sgs > 1u && n <= sgs) {
+        // The group lies within one subgroup: a butterfly, no barrier.
+        var r = v;
+        for (var m = n / 2u; m > 0u; m /= 2u) {
+            r += subgroupShuffleXor(r, m);
+        }
+        return r;
+    }
     if (sgs > 1u && n % sgs == 0u) {
         let s = subgroupAdd(v);
         if (sgi == 0u) {
