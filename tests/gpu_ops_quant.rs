@@ -24,7 +24,7 @@ async fn matmul_legacy_blocks() {
     use GgmlType::*;
     run(
         &[Q4_0, Q4_1, Q5_0, Q5_1, Q8_0],
-        &[(32, 5), (96, 7), (608, 13), (96, 301)],
+        &[(32, 5), (96, 7), (608, 13), (96, 301), (9216, 3)],
     )
     .await;
 }
@@ -34,7 +34,7 @@ async fn matmul_k_quants() {
     use GgmlType::*;
     run(
         &[Q2_K, Q3_K, Q4_K, Q5_K, Q6_K],
-        &[(256, 5), (768, 7), (256, 301)],
+        &[(256, 5), (768, 7), (256, 301), (9216, 3)],
     )
     .await;
 }
@@ -42,7 +42,7 @@ async fn matmul_k_quants() {
 #[gpu_test]
 async fn matmul_ternary() {
     use GgmlType::*;
-    run(&[TQ1_0, TQ2_0], &[(256, 5), (768, 7), (768, 301)]).await;
+    run(&[TQ1_0, TQ2_0], &[(256, 5), (768, 7), (768, 301), (4864, 3)]).await;
     // I2_S rows are whole 128-column chunks; K % 256 = 128 leaves a pad chunk in T2R.
     run(&[I2_S], &[(128, 3), (384, 7), (768, 301)]).await;
 }
