@@ -418,18 +418,20 @@ fn gemv(
     let o = 4u * rg;
     let rows = min(vec4<u32>(o, o + 1u, o + 2u, o + 3u), vec4<u32>(p.rows - 1u)) + p.w_row0;
 #endif
-    // Four units per step, so that each thread has all their loads in flight, then two, then one.
+    // Several units per step, so that each thread has all their loads in flight: four (UNROLL4,
+    // for rows of at least four units per thread), then two, then one.
     var acc = vec4<f32>(0.0);
     if (o < p.rows) {
         let n_units = (p.cols + UE - 1u) / UE;
         var u = t;
+#ifdef UNROLL4
         for (; u + 3u * TPR < n_units; u += 4u * TPR) {
             acc += (unit_dot4(rows, u) + unit_dot4(rows, u + TPR))
                  + (unit_dot4(rows, u + 2u * TPR) + unit_dot4(rows, u + 3u * TPR));
         }
-        if (u + TPR < n_units) {
+#endif
+        for (; u + TPR < n_units; u += 2u * TPR) {
             acc += unit_dot4(rows, u) + unit_dot4(rows, u + TPR);
-            u += 2u * TPR;
         }
         if (u < n_units) {
             acc += unit_dot4(rows, u);

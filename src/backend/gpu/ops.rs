@@ -339,7 +339,7 @@ const GEMV_WG: u32 = 64;
 /// gemv.wgsl for `w` with `defines` (the type and fusions of matmul) and its row groups per
 /// workgroup: the type's unit (elements per thread step, the shader's `UE`) and section, and
 /// threads per row group (`TPR`) about half the units of a row, so that short rows do not leave
-/// most threads idle.
+/// most threads idle (and `UNROLL4` where a thread has four units or more).
 fn gemv_kernel(w: &GpuWeight, defines: crate::backend::gpu::wgsl::Defines) -> (Kernel, u32) {
     use crate::quant::GgmlType as T;
     let (unit, section) = match w.ty {
@@ -363,6 +363,10 @@ fn gemv_kernel(w: &GpuWeight, defines: crate::backend::gpu::wgsl::Defines) -> (K
     }
     if unit == 4 {
         k = k.def("XSCALAR", 1);
+    }
+    // Four units in flight per thread where rows are long (a bigger shader: only there).
+    if units >= 4 * tpr {
+        k = k.def("UNROLL4", 1);
     }
     (k, GEMV_WG / tpr)
 }
