@@ -256,11 +256,7 @@ impl GpuContext {
             limits,
             f16,
             subgroups,
-            subgroup_min: if subgroups {
-                info.subgroup_min_size
-            } else {
-                0
-            },
+            subgroup_min: if subgroups { info.subgroup_min_size } else { 0 },
             kv_f16: !opts.kv_f32,
             max_binding,
             pipelines: Mutex::new(HashMap::new()),
