@@ -207,7 +207,10 @@ fn attention(
             let j = j0 + jj;
             let live = j < nc;
             let kr = (base + select(0u, j, live)) * ks + kb;
-            var s: array<f32, GQ>;
+            // Explicitly zeroed: Chromium's WebGPU (Tint, SwiftShader) zeroes a loop body's
+            // `var` without initializer once, not per iteration, so a second scores pass added
+            // onto the first pass's partial dot products.
+            var s = array<f32, GQ>();
             for (var i = 0u; i < KW; i++) {
                 let ch = c + i * C;
                 if (ch < KCH) {
