@@ -133,7 +133,7 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let gi = task % NG;
             let tw = tile_row(rt, l);
             let g = k0 / G + gi;
-            var v: array<f32, G>;
+            var v = array<f32, G>();  // zeroed explicitly: Tint zeroes a loop-body var once
             if (tw.y != 0u && g * G < p.cols) {
                 v = dq(tw.x, g);
             }

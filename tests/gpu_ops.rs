@@ -150,7 +150,7 @@ async fn grid_folds_past_the_dimension_limit() {
 /// of a weight (the halves of a gate+up weight), for plain, block, K and ternary types.
 #[gpu_test]
 async fn matmul_fusions_match_reference() {
-    for no_subgroups in [false, true] {
+    for &no_subgroups in NO_SUBGROUPS {
         let ctx = ctx_with_async(&GpuOptions {
             no_subgroups,
             ..Default::default()

@@ -360,7 +360,7 @@ async fn attention_matches_reference() {
     // Both KV storages, with the adapter's subgroups (shuffle reductions where the smallest
     // subgroup holds their lanes) and without (the browser's workgroup-memory reductions).
     let mut ctxs = Vec::new();
-    for no_subgroups in [false, true] {
+    for &no_subgroups in NO_SUBGROUPS {
         for kv_f32 in [false, true] {
             let opts = GpuOptions {
                 kv_f32,

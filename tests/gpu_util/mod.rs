@@ -19,6 +19,14 @@ use ternlm::quant::{GgmlType, TensorView};
 #[cfg(target_arch = "wasm32")]
 pub use wasm_bindgen_test::wasm_bindgen_test as gpu_test;
 
+/// The `no_subgroups` settings a test takes: with the adapter's subgroups and without. The
+/// browser's WebGPU has none, so there the first would repeat the second.
+pub const NO_SUBGROUPS: &[bool] = if cfg!(target_arch = "wasm32") {
+    &[true]
+} else {
+    &[false, true]
+};
+
 /// A GPU context; the test fails when there is no adapter.
 pub async fn ctx_async() -> GpuContext {
     ctx_with_async(&GpuOptions::default()).await
