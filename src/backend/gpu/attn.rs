@@ -331,6 +331,24 @@ fn attention_kernel(ctx: &GpuContext, p: &AttnParams, gq: usize) -> Kernel {
     k
 }
 
+/// The head shapes both attention kernels take: head dims ≤ ATTN_MAX_HEAD_DIM, query heads a
+/// multiple of the KV heads.
+pub(super) fn check_heads(p: &AttnParams) -> Result<()> {
+    if p.head_dim > ATTN_MAX_HEAD_DIM
+        || p.head_dim_v > ATTN_MAX_HEAD_DIM
+        || p.n_head_kv == 0
+        || !p.n_head.is_multiple_of(p.n_head_kv)
+    {
+        return Err(GpuError::Validation(format!(
+            "attention: unsupported heads {}/{} of dims {}/{} (head dims ≤ {ATTN_MAX_HEAD_DIM})",
+            p.n_head, p.n_head_kv, p.head_dim, p.head_dim_v
+        ))
+        .into());
+    }
+    debug_assert!(p.window != Some(0), "a zero window sees no keys");
+    Ok(())
+}
+
 /// Causal attention of `q` rows (`[tokens][n_head·head_dim]`, row `t` at position `pos0 + t`)
 /// over the KV cache buffers `k` (`[capacity][n_head_kv·head_dim]`) and `v`
 /// (`[capacity][n_head_kv·head_dim_v]`) in the device's KV storage ([`KvDest`]), rows
@@ -351,18 +369,7 @@ pub fn attention(
     pos0: usize,
     p: &AttnParams,
 ) -> Result<()> {
-    if p.head_dim > ATTN_MAX_HEAD_DIM
-        || p.head_dim_v > ATTN_MAX_HEAD_DIM
-        || p.n_head_kv == 0
-        || !p.n_head.is_multiple_of(p.n_head_kv)
-    {
-        return Err(GpuError::Validation(format!(
-            "attention: unsupported heads {}/{} of dims {}/{} (head dims ≤ {ATTN_MAX_HEAD_DIM})",
-            p.n_head, p.n_head_kv, p.head_dim, p.head_dim_v
-        ))
-        .into());
-    }
-    debug_assert!(p.window != Some(0), "a zero window sees no keys");
+    check_heads(p)?;
     if tokens == 0 || p.n_head == 0 {
         return Ok(());
     }

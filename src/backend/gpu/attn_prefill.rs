@@ -8,11 +8,10 @@
 //!
 //! Out of scope: an attention logit softcap (no architecture of ours has one in attention).
 
-use super::attn::ATTN_MAX_HEAD_DIM;
 use super::context::{GpuContext, Kernel, Recorder};
 use super::ops::params;
 use crate::backend::AttnParams;
-use crate::error::{GpuError, Result};
+use crate::error::Result;
 
 /// From this many tokens on, `attn::attention` runs this kernel; below it a tile of 32 rows
 /// is mostly empty and the split-K kernel fills the GPU better.
@@ -35,18 +34,7 @@ pub fn attention_prefill(
     pos0: usize,
     p: &AttnParams,
 ) -> Result<()> {
-    if p.head_dim > ATTN_MAX_HEAD_DIM
-        || p.head_dim_v > ATTN_MAX_HEAD_DIM
-        || p.n_head_kv == 0
-        || !p.n_head.is_multiple_of(p.n_head_kv)
-    {
-        return Err(GpuError::Validation(format!(
-            "attention: unsupported heads {}/{} of dims {}/{} (head dims ≤ {ATTN_MAX_HEAD_DIM})",
-            p.n_head, p.n_head_kv, p.head_dim, p.head_dim_v
-        ))
-        .into());
-    }
-    debug_assert!(p.window != Some(0), "a zero window sees no keys");
+    super::attn::check_heads(p)?;
     if tokens == 0 || p.n_head == 0 {
         return Ok(());
     }

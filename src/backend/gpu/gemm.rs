@@ -7,7 +7,7 @@
 
 use super::context::{GpuContext, Kernel, Recorder};
 use super::layout::GpuWeight;
-use super::ops::{self, params, Fuse};
+use super::ops::{self, Fuse};
 use crate::error::{GpuError, Result};
 
 /// From this many tokens on, [`ops::matmul`] runs the GEMM: below it most of a 64-token tile
@@ -68,22 +68,17 @@ pub fn gemm(
         };
         let mut grid = ctx.grid(rows.div_ceil(tile_rows) as u32);
         grid[2] = tokens.div_ceil(GEMM_BN) as u32;
-        let p = params(&[
-            rows as u32,
-            w.cols as u32,
-            tokens as u32,
-            w.row_words as u32,
+        let extra = [eps, act, w_row0 as u32, 0, 0];
+        let p = ops::weight_params(
+            w,
+            part,
+            rows,
+            tokens,
             grid[0],
-            (col0 + part.row0) as u32,
-            y_cols as u32,
-            part.aux,
-            w.mult.to_bits(),
-            eps,
-            act,
-            w_row0 as u32,
-            0,
-            0,
-        ]);
+            col0 + part.row0,
+            y_cols,
+            extra,
+        );
         let mut bufs = vec![
             part.buf.as_entire_binding(),
             x.as_entire_binding(),
@@ -114,10 +109,7 @@ pub fn gemm_split(
     outs: [(&wgpu::Buffer, usize); 3],
     norm: Option<(&wgpu::Buffer, f32)>,
 ) -> Result<()> {
-    let rows: usize = outs.iter().map(|o| o.1).sum();
-    if w.parts.len() != 1 || first + rows > w.rows {
-        return Err(GpuError::Validation(format!("bad split of '{}'", w.name)).into());
-    }
+    let rows = ops::split_rows(w, first, &outs)?;
     let mut k = Kernel::new("gemm", "gemm")
         .def(&w.define(), 1)
         .def("SPLIT", 1);
@@ -130,22 +122,10 @@ pub fn gemm_split(
     let mut grid = ctx.grid(rows.div_ceil(GEMM_BM) as u32);
     grid[2] = tokens.div_ceil(GEMM_BN) as u32;
     let part = &w.parts[0];
-    let p = params(&[
-        rows as u32,
-        w.cols as u32,
-        tokens as u32,
-        w.row_words as u32,
-        grid[0],
-        0,
-        0,
-        part.aux,
-        w.mult.to_bits(),
-        norm.map_or(0, |n| n.1.to_bits()),
-        0,
-        first as u32,
-        outs[0].1 as u32,
-        (outs[0].1 + outs[1].1) as u32,
-    ]);
+    let eps = norm.map_or(0, |n| n.1.to_bits());
+    let split = [outs[0].1, outs[0].1 + outs[1].1].map(|r| r as u32);
+    let extra = [eps, 0, first as u32, split[0], split[1]];
+    let p = ops::weight_params(w, part, rows, tokens, grid[0], 0, 0, extra);
     let mut bufs = vec![part.buf.as_entire_binding(), x.as_entire_binding()];
     bufs.extend(outs.iter().map(|o| o.0.as_entire_binding()));
     if let Some((nw, _)) = norm {

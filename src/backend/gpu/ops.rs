@@ -155,7 +155,7 @@ pub fn rms_norm(
 /// first row, embed's first id of the part); `extra` fills the five spare words (eps, act,
 /// w_row0, and gemv's split points).
 #[allow(clippy::too_many_arguments)]
-fn weight_params(
+pub(super) fn weight_params(
     w: &GpuWeight,
     part: &WeightPart,
     rows: usize,
@@ -279,6 +279,19 @@ pub fn matmul(
     Ok(())
 }
 
+/// The rows a q/k/v split of `w` from row `first` covers, checked against the weight (one part).
+pub(super) fn split_rows(
+    w: &GpuWeight,
+    first: usize,
+    outs: &[(&wgpu::Buffer, usize); 3],
+) -> Result<usize> {
+    let rows: usize = outs.iter().map(|o| o.1).sum();
+    if w.parts.len() != 1 || first + rows > w.rows {
+        return Err(GpuError::Validation(format!("bad split of '{}'", w.name)).into());
+    }
+    Ok(rows)
+}
+
 /// `tokens` rows of x through three consecutive row ranges of a one-part weight:
 /// `outs[i].0` (`[tokens, outs[i].1]`) = the next `outs[i].1` rows from row `first` times x (x
 /// RMS-normalized first under `norm`). For the q, k and v rows of a layer's joined weight. One
@@ -295,10 +308,7 @@ pub fn matmul_split(
     outs: [(&wgpu::Buffer, usize); 3],
     norm: Option<(&wgpu::Buffer, f32)>,
 ) -> Result<()> {
-    let rows: usize = outs.iter().map(|o| o.1).sum();
-    if w.parts.len() != 1 || first + rows > w.rows {
-        return Err(GpuError::Validation(format!("bad split of '{}'", w.name)).into());
-    }
+    let rows = split_rows(w, first, &outs)?;
     if tokens >= super::gemm::GEMM_MIN_TOKENS {
         return super::gemm::gemm_split(ctx, enc, w, x, tokens, first, outs, norm);
     }
