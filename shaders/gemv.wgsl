@@ -12,7 +12,7 @@
 
 #include "common"
 
-const WG: u32 = 64u;
+const WG: u32 = WGS;
 const NG: u32 = WG / TPR;
 
 struct Params {
@@ -58,6 +58,47 @@ struct Params {
 #include "dequant"
 
 var<workgroup> part: array<vec4<f32>, WG>;
+
+#ifdef Q8X
+// Q8X (ops::gemv_kernel: K a multiple of 256, K / 4 ≤ XQ_N): x (normalized under NORM, up to the
+// RMS factor, which is applied to the sums) quantized per 256 values as ggml's Q8_K and the CPU
+// engine quantize it for ternary weights — d = max|x| / 127, q = round_half_even(x / d) — once
+// per workgroup, then read from here as packed int8.
+var<workgroup> xq: array<u32, XQ_N>;
+var<workgroup> xd: array<f32, XQ_N / 64u>;
+var<workgroup> red: array<f32, WG>;
+
+// Fills xq and xd from x (x vec4 c → xq[c]); under NORM ssq gets this thread's Σ x². The 64
+// vec4 of a 256-value block are 64 consecutive threads' (WG is a multiple of 64).
+fn quantize_x(lid: u32) {
+    let n4 = p.cols / 4u;
+    for (var base = 0u; base < n4; base += WG) {
+        let c = base + lid;
+        var v = vec4<f32>(0.0);
+        if (c < n4) {
+            v = xv(c);
+        }
+        red[lid] = max(max(abs(v.x), abs(v.y)), max(abs(v.z), abs(v.w)));
+        workgroupBarrier();
+        for (var s = 32u; s > 0u; s /= 2u) {
+            if (lid % 64u < s) {
+                red[lid] = max(red[lid], red[lid + s]);
+            }
+            workgroupBarrier();
+        }
+        let amax = red[lid - lid % 64u];
+        workgroupBarrier();
+        if (c < n4) {
+            let id = select(0.0, 127.0 / amax, amax > 0.0);
+            xq[c] = pack4xI8(vec4<i32>(round(v * id)));
+            if (lid % 64u == 0u) {
+                xd[c / 64u] = amax / 127.0;
+            }
+        }
+    }
+    workgroupBarrier();
+}
+#endif
 // The subgroup size and this thread's index in its subgroup (1 and 0 without subgroups).
 var<private> sgs: u32 = 1u;
 var<private> sgi: u32 = 0u;
@@ -370,6 +411,31 @@ fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
 // T2R: a unit is one code word; word u holds columns 128q + 32l + 4j + k (q = u / 8, j = u % 8)
 // in field l of byte k. Σ (code - 1)·s·x = s·(Σ code·x - Σ x).
 #ifdef TYPE_T2R
+#ifdef Q8X
+// x quantized in workgroup memory (quantize_x): the field-l codes of word u, as four bytes, meet
+// x word 32q + 8l + j in an int8 dot product. Σ (code - 1)·s·d·q = s·d·(Σ code·q - Σ q).
+const UE: u32 = 16u;
+const ONES: u32 = 0x01010101u;
+fn t2r_q8(row: u32, u: u32, x0: u32, x1: u32, x2: u32, x3: u32, sq: i32) -> f32 {
+    let q = w[row * p.row_words + u];
+    let si = row * (p.row_words / 16u) + u / 16u;
+    let s = half_of(w[p.aux + si / 2u], (si % 2u) != 0u);
+    let m = 0x03030303u;
+    let t = (dot4I8Packed(q & m, x0) + dot4I8Packed((q >> 2u) & m, x1))
+          + (dot4I8Packed((q >> 4u) & m, x2) + dot4I8Packed((q >> 6u) & m, x3));
+    return s * f32(t - sq);
+}
+fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
+    let i = 32u * (u / 8u) + u % 8u;
+    let x0 = xq[i];
+    let x1 = xq[i + 8u];
+    let x2 = xq[i + 16u];
+    let x3 = xq[i + 24u];
+    let sq = (dot4I8Packed(x0, ONES) + dot4I8Packed(x1, ONES)) + (dot4I8Packed(x2, ONES) + dot4I8Packed(x3, ONES));
+    return xd[u / 16u] * vec4<f32>(t2r_q8(rows.x, u, x0, x1, x2, x3, sq), t2r_q8(rows.y, u, x0, x1, x2, x3, sq),
+                                   t2r_q8(rows.z, u, x0, x1, x2, x3, sq), t2r_q8(rows.w, u, x0, x1, x2, x3, sq));
+}
+#else
 const UE: u32 = 16u;
 fn t2r_dot(row: u32, u: u32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, sx: f32) -> f32 {
     let q = w[row * p.row_words + u];
@@ -391,6 +457,7 @@ fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
                      t2r_dot(rows.z, u, x0, x1, x2, x3, sx), t2r_dot(rows.w, u, x0, x1, x2, x3, sx));
 }
 #endif
+#endif
 
 @compute @workgroup_size(WG)
 fn gemv(
@@ -404,6 +471,12 @@ fn gemv(
 #ifdef HAS_SUBGROUPS
     sgs = sg_size;
     sgi = sg_id;
+#endif
+#ifdef Q8X
+    quantize_x(lid);
+    const NORM_N: u32 = WG;
+#else
+    const NORM_N: u32 = TPR;
 #endif
     let t = lid % TPR;
     let rg = flat_group(wg, p.groups_x) * NG + lid / TPR;
@@ -438,7 +511,7 @@ fn gemv(
         }
     }
 #ifdef NORM
-    let inv = 1.0 / sqrt(group_sum(vec4<f32>(ssq, 0.0, 0.0, 0.0), lid, TPR).x / f32(p.cols) + p.eps);
+    let inv = 1.0 / sqrt(group_sum(vec4<f32>(ssq, 0.0, 0.0, 0.0), lid, NORM_N).x / f32(p.cols) + p.eps);
 #else
     let inv = 1.0;
 #endif

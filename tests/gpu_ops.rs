@@ -194,6 +194,8 @@ async fn matmul_fusions(ctx: &GpuContext) {
             let mut xn = vec![0f32; x.len()];
             cpu::rms_norm(&x, Some(&nw), cols, eps, &mut xn);
             let (xb, nwb) = (upload_f32(ctx, &x), upload_f32(ctx, &nw));
+            // What the kernel multiplies: x, or x quantized (one-token ternary products).
+            let (xq, xnq) = (gemv_input(&w, &x, tokens), gemv_input(&w, &xn, tokens));
             let run = async |fuse: ops::Fuse, y: &wgpu::Buffer, y_cols: usize| {
                 let mut enc = encoder(ctx);
                 ops::matmul(ctx, &mut enc, &w, &xb, tokens, y, y_cols, 0, fuse).unwrap();
@@ -215,7 +217,7 @@ async fn matmul_fusions(ctx: &GpuContext) {
             check(
                 &format!("norm {case}"),
                 &got,
-                &reference_matmul(&v, &xn, tokens),
+                &reference_matmul(&v, &xnq, tokens),
                 BOUND,
             );
 
@@ -234,7 +236,7 @@ async fn matmul_fusions(ctx: &GpuContext) {
             check(
                 &format!("rows {case}"),
                 &got,
-                &reference_matmul(&half(1), &x, tokens),
+                &reference_matmul(&half(1), &xq, tokens),
                 BOUND,
             );
 
@@ -253,8 +255,8 @@ async fn matmul_fusions(ctx: &GpuContext) {
                 )
                 .await;
                 let (g, u) = (
-                    reference_matmul(&half(0), &xn, tokens),
-                    reference_matmul(&half(1), &xn, tokens),
+                    reference_matmul(&half(0), &xnq, tokens),
+                    reference_matmul(&half(1), &xnq, tokens),
                 );
                 let mut want = vec![0f32; g.len()];
                 cpu::glu(&g, &u, act, &mut want);
@@ -269,7 +271,7 @@ async fn matmul_fusions(ctx: &GpuContext) {
                 let mut enc = encoder(ctx);
                 ops::matmul_split(ctx, &mut enc, &w, &xb, 1, 1, outs, norm).unwrap();
                 ctx.submit(enc);
-                let all = reference_matmul(&v, &xn, 1);
+                let all = reference_matmul(&v, &xnq, 1);
                 let mut first = 1;
                 for (i, &c) in counts.iter().enumerate() {
                     let got = finish_async(ctx, encoder(ctx), &bufs[i], c).await;
@@ -293,7 +295,7 @@ async fn matmul_fusions(ctx: &GpuContext) {
                 2 * n,
             )
             .await;
-            let want: Vec<f32> = reference_matmul(&v, &x, tokens)
+            let want: Vec<f32> = reference_matmul(&v, &xq, tokens)
                 .iter()
                 .zip(&y0)
                 .map(|(a, b)| a + b)

@@ -44,7 +44,7 @@ async fn matmul_ternary() {
     use GgmlType::*;
     run(
         &[TQ1_0, TQ2_0],
-        &[(256, 5), (768, 7), (768, 301), (4864, 3)],
+        &[(256, 5), (768, 7), (768, 301), (4864, 3), (9216, 3)],
     )
     .await;
     // I2_S rows are whole 128-column chunks; K % 256 = 128 leaves a pad chunk in T2R.

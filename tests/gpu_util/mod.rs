@@ -14,7 +14,7 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use pollster::test as gpu_test;
-use ternlm::backend::gpu::{ops, upload, GpuContext, GpuOptions, Recorder};
+use ternlm::backend::gpu::{ops, upload, GpuContext, GpuOptions, GpuWeight, Recorder};
 use ternlm::quant::{GgmlType, TensorView};
 #[cfg(target_arch = "wasm32")]
 pub use wasm_bindgen_test::wasm_bindgen_test as gpu_test;
@@ -220,6 +220,22 @@ pub fn random_tensor(rng: &mut Rng, ty: GgmlType, cols: usize, rows: usize) -> V
     }
 }
 
+/// `x` as the matmul of `w` over `tokens` rows uses it: a one-token product that quantizes x
+/// (`ops::gemv_quantizes_x`) sees x quantized per 256 values as the CPU engine's Q8_K scheme does
+/// it (`backend::cpu::q8`), dequantized here; anything else sees x itself.
+pub fn gemv_input(w: &GpuWeight, x: &[f32], tokens: usize) -> Vec<f32> {
+    use ternlm::backend::cpu::q8::{Q8Acts, Scheme};
+    if tokens != 1 || !ops::gemv_quantizes_x(w) {
+        return x.to_vec();
+    }
+    let a = Q8Acts::quantize(x, w.cols, Scheme::Q8K);
+    let d = |i: usize| a.d[i / 32];
+    a.qs.iter()
+        .enumerate()
+        .map(|(i, &q)| q as f32 * d(i))
+        .collect()
+}
+
 /// `W·x` in f64 from the CPU decoder.
 pub fn reference_matmul(v: &TensorView, x: &[f32], tokens: usize) -> Vec<f32> {
     let (cols, rows) = (v.ncols(), v.nrows());
@@ -293,7 +309,8 @@ pub async fn matmul_cases(ty: GgmlType, shapes: &[(usize, usize)], bound: f64) -
                 )
                 .unwrap();
                 let got = finish_async(&ctx, enc, &y, tokens * rows).await;
-                let e = nmse(&case, &got, &reference_matmul(&v, &x, tokens));
+                let want = reference_matmul(&v, &gemv_input(&w, &x, tokens), tokens);
+                let e = nmse(&case, &got, &want);
                 assert!(e <= bound, "{case}: NMSE {e:e} > {bound:e}");
                 worst = worst.max(e);
             }

@@ -343,8 +343,24 @@ pub fn matmul_split(
     ctx.dispatch(enc, &k, &p, &bufs, grid)
 }
 
-/// Threads per workgroup of gemv.wgsl.
-const GEMV_WG: u32 = 64;
+/// Threads per workgroup of gemv.wgsl for matrices of up to 16k rows (the LM head: 64).
+const GEMV_WG: u32 = 128;
+
+/// Threads per workgroup of gemv.wgsl under `Q8X` (each workgroup quantizes all of x first).
+const Q8X_WG: u32 = 256;
+
+/// The longest rows gemv.wgsl quantizes x for (its packed copy lives in workgroup memory).
+const Q8X_MAX_COLS: usize = 8192;
+
+/// Whether a one-token product with `w` quantizes x to int8 (gemv.wgsl's `Q8X`): ternary rows
+/// of whole 256-value blocks up to [`Q8X_MAX_COLS`], x quantized per 256 values as ggml's Q8_K
+/// (the scheme llama.cpp and the CPU engine use for ternary weights) and dotted by packed int8
+/// dot products, instead of every weight code converted to f32.
+pub fn gemv_quantizes_x(w: &GpuWeight) -> bool {
+    super::layout::kernel_type(w.ty) == "T2R"
+        && w.cols.is_multiple_of(256)
+        && w.cols <= Q8X_MAX_COLS
+}
 
 /// gemv.wgsl for `w` with `defines` (the type and fusions of matmul) and its row groups per
 /// workgroup: the type's unit (elements per thread step, the shader's `UE`) and section, and
@@ -360,13 +376,25 @@ fn gemv_kernel(w: &GpuWeight, defines: crate::backend::gpu::wgsl::Defines) -> (K
         _ => (16, Some("GENERIC16")),
     };
     let units = w.cols.div_ceil(unit) as u32;
-    let tpr = (units / 2).next_power_of_two().clamp(8, GEMV_WG);
+    // Measured on an H100 (tests/gpu_bench_gemv.rs sweeps): a decode matrix of up to ~16k rows
+    // runs fastest spread thin — a whole 64-thread group per row group (32 under GLU), even
+    // where that leaves threads idle — so that more workgroups keep more loads in flight; an
+    // LM head has rows enough to fill the GPU with about half a row's units per group.
+    let glu = defines.get("GLU").is_some();
+    let q8x = gemv_quantizes_x(w);
+    let (wg, tpr) = if q8x || w.rows <= 16384 {
+        let wg = if q8x { Q8X_WG } else { GEMV_WG };
+        (wg, if glu { 32 } else { 64 })
+    } else {
+        (64, (units / 2).next_power_of_two().clamp(8, 64))
+    };
     let mut k = Kernel {
         shader: "gemv",
         entry: "gemv",
         defines,
     }
-    .def("TPR", format!("{tpr}u"));
+    .def("TPR", format!("{tpr}u"))
+    .def("WGS", format!("{wg}u"));
     k.defines.remove("MATMUL");
     if let Some(s) = section {
         k = k.def(s, 1);
@@ -374,11 +402,14 @@ fn gemv_kernel(w: &GpuWeight, defines: crate::backend::gpu::wgsl::Defines) -> (K
     if unit == 4 {
         k = k.def("XSCALAR", 1);
     }
+    if q8x {
+        k = k.def("Q8X", 1).def("XQ_N", format!("{}u", w.cols / 4));
+    }
     // Four units in flight per thread where rows are long (a bigger shader: only there).
     if units >= 4 * tpr {
         k = k.def("UNROLL4", 1);
     }
-    (k, GEMV_WG / tpr)
+    (k, wg / tpr)
 }
 
 /// `y[t] = W[ids[t]]` (`ids` a buffer of `tokens` u32, each < `w.rows`).

@@ -1,0 +1,161 @@
+//! Decode matmul (GEMV) timing, not a correctness test: the matrices of one decode step of the
+//! benchmark models (shapes and types of scripts/make_bench_models.py, with the fusions the
+//! decoder uses), each recorded `GEMV_BENCH_CALLS` (100) times back to back in one submission (dependent
+//! dispatches, as in a decode step), wall time per call and the weight bytes read per second.
+//! Two references first: a chain of one-element dispatches (the fixed cost of a dependent
+//! dispatch) and a streaming `add` over 256 MB (the bandwidth a plain WGSL kernel reaches).
+//! Ignored by default; on a GPU machine:
+//! `cargo test --release --test gpu_bench_gemv -- --ignored --nocapture`.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+mod gpu_util;
+
+use gpu_util::*;
+use std::time::Instant;
+use ternlm::backend::gpu::{ops, upload, GpuContext, Recorder};
+use ternlm::model::arch::Activation;
+use ternlm::quant::{GgmlType, TensorView};
+
+/// Calls per timed submission (`GEMV_BENCH_CALLS` to change; 1 checks the harness quickly).
+fn calls() -> usize {
+    std::env::var("GEMV_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+}
+
+/// Best-of-three GPU seconds per call of `record` (which records one call): the command
+/// buffer is encoded before the clock starts, so this is the submission and the GPU's work, the
+/// empty submission's own cost taken out.
+fn time(ctx: &GpuContext, record: &dyn Fn(&mut Recorder)) -> f64 {
+    let run = |calls: usize| {
+        let mut enc = encoder(ctx);
+        for _ in 0..calls {
+            record(&mut enc);
+        }
+        let cb = ctx.finish(enc);
+        let t = Instant::now();
+        ctx.queue.submit([cb]);
+        ctx.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .unwrap();
+        t.elapsed().as_secs_f64()
+    };
+    run(4);
+    let base = (0..3).map(|_| run(0)).fold(f64::INFINITY, f64::min);
+    let best = (0..3).map(|_| run(calls())).fold(f64::INFINITY, f64::min);
+    (best - base) / calls() as f64
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Use {
+    /// `y = W·x`
+    Plain,
+    /// `y = W·rms_norm(x)` (q/k/v: three outputs; the LM head: one)
+    NormSplit,
+    Norm,
+    /// `y = act(gate·n) ⊙ up·n`, n = rms_norm(x), gate and up joined
+    NormGlu,
+    /// `y += W·x` (with a sub-norm when `true`)
+    Residual(bool),
+}
+
+#[test]
+#[ignore]
+fn gemv_decode_timing() {
+    use GgmlType::*;
+    let ctx = ctx();
+    eprintln!("adapter {} (subgroups {})", ctx.adapter.name, ctx.subgroups);
+    let mut rng = Rng::new(5);
+
+    let tiny = upload_f32(&ctx, &[1.0; 64]);
+    let one = upload_f32(&ctx, &[1.0; 64]);
+    let t = time(&ctx, &|e| ops::add(&ctx, e, &tiny, &one, 1).unwrap());
+    eprintln!("dependent 1-element dispatch: {:6.2} µs", t * 1e6);
+    let n = 1 << 25;
+    let a = ctx.storage("a", (n * 4) as u64);
+    let b = ctx.storage("b", (n * 4) as u64);
+    let t = time(&ctx, &|e| ops::add(&ctx, e, &a, &b, n).unwrap());
+    eprintln!(
+        "streaming add, {} MB moved: {:7.1} µs, {:6.0} GB/s",
+        12 * n >> 20,
+        t * 1e6,
+        (12 * n) as f64 / t / 1e9
+    );
+
+    // (model, matrix, type, K, N, use); N of a joined weight is all its rows.
+    let cases = [
+        ("bitnet", "qkv", TQ2_0, 2560, 3840, Use::NormSplit),
+        ("bitnet", "o", TQ2_0, 2560, 2560, Use::Residual(true)),
+        ("bitnet", "gate·up", TQ2_0, 2560, 2 * 6912, Use::NormGlu),
+        ("bitnet", "down", TQ2_0, 6912, 2560, Use::Residual(true)),
+        ("bitnet", "head", Q6_K, 2560, 128256, Use::Norm),
+        ("smollm2", "qkv", Q4_1, 576, 960, Use::NormSplit),
+        ("smollm2", "o", Q4_1, 576, 576, Use::Residual(false)),
+        ("smollm2", "gate·up", Q4_1, 576, 2 * 1536, Use::NormGlu),
+        ("smollm2", "down", Q4_1, 1536, 576, Use::Residual(false)),
+        ("smollm2", "head", Q8_0, 576, 49152, Use::Norm),
+        ("llama1b", "qkv", Q4_K, 2048, 3072, Use::NormSplit),
+        ("llama1b", "o", Q4_K, 2048, 2048, Use::Residual(false)),
+        ("llama1b", "gate·up", Q4_K, 2048, 2 * 8192, Use::NormGlu),
+        ("llama1b", "down", Q6_K, 8192, 2048, Use::Residual(false)),
+        ("llama1b", "head", Q6_K, 2048, 128256, Use::Norm),
+        ("plain", "f16", F16, 4096, 4096, Use::Plain),
+    ];
+    // GEMV_BENCH_ONLY=bitnet,llama1b: only those models' matrices.
+    let only = std::env::var("GEMV_BENCH_ONLY").unwrap_or_default();
+    for (model, name, ty, k, rows, u) in cases {
+        if !only.is_empty() && !only.split(',').any(|m| m == model) {
+            continue;
+        }
+        let bytes = random_tensor(&mut rng, ty, k, rows);
+        let v = TensorView::new("w", ty, &[k as u64, rows as u64], &bytes).unwrap();
+        // Copies of the weight cycled through, so that consecutive calls read from memory as a
+        // decode step does, not from a cache that holds one small matrix (H100: 50 MB L2).
+        let copies = (256 << 20) / bytes.len() + 1;
+        let ws: Vec<_> = (0..copies.min(64))
+            .map(|_| upload(&ctx, &v).unwrap())
+            .collect();
+        let w = &ws[0];
+        let next = std::cell::Cell::new(0);
+        let pick = || {
+            let i = next.get();
+            next.set((i + 1) % ws.len());
+            &ws[i]
+        };
+        let x = upload_f32(&ctx, &rng.values(k));
+        let nw = upload_f32(&ctx, &rng.values(k));
+        let y = ctx.storage("y", (rows * 4) as u64);
+        let y1 = ctx.storage("y1", (rows * 4) as u64);
+        let y2 = ctx.storage("y2", (rows * 4) as u64);
+        let norm = Some((&nw, 1e-5));
+        let t = time(&ctx, &|e| match u {
+            Use::NormSplit => {
+                let (q, kv) = (rows * 2 / 3, rows / 6);
+                let outs = [(&y, q), (&y1, kv), (&y2, kv)];
+                ops::matmul_split(&ctx, e, pick(), &x, 1, 0, outs, norm).unwrap()
+            }
+            _ => {
+                let fuse = ops::Fuse {
+                    norm: match u {
+                        Use::Norm | Use::NormGlu | Use::Residual(true) => norm,
+                        _ => None,
+                    },
+                    glu: matches!(u, Use::NormGlu).then_some(Activation::Silu),
+                    residual: matches!(u, Use::Residual(_)),
+                    rows: None,
+                };
+                let n = if fuse.glu.is_some() { rows / 2 } else { rows };
+                ops::matmul(&ctx, e, pick(), &x, 1, &y, n, 0, fuse).unwrap()
+            }
+        });
+        eprintln!(
+            "{model:8} {name:8} {ty:?} {k:5}x{rows:6} {:>14}: {:7.2} µs, {:5.2} MB, {:6.0} GB/s",
+            format!("{u:?}"),
+            t * 1e6,
+            w.bytes() as f64 / 1e6,
+            w.bytes() as f64 / t / 1e9
+        );
+    }
+}
