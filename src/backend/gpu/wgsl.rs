@@ -32,6 +32,7 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("../../../shaders/attention_prefill.wgsl"),
     ),
     ("argmax", include_str!("../../../shaders/argmax.wgsl")),
+    ("topk", include_str!("../../../shaders/topk.wgsl")),
 ];
 
 /// The source of shader `name`.
