@@ -398,6 +398,26 @@ impl<'a> GpuBackend<'a> {
         Ok(bytemuck::pod_collect_to_vec(&b))
     }
 
+    /// The `k` best `(id, value)` of each row of `x`, best first ([`ops::top_k`]; NaN never,
+    /// so a row may hold fewer), awaited: the selection runs on the GPU and only `8·k` bytes a
+    /// row (with the K/V rows) come back.
+    pub async fn read_top_k_async(&self, x: &GpuTensor, k: usize) -> Result<Vec<Vec<(u32, f32)>>> {
+        let out = self.tensor(x.rows, 2 * k);
+        let scratch = self.tensor(1, ops::top_k_scratch(x.rows, x.cols, k));
+        let (rows, cols) = (x.rows, x.cols);
+        self.rec(|c, e| ops::top_k(c, e, &x.buf, rows, cols, k, &scratch.buf, &out.buf));
+        let b = self.read_back((&out.buf, (rows * k * 8) as u64)).await?;
+        let w: Vec<u32> = bytemuck::pod_collect_to_vec(&b);
+        Ok(w.chunks(2 * k)
+            .map(|r| {
+                r.chunks(2)
+                    .filter(|p| p[1] != u32::MAX)
+                    .map(|p| (p[1], f32::from_bits(p[0])))
+                    .collect()
+            })
+            .collect())
+    }
+
     fn take_encoder(&self) -> Recorder {
         let fresh = self.ctx().recorder();
         std::mem::replace(&mut *self.enc.borrow_mut(), fresh)
