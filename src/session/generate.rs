@@ -383,7 +383,8 @@ impl Generation {
 
     /// How many top candidates to read back instead of the logits row before feeding `next`:
     /// only on the GPU, only when the sampler's result depends on them alone
-    /// ([`super::Sampler::top_candidates`]) and no raw log-probability is asked for.
+    /// ([`super::Sampler::top_candidates`]), no raw log-probability is asked for and they are
+    /// fewer bytes than the row.
     fn top_candidates(&self, s: &Session, next: u32) -> Option<usize> {
         let raw_lp = self.lp.source == LogprobSource::Raw && (self.lp.logprob || self.lp.top_n > 0);
         if self.full_logits || raw_lp || s.engine.model().gpu().is_none() {
@@ -392,7 +393,10 @@ impl Generation {
         let window = s.sampler.params().penalty_window;
         let mut h = s.tokens[s.tokens.len().saturating_sub(window)..].to_vec();
         h.push(next);
-        s.sampler.top_candidates(&h)
+        // 8 bytes a candidate against 4 a logit: past half the vocabulary the row is cheaper.
+        s.sampler
+            .top_candidates(&h)
+            .filter(|&k| 2 * k < s.engine.n_vocab())
     }
 
     fn step(&mut self, s: &mut Session) -> Result<()> {
