@@ -545,6 +545,42 @@ impl Backend for GpuBackend<'_> {
         });
     }
 
+    /// One token (decode): the RoPE + KV write inside the attention dispatch
+    /// (`attn::attention_rope_kv`); a prefill chunk records the default sequence.
+    fn rope_kv_attention(
+        &self,
+        cache: &mut KvCache,
+        layer: usize,
+        pos0: usize,
+        (mut q, k, v): (GpuTensor, GpuTensor, &GpuTensor),
+        rope: &RopeParams,
+        q_scale: Option<f32>,
+        p: &AttnParams,
+    ) -> GpuTensor {
+        if q.rows != 1 {
+            self.rope_store_kv(cache, layer, pos0, &mut q, k, v, rope);
+            if let Some(s) = q_scale {
+                self.scale(&mut q, s);
+            }
+            return self.attention(&q, cache, layer, pos0, p);
+        }
+        let table = self.m.rope_table(rope, self.n_pos);
+        let o = self.tensor(q.rows, p.n_head * p.head_dim_v);
+        let scratch = self.tensor(1, attn::attention_splits(q.rows, pos0, p).2.max(1));
+        self.rec(|c, e| {
+            let kv = gpu_kv(cache)?;
+            let dest = attn::KvDest {
+                k: &kv.k[layer],
+                v: &kv.v[layer],
+            };
+            let qkv = (&q.buf, &k.buf, &v.buf);
+            let rot = (rope.n_rot, rope.style, q_scale.unwrap_or(1.0));
+            let (scr, rows) = (&scratch.buf, q.rows);
+            attn::attention_rope_kv(c, e, qkv, &table, rot, dest, &o.buf, scr, rows, pos0, p)
+        });
+        o
+    }
+
     fn attention(
         &self,
         q: &GpuTensor,

@@ -25,6 +25,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("gemm", include_str!("../../../shaders/gemm.wgsl")),
     ("kv", include_str!("../../../shaders/kv.wgsl")),
     ("gemv", include_str!("../../../shaders/gemv.wgsl")),
+    ("rope_pair", include_str!("../../../shaders/rope_pair.wgsl")),
     ("rope", include_str!("../../../shaders/rope.wgsl")),
     ("attention", include_str!("../../../shaders/attention.wgsl")),
     (
