@@ -17,9 +17,18 @@
 //      step (independent loads in flight), GQ accumulators; the KL lanes are summed once at the
 //      end, by shuffles (SG_V) or through workgroup memory.
 // Barriers are per chunk, not per key block (per pass of BK keys only without SG_K).
+//
+// ROPE_KV (attn::attention_rope_kv, decode): the chunk's q, k and v come straight from the q/k/v
+// projection, before RoPE, and the cache holds rows < pos0 only. Each workgroup rotates its
+// queries as it loads them (times q_scale), and reads a key ≥ pos0 (a row of this chunk) from
+// kn/vn, rotating k, both rounded as the cache stores them, instead of from the cache; for each
+// (token, KV head) exactly one workgroup (the first chunk of heads, the split ending at the
+// token's own key) writes that head's part of the token's K and V rows into the cache. No
+// workgroup reads a cache row that another writes, so the RoPE + KV write dispatch (rope.wgsl
+// rope_kv) is not needed.
 // Defines: GQ, HEAD_DIM, HEAD_DIM_V, KL (a power of two, KL·VCH ≤ WG, KL ≤ BK), CHUNK (a multiple
 // of BK), KV_VEC (head dims multiples of 4: K/V read 4 elements a load), SG_K / SG_V (subgroups of
-// at least C / KL lanes, invocation ids following local_invocation_index).
+// at least C / KL lanes, invocation ids following local_invocation_index), ROPE_KV.
 
 #include "common"
 
@@ -41,8 +50,12 @@ struct Params {
     n_splits: u32,
     split_len: u32,   // keys per split (a multiple of BK)
     n_chunks: u32,    // workgroups per (token, KV head, split): ceil(group / GQ)
+    n_rot: u32,       // ROPE_KV: rotated dims per head (0: none)
+    neox: u32,        // … 0: Norm (adjacent pairs), 1: Neox (pairs i, i + n_rot/2)
+    q_scale: f32,     // … multiplies the rotated queries (gemma3; else 1)
     pad1: u32,
     pad2: u32,
+    pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -61,15 +74,21 @@ const NEG: f32 = -3.0e38;                // "no key yet": finite, so exp(NEG −
 #define KV_READ 1
 #endif
 #include "kv"
+#ifdef ROPE_KV
+#define KV_ACCESS read_write
+#else
+#define KV_ACCESS read
+#endif
 @group(0) @binding(1) var<storage, read> q: array<f32>;        // [tokens, n_head·head_dim]
 // The KV cache (kv.wgsl: f16 pairs or f32), rows of kv_stride(k_row) / kv_stride(v_row) elements,
-// read 4 elements a word (kv_quad) when the head dims are multiples of 4
+// read 4 elements a word (kv_quad) when the head dims are multiples of 4; rows < pos0 + tokens
+// valid (ROPE_KV: rows < pos0, and this dispatch writes rows pos0 … pos0 + tokens − 1)
 #ifdef KV_VEC
-@group(0) @binding(2) var<storage, read> kc: array<kv_quad>;   // [capacity, k_row / 4]
-@group(0) @binding(3) var<storage, read> vc: array<kv_quad>;   // [capacity, v_row / 4]
+@group(0) @binding(2) var<storage, KV_ACCESS> kc: array<kv_quad>;   // [capacity, k_row / 4]
+@group(0) @binding(3) var<storage, KV_ACCESS> vc: array<kv_quad>;   // [capacity, v_row / 4]
 #else
-@group(0) @binding(2) var<storage, read> kc: array<kv_word>;   // [capacity, k_row], rows < pos0 + tokens valid
-@group(0) @binding(3) var<storage, read> vc: array<kv_word>;   // [capacity, v_row]
+@group(0) @binding(2) var<storage, KV_ACCESS> kc: array<kv_word>;   // [capacity, kv_stride(k_row)]
+@group(0) @binding(3) var<storage, KV_ACCESS> vc: array<kv_word>;   // [capacity, kv_stride(v_row)]
 #endif
 @group(0) @binding(4) var<storage, read_write> o: array<f32>;  // [tokens, n_head·head_dim_v]
 // [tokens·n_head, n_splits, 2 + head_dim_v]: m, l, Σ p·v of each split (n_splits > 1)
@@ -80,6 +99,62 @@ var<workgroup> sc: array<f32, GQ * CHUNK>;      // [GQ][CHUNK] scores, then exp(
 var<workgroup> red: array<vec4<f32>, WG>;       // workgroup reductions
 var<workgroup> mx: array<f32, GQ * BK>;         // [GQ][BK] maxima per key lane; [KL][GQ] sums l
 var<workgroup> mg: array<f32, GQ>;              // the chunk's max per head
+
+#ifdef ROPE_KV
+#include "rope_pair"
+// The chunk's k (before RoPE) and v rows, and the layer's RoPE table (attn::rope_table).
+@group(0) @binding(6) var<storage, read> kn: array<f32>;  // [tokens, k_row]
+@group(0) @binding(7) var<storage, read> vn: array<f32>;  // [tokens, v_row]
+@group(0) @binding(8) var<storage, read> cs: array<f32>;  // [n_pos, n_rot/2, 2] (cos, sin)
+
+// The element RoPE pairs with dim `d` of a head (`d` itself past n_rot).
+fn rope_other(d: u32) -> u32 {
+    let half = p.n_rot / 2u;
+    if (d >= p.n_rot) {
+        return d;
+    }
+    if (p.neox != 0u) {
+        return select(d - half, d + half, d < half);
+    }
+    return d ^ 1u;
+}
+
+// Dim `d` of a head after RoPE at `pos`, from its value `x` and its pair's other value `xo`
+// (dim rope_other(d)); as rope.wgsl rotates.
+fn roped(d: u32, x: f32, xo: f32, pos: u32) -> f32 {
+    if (d >= p.n_rot) {
+        return x;
+    }
+    let half = p.n_rot / 2u;
+    let neox = p.neox != 0u;
+    let first = select(d % 2u == 0u, d < half, neox);
+    let pair = select(d / 2u, select(d - half, d, first), neox);
+    let at = (pos * half + pair) * 2u;
+    let c = vec2<f32>(cs[at], cs[at + 1u]);
+    if (first) {
+        return rotate(x, xo, c).x;
+    }
+    return rotate(xo, x, c).y;
+}
+
+// Element c of the chunk's K row t, rotated, as the cache stores it; 0 past the row (the pad).
+fn k_new(t: u32, c: u32) -> f32 {
+    if (c >= p.k_row) {
+        return 0.0;
+    }
+    let d = c % HEAD_DIM;
+    let b = t * p.k_row + c - d;
+    return kv_round(roped(d, kn[b + d], kn[b + rope_other(d)], p.pos0 + t));
+}
+
+// Element c of the chunk's V row t as the cache stores it; 0 past the row.
+fn v_new(t: u32, c: u32) -> f32 {
+    if (c >= p.v_row) {
+        return 0.0;
+    }
+    return kv_round(vn[t * p.v_row + c]);
+}
+#endif
 
 // Elements 4·ch … 4·ch + 3 of the K head row starting at element `e0` (0 past head_dim).
 fn k4(e0: u32, ch: u32) -> vec4<f32> {
@@ -111,6 +186,41 @@ fn v4(e0: u32, ch: u32) -> vec4<f32> {
     }
     return r;
 #endif
+}
+
+// Elements 4·ch … 4·ch + 3 of key `key`'s K head row (offset `kb` in the row; `kr`: its first
+// element in the cache): under ROPE_KV a key of this chunk (≥ pos0) comes from kn, not the cache.
+fn key4(key: u32, kr: u32, kb: u32, ch: u32) -> vec4<f32> {
+#ifdef ROPE_KV
+    if (key >= p.pos0) {
+        var r = vec4<f32>(0.0);
+        for (var e = 0u; e < 4u; e++) {
+            let d = 4u * ch + e;
+            if (d < HEAD_DIM) {
+                r[e] = k_new(key - p.pos0, kb + d);
+            }
+        }
+        return r;
+    }
+#endif
+    return k4(kr, ch);
+}
+
+// The same of V (`vb`, `vr`).
+fn val4(key: u32, vr: u32, vb: u32, ch: u32) -> vec4<f32> {
+#ifdef ROPE_KV
+    if (key >= p.pos0) {
+        var r = vec4<f32>(0.0);
+        for (var e = 0u; e < 4u; e++) {
+            let d = 4u * ch + e;
+            if (d < HEAD_DIM_V) {
+                r[e] = v_new(key - p.pos0, vb + d);
+            }
+        }
+        return r;
+    }
+#endif
+    return v4(vr, ch);
 }
 
 // Writes dims 4·col … of query row `row` (token · n_head + head): the output, or this split's partial.
@@ -173,17 +283,61 @@ fn attention(
         for (var e = 0u; e < 4u; e++) {
             let d = 4u * (i % KCH) + e;
             if (g < ng && d < HEAD_DIM) {
-                v[e] = q[(row0 + g) * HEAD_DIM + d];
+                let b = (row0 + g) * HEAD_DIM;
+#ifdef ROPE_KV
+                v[e] = roped(d, q[b + d], q[b + rope_other(d)], pos) * p.q_scale;
+#else
+                v[e] = q[b + d];
+#endif
             }
         }
         qs[i] = v;
     }
-    workgroupBarrier();
 
     let ks = kv_stride(p.k_row);
     let vs = kv_stride(p.v_row);
     let kb = hk * HEAD_DIM;    // this KV head's offset in a K row
     let vb = hk * HEAD_DIM_V;  // … and in a V row
+#ifdef ROPE_KV
+    // The token's K and V rows at `pos`, this head's part: written by the first chunk of heads
+    // in the split that ends at `pos` (one workgroup per token and KV head). Nothing in this
+    // dispatch reads them from the cache (keys ≥ pos0 come from kn/vn).
+    if (g0 == 0u && n > 0u && first + n == n_all) {
+#ifdef KV_VEC
+        // Whole quads: with head dims multiples of 4, a quad lies in one head.
+        for (var ch = lid; ch < KCH; ch += WG) {
+            kc[((pos * ks + kb) >> 2u) + ch] = kv_quad_pack(key4(pos, 0u, kb, ch));
+        }
+        for (var ch = lid; ch < VCH; ch += WG) {
+            vc[((pos * vs + vb) >> 2u) + ch] = kv_quad_pack(val4(pos, 0u, vb, ch));
+        }
+#else
+        // The words whose first element lies in this head (an f16 word may end in the next
+        // head, or in the pad of an odd row).
+        for (var w = (kb + KV_PER_WORD - 1u) / KV_PER_WORD + lid;
+             w < (kb + HEAD_DIM + KV_PER_WORD - 1u) / KV_PER_WORD; w += WG) {
+            let c = w * KV_PER_WORD;
+#ifdef KV_F16
+            let e = vec2<f32>(k_new(t, c), k_new(t, c + 1u));
+#else
+            let e = vec2<f32>(k_new(t, c), 0.0);
+#endif
+            kc[pos * kv_words(p.k_row) + w] = kv_pack(e);
+        }
+        for (var w = (vb + KV_PER_WORD - 1u) / KV_PER_WORD + lid;
+             w < (vb + HEAD_DIM_V + KV_PER_WORD - 1u) / KV_PER_WORD; w += WG) {
+            let c = w * KV_PER_WORD;
+#ifdef KV_F16
+            let e = vec2<f32>(v_new(t, c), v_new(t, c + 1u));
+#else
+            let e = vec2<f32>(v_new(t, c), 0.0);
+#endif
+            vc[pos * kv_words(p.v_row) + w] = kv_pack(e);
+        }
+#endif
+    }
+#endif
+    workgroupBarrier();
     let c = lid % C;           // scores: lane of a key
     let jj = lid / C;          // … key of the pass
     let kl = lid % KL;         // P·V: key lane
@@ -206,7 +360,8 @@ fn attention(
         for (var j0 = 0u; j0 < nc; j0 += BK) {
             let j = j0 + jj;
             let live = j < nc;
-            let kr = (base + select(0u, j, live)) * ks + kb;
+            let key = base + select(0u, j, live);
+            let kr = key * ks + kb;
             // Explicitly zeroed: Chromium's WebGPU (Tint, SwiftShader) zeroes a loop body's
             // `var` without initializer once, not per iteration, so a second scores pass added
             // onto the first pass's partial dot products.
@@ -214,7 +369,7 @@ fn attention(
             for (var i = 0u; i < KW; i++) {
                 let ch = c + i * C;
                 if (ch < KCH) {
-                    let kv = k4(kr, ch);
+                    let kv = key4(key, kr, kb, ch);
                     for (var g = 0u; g < GQ; g++) {
                         s[g] += dot(qs[g * KCH + ch], kv);
                     }
@@ -304,8 +459,8 @@ fn attention(
             for (var j = kl; j < nc; j += 4u * KL) {
                 var vv: array<vec4<f32>, 4>;
                 for (var u = 0u; u < 4u; u++) {
-                    let jx = j + u * KL;
-                    vv[u] = v4((base + select(0u, jx, jx < nc)) * vs + vb, col);
+                    let key = base + select(0u, j + u * KL, j + u * KL < nc);
+                    vv[u] = val4(key, key * vs + vb, vb, col);
                 }
                 for (var u = 0u; u < 4u; u++) {
                     let jx = j + u * KL;

@@ -1,5 +1,6 @@
 // The KV cache's storage on the GPU (model/kv.rs GpuKv), #included by the kernels that write
-// (rope.wgsl rope_kv) and read (attention.wgsl) it, so its layout lives in one place.
+// (rope.wgsl rope_kv, attention.wgsl under ROPE_KV) and read (attention.wgsl) it, so its layout
+// lives in one place.
 //
 // KV_F16: each row is packed f16 pairs in u32 words, element 2w in the low half of word w,
 // rows padded to an even number of elements (a row of n elements is (n + 1) / 2 words, so every
@@ -9,7 +10,8 @@
 // Readers declare `kc` and `vc` as `array<kv_word>` (any access mode) and define KV_READ; they
 // address element i of row r as r · kv_stride(row_len) + i. Readers of 4 elements at a time
 // (rows and offsets multiples of 4 elements) declare them as `array<kv_quad>`, define KV_READ4,
-// and read elements e … e + 3 (e a multiple of 4) as kv_quad_f32(kc[e / 4]).
+// and read elements e … e + 3 (e a multiple of 4) as kv_quad_f32(kc[e / 4]) (written as
+// kc[e / 4] = kv_quad_pack(…)).
 
 #ifdef KV_F16
 alias kv_word = u32;
@@ -19,12 +21,21 @@ const KV_PER_WORD: u32 = 2u;
 fn kv_pack(e: vec2<f32>) -> u32 {
     return pack2x16float(e);
 }
+
+// `x` as the cache stores it and a reader gets it back (rounded to f16 by kv_pack's rounding).
+fn kv_round(x: f32) -> f32 {
+    return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x;
+}
 #else
 alias kv_word = f32;
 const KV_PER_WORD: u32 = 1u;
 
 fn kv_pack(e: vec2<f32>) -> f32 {
     return e.x;
+}
+
+fn kv_round(x: f32) -> f32 {
+    return x;
 }
 #endif
 
@@ -65,11 +76,20 @@ alias kv_quad = vec2<u32>;
 fn kv_quad_f32(w: kv_quad) -> vec4<f32> {
     return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
 }
+
+// Four elements as one stored quad (the writers of whole quads: no two share a word).
+fn kv_quad_pack(e: vec4<f32>) -> kv_quad {
+    return vec2<u32>(pack2x16float(e.xy), pack2x16float(e.zw));
+}
 #else
 alias kv_quad = vec4<f32>;
 
 fn kv_quad_f32(w: kv_quad) -> vec4<f32> {
     return w;
+}
+
+fn kv_quad_pack(e: vec4<f32>) -> kv_quad {
+    return e;
 }
 #endif
 #endif

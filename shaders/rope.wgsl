@@ -1,10 +1,10 @@
 // RoPE in place over rows of n_heads·head_dim (attn::rope). One thread per rotated pair; the
 // cos/sin come from a table computed on the CPU (attn::rope_table), so the angles are
-// bit-identical to the CPU reference's (GPU sin/cos lose accuracy at large arguments).
-// The rotation is written as fma(x0, c, −x1·s), fma(x0, s, x1·c), as backend::cpu::ops::rope_head
-// (bit-identical where fma fuses; lavapipe splits it into mul + add: ~10% of values 1 ulp off).
+// bit-identical to the CPU reference's (GPU sin/cos lose accuracy at large arguments); the
+// pair indexing and the FMA form of the rotation are rope_pair.wgsl's.
 
 #include "common"
+#include "rope_pair"
 
 const WG: u32 = 256u;  // one pair per thread: a 4096-wide Q row of 64 heads is 8 workgroups
 
@@ -17,20 +17,6 @@ struct Params {
     neox: u32,       // 0: Norm (adjacent pairs), 1: Neox (pairs i, i + half)
     groups_x: u32,
     pad: u32,
-}
-
-// The two indices of pair `pair` of the head starting at `base`: adjacent (Norm) or `half`
-// apart (Neox).
-fn pair_of(base: u32, pair: u32, half: u32, neox: bool) -> vec2<u32> {
-    if (neox) {
-        return vec2<u32>(base + pair, base + pair + half);
-    }
-    return vec2<u32>(base + 2u * pair, base + 2u * pair + 1u);
-}
-
-// (x0, x1) rotated by (cos, sin) = cs, in the FMA form of the CPU reference.
-fn rotate(x0: f32, x1: f32, cs: vec2<f32>) -> vec2<f32> {
-    return vec2<f32>(fma(x0, cs.x, -(x1 * cs.y)), fma(x0, cs.y, x1 * cs.x));
 }
 
 #ifdef ROPE

@@ -28,6 +28,8 @@ mod gpu_ops_attn_prefill;
 mod gpu_ops_gemm;
 #[path = "gpu_ops_quant.rs"]
 mod gpu_ops_quant;
+#[path = "gpu_ops_topk.rs"]
+mod gpu_ops_topk;
 
 use ternlm::backend::gpu::{GpuContext, GpuOptions};
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};

@@ -498,3 +498,285 @@ async fn attention_matches_reference() {
     let mut enc = encoder(ctx);
     assert!(attn::attention(ctx, &mut enc, &b, &b, &b, &b, &b, 1, 0, &p).is_err());
 }
+
+/// The shape of one case of the fused decode attention (RoPE and window: its RopeParams and
+/// AttnParams).
+#[derive(Clone, Copy)]
+struct FusedCase {
+    tokens: usize,
+    pos0: usize,
+    n_head: usize,
+    n_head_kv: usize,
+    hd: usize,
+    hdv: usize,
+    q_scale: Option<f32>,
+}
+
+/// `attn::attention_rope_kv` (RoPE of q and k, the KV write and attention in the decode
+/// attention dispatch) against the CPU sequence it replaces: `cpu::rope` of q and k, q times
+/// the query scale, k and v stored (rounded as the device's KV storage rounds), then attention
+/// in f64 over the cache. The cache rows of the chunk start poisoned (a NaN the kernel must
+/// not read: it takes the chunk's keys from k and v), and after the dispatch hold the rotated
+/// k and the v rows; every other cache word is unchanged, the sentinels behind the caches and
+/// the output intact, q, k and v untouched.
+#[gpu_test]
+async fn attention_rope_kv_matches_cpu() {
+    let mut ctxs = Vec::new();
+    for &no_subgroups in NO_SUBGROUPS {
+        for kv_f32 in [false, true] {
+            let opts = GpuOptions {
+                kv_f32,
+                no_subgroups,
+                ..GpuOptions::default()
+            };
+            ctxs.push(ctx_with_async(&opts).await);
+        }
+    }
+    let mut rng = Rng::new(23);
+    use RopeStyle::{Neox, Norm};
+    #[rustfmt::skip]
+    let cases = [
+        // (tokens, pos0, n_head, n_head_kv, hd, hdv, n_rot, style, window, q_scale)
+        // The first token (its own key only); the real shapes (SmolLM2 9/3 × 64 Neox around
+        // the 64-key split, BitNet 20/5 × 128 Norm over many splits, gemma3 4/1 × 256 with its
+        // query scale and window); group sizes 1-9 (9: two chunks of heads, only the first
+        // writes); partial rotation; windows down to the new key alone.
+        (1, 0, 8, 2, 64, 64, 64, Norm, None, None),
+        (1, 63, 9, 3, 64, 64, 64, Neox, None, None),
+        (1, 64, 9, 3, 64, 64, 64, Neox, None, None),
+        (1, 2047, 20, 5, 128, 128, 128, Norm, None, None),
+        (1, 4095, 4, 1, 256, 256, 256, Neox, Some(1024), Some(0.0625)),
+        (1, 700, 4, 4, 80, 80, 32, Neox, Some(5), None),
+        (1, 97, 6, 3, 128, 128, 64, Norm, Some(33), None),
+        (1, 40, 8, 8, 12, 12, 12, Norm, None, Some(0.3)),
+        (1, 65, 5, 1, 96, 96, 96, Norm, None, None),
+        (1, 129, 12, 2, 80, 80, 80, Neox, None, Some(1.5)),
+        (1, 90, 9, 1, 64, 64, 32, Norm, None, None),
+        (1, 300, 16, 2, 32, 32, 32, Neox, Some(200), None),
+        (1, 5000, 8, 1, 256, 256, 128, Norm, None, None),
+        (1, 1000, 2, 1, 64, 64, 64, Neox, Some(1), None),
+        (1, 10, 2, 1, 16, 16, 0, Norm, None, None),
+        // Odd head dims: f16 cache words that end in the next head or in a row's pad.
+        (1, 20, 3, 3, 7, 9, 6, Norm, None, None),
+        (1, 5, 4, 2, 5, 3, 4, Neox, Some(4), None),
+        (1, 31, 7, 1, 33, 33, 32, Neox, None, None),
+        (1, 1, 2, 1, 6, 256, 6, Neox, None, None),
+        // A few query rows: each writes its own row and reads the chunk's earlier ones.
+        (3, 100, 4, 2, 64, 32, 64, Norm, Some(40), None),
+        (2, 0, 2, 2, 24, 24, 24, Neox, None, Some(0.5)),
+        (15, 700, 32, 32, 16, 16, 16, Norm, None, None),
+    ];
+    let (mut worst, mut worst_k) = (0f64, 0f64);
+    for (ci, &(tokens, pos0, n_head, n_head_kv, hd, hdv, n_rot, style, window, q_scale)) in
+        cases.iter().enumerate()
+    {
+        let c = FusedCase {
+            tokens,
+            pos0,
+            n_head,
+            n_head_kv,
+            hd,
+            hdv,
+            q_scale,
+        };
+        let case = format!(
+            "attention_rope_kv t{tokens} pos0 {pos0} heads {n_head}/{n_head_kv} hd {hd}/{hdv} \
+             rot {n_rot} {style:?} window {window:?} q_scale {q_scale:?}"
+        );
+        // Per-pair factors and an attn_factor on some cases, as llama3 / YaRN scaling give.
+        let freqs = RopeFreqs {
+            theta_scale: [1e4f32, 5e5, 1e6][ci % 3].powf(-2.0 / n_rot.max(2) as f32),
+            freq_scale: if ci % 4 == 1 { 0.5 } else { 1.0 },
+            factors: (0..n_rot / 2)
+                .map(|_| {
+                    if ci % 3 == 0 {
+                        1.0 + 3.0 * rng.unit().abs()
+                    } else {
+                        1.0
+                    }
+                })
+                .collect(),
+        };
+        let attn_factor = if ci % 5 == 2 { 1.1 } else { 1.0 };
+        let rp = RopeParams {
+            style,
+            head_dim: hd,
+            n_rot,
+            freqs: &freqs,
+            attn_factor,
+        };
+        let p = AttnParams {
+            n_head,
+            n_head_kv,
+            head_dim: hd,
+            head_dim_v: hdv,
+            scale: 1.0 / (hd as f32).sqrt(),
+            window,
+            batched: false,
+        };
+        for kctx in &ctxs {
+            let case = format!("{case} kv_f16 {} sg {}", kctx.kv_f16, kctx.subgroups);
+            let e = fused_case(kctx, &mut rng, &c, &rp, &p, &case).await;
+            worst = worst.max(e.0);
+            worst_k = worst_k.max(e.1);
+        }
+    }
+    eprintln!("attention_rope_kv: worst NMSE {worst:e} (k rows {worst_k:e})");
+
+    // Prefill chunks and odd rotations are refused.
+    let ctx = &ctxs[0];
+    let b = ctx.storage("b", 4096);
+    let p = AttnParams {
+        n_head: 1,
+        n_head_kv: 1,
+        head_dim: 8,
+        head_dim_v: 8,
+        scale: 1.0,
+        window: None,
+        batched: false,
+    };
+    for (tokens, n_rot) in [(16, 8), (1, 10), (1, 3)] {
+        let mut enc = encoder(ctx);
+        let dest = attn::KvDest { k: &b, v: &b };
+        let rot = (n_rot, RopeStyle::Norm, 1.0);
+        let r = attn::attention_rope_kv(
+            ctx,
+            &mut enc,
+            (&b, &b, &b),
+            &b,
+            rot,
+            dest,
+            &b,
+            &b,
+            tokens,
+            0,
+            &p,
+        );
+        assert!(r.is_err(), "tokens {tokens} n_rot {n_rot}");
+    }
+}
+
+/// One [`attention_rope_kv_matches_cpu`] case on one device: (NMSE of the output, of the K rows).
+async fn fused_case(
+    ctx: &GpuContext,
+    rng: &mut Rng,
+    c: &FusedCase,
+    rp: &RopeParams<'_>,
+    p: &AttnParams,
+    case: &str,
+) -> (f64, f64) {
+    let FusedCase {
+        tokens,
+        pos0,
+        n_head,
+        n_head_kv,
+        hd,
+        hdv,
+        q_scale,
+        ..
+    } = *c;
+    let (q_cols, k_cols, v_cols) = (n_head * hd, n_head_kv * hd, n_head_kv * hdv);
+    let n_kv = pos0 + tokens;
+    let cap = n_kv + 2;
+    let q = rng.values(tokens * q_cols);
+    let (k, v) = (rng.values(tokens * k_cols), rng.values(tokens * v_cols));
+    // The cached rows before the chunk, as the storage holds them; rows no window reaches
+    // are NaN.
+    let lo = p.window.map_or(0, |w| (pos0 + 1).saturating_sub(w));
+    let mut k_cache: Vec<f32> = rng.values(pos0 * k_cols);
+    let mut v_cache: Vec<f32> = rng.values(pos0 * v_cols);
+    k_cache[..lo * k_cols].fill(f32::NAN);
+    v_cache[..lo * v_cols].fill(f32::NAN);
+    k_cache.iter_mut().for_each(|x| *x = kv_round(ctx, *x));
+    v_cache.iter_mut().for_each(|x| *x = kv_round(ctx, *x));
+
+    // The CPU sequence: rope, scale, store (rounded), attend.
+    let mut q_want = q.clone();
+    cpu::rope(&mut q_want, q_cols, pos0, rp);
+    if let Some(s) = q_scale {
+        q_want.iter_mut().for_each(|x| *x *= s);
+    }
+    let mut k_rot = k.clone();
+    cpu::rope(&mut k_rot, k_cols, pos0, rp);
+    let k_new: Vec<f32> = k_rot.iter().map(|&x| kv_round(ctx, x)).collect();
+    let v_new: Vec<f32> = v.iter().map(|&x| kv_round(ctx, x)).collect();
+    let k_all = [&k_cache[..], &k_new].concat();
+    let v_all = [&v_cache[..], &v_new].concat();
+    let want = attention_ref(&q_want, &k_all, &v_all, tokens, pos0, p);
+
+    // The cache: rows < pos0 filled, the rest poisoned, sentinels behind.
+    let (kw, vw) = (
+        attn::kv_row_words(ctx, k_cols),
+        attn::kv_row_words(ctx, v_cols),
+    );
+    let cache_words = |vals: &[f32], cols: usize, w: usize| -> Vec<u32> {
+        let mut words = kv_encode(ctx, vals, cols);
+        words.resize(cap * w, POISON);
+        words.extend(std::iter::repeat_n(SENTINEL, GUARD));
+        words
+    };
+    let (kc0, vc0) = (
+        cache_words(&k_cache, k_cols, kw),
+        cache_words(&v_cache, v_cols, vw),
+    );
+    let kc = ctx.storage_init("kc", bytemuck::cast_slice(&kc0));
+    let vc = ctx.storage_init("vc", bytemuck::cast_slice(&vc0));
+    let (qb, kb, vb) = (guarded(ctx, &q), guarded(ctx, &k), guarded(ctx, &v));
+    let table = attn::rope_table(ctx, rp.freqs, rp.attn_factor, n_kv);
+    let n_out = tokens * n_head * hdv;
+    let out = poisoned(ctx, n_out);
+    let (n_splits, _, scratch_len) = attn::attention_splits(tokens, pos0, p);
+    let scratch = poisoned(ctx, scratch_len.max(1));
+    let mut enc = encoder(ctx);
+    let rot = (rp.n_rot, rp.style, q_scale.unwrap_or(1.0));
+    attn::attention_rope_kv(
+        ctx,
+        &mut enc,
+        (&qb, &kb, &vb),
+        &table,
+        rot,
+        attn::KvDest { k: &kc, v: &vc },
+        &out,
+        &scratch,
+        tokens,
+        pos0,
+        p,
+    )
+    .unwrap();
+    let got = finish_async(ctx, enc, &out, n_out).await;
+    let e = nmse(case, &got, &want);
+    eprintln!("{case} ({n_splits} splits): NMSE {e:e}");
+    assert!(e <= ATTN_BOUND, "{case}: NMSE {e:e} > {ATTN_BOUND:e}");
+
+    // The inputs are left as they are.
+    for (buf, vals, name) in [(&qb, &q, "q"), (&kb, &k, "k"), (&vb, &v, "v")] {
+        let back = finish_async(ctx, encoder(ctx), buf, vals.len()).await;
+        assert!(
+            back.iter()
+                .zip(vals)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{case}: {name} changed"
+        );
+    }
+
+    // The cache: rows < pos0 and > the chunk's as they were, the chunk's rows written.
+    let kc_got = finish_async(ctx, encoder(ctx), &kc, cap * kw).await;
+    let vc_got = finish_async(ctx, encoder(ctx), &vc, cap * vw).await;
+    for (got, init, w, name) in [(&kc_got, &kc0, kw, "k"), (&vc_got, &vc0, vw, "v")] {
+        let same = |r: std::ops::Range<usize>| {
+            got[r.start * w..r.end * w]
+                .iter()
+                .zip(&init[r.start * w..r.end * w])
+                .all(|(a, &b)| a.to_bits() == b)
+        };
+        assert!(same(0..pos0), "{case}: {name} cache rows before the chunk");
+        assert!(same(n_kv..cap), "{case}: {name} cache rows after the chunk");
+    }
+    let k_got = kv_decode(ctx, &kc_got[pos0 * kw..n_kv * kw], k_cols);
+    let v_got = kv_decode(ctx, &vc_got[pos0 * vw..n_kv * vw], v_cols);
+    let bound = if ctx.kv_f16 { KV_F16_BOUND } else { ROPE_BOUND };
+    let ek = nmse(&format!("{case} k rows"), &k_got, &k_new);
+    assert!(ek <= bound, "{case}: k rows NMSE {ek:e} > {bound:e}");
+    assert_eq!(v_got, v_new, "{case}: v rows");
+    (e, ek)
+}

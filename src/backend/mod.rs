@@ -203,6 +203,27 @@ pub trait Backend {
         self.store_kv(cache, layer, pos0, &k, v);
     }
 
+    /// [`Backend::rope_store_kv`], `q` times `q_scale` when given (gemma3's query scale), then
+    /// [`Backend::attention`] of `q` over the cache: RoPE, the KV write and attention as one op
+    /// (the GPU runs them in its decode attention dispatch). Output `[rows × H·hd_v]`.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_kv_attention(
+        &self,
+        cache: &mut Self::Cache,
+        layer: usize,
+        pos0: usize,
+        (mut q, k, v): (Self::Tensor, Self::Tensor, &Self::Tensor),
+        rope: &RopeParams,
+        q_scale: Option<f32>,
+        p: &AttnParams,
+    ) -> Self::Tensor {
+        self.rope_store_kv(cache, layer, pos0, &mut q, k, v, rope);
+        if let Some(s) = q_scale {
+            self.scale(&mut q, s);
+        }
+        self.attention(&q, cache, layer, pos0, p)
+    }
+
     /// `act(gate·n) ⊙ up·n` with `n = rms_norm(x)`.
     fn norm_glu(
         &self,

@@ -153,26 +153,6 @@ pub(crate) fn forward<B: Backend>(
             freqs: &ls.rope,
             attn_factor: spec.rope.attn_factor,
         };
-        if fuse {
-            b.rope_store_kv(cache, il, pos0, &mut q, k, &v, &rope);
-            if let Some(s) = q_scale {
-                b.scale(&mut q, s);
-            }
-        } else {
-            b.rope(&mut q, pos0, &rope);
-            b.rope(&mut k, pos0, &rope);
-            emit("Qcur", l, &q);
-            emit("Kcur", l, &k);
-            emit("Vcur", l, &v);
-            if let Some(s) = q_scale {
-                b.scale(&mut q, s);
-            }
-            b.store_kv(cache, il, pos0, &k, &v);
-        }
-        if last && out_rows.is_empty() {
-            // Nothing reads this layer's output: its K/V were all that was needed.
-            return Ok(None);
-        }
         let params = AttnParams {
             n_head: spec.n_head,
             n_head_kv: spec.n_head_kv,
@@ -182,7 +162,30 @@ pub(crate) fn forward<B: Backend>(
             window: ls.sliding_window,
             batched: order == BatchOrder::LlamaCpp && n > 1,
         };
-        let mut a = b.attention(&q, cache, il, pos0, &params);
+        // Nothing reads the last layer's output when no logits are wanted: its K/V are all
+        // that is needed.
+        let kv_only = last && out_rows.is_empty();
+        let mut a = if fuse && !kv_only {
+            b.rope_kv_attention(cache, il, pos0, (q, k, &v), &rope, q_scale, &params)
+        } else {
+            if fuse {
+                b.rope_store_kv(cache, il, pos0, &mut q, k, &v, &rope);
+            } else {
+                b.rope(&mut q, pos0, &rope);
+                b.rope(&mut k, pos0, &rope);
+                emit("Qcur", l, &q);
+                emit("Kcur", l, &k);
+                emit("Vcur", l, &v);
+                b.store_kv(cache, il, pos0, &k, &v);
+            }
+            if kv_only {
+                return Ok(None);
+            }
+            if let Some(s) = q_scale {
+                b.scale(&mut q, s);
+            }
+            b.attention(&q, cache, il, pos0, &params)
+        };
         emit("kqv_out", l, &a);
         let plain_o = lw.wo_bias.is_none()
             && sc.o == 1.0

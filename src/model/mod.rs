@@ -45,17 +45,28 @@ pub enum LogitsFor {
     All,
 }
 
-/// What [`Model::run`] returns: the selected rows' logits, or their argmax.
+/// What [`Model::run`] returns: the selected rows' logits, their argmax, or their top k.
 #[derive(Default)]
 struct RunOut {
     logits: Vec<f32>,
     ids: Vec<u32>,
+    top: Vec<Vec<(u32, f32)>>,
+}
+
+/// What [`Model::run`] reads back for the selected rows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    Logits,
+    Argmax,
+    /// The `k` best `(id, logit)` of each row ([`crate::backend::cpu::ops::top_k`]).
+    TopK(usize),
 }
 
 /// What one chunk read back for its selected rows.
 enum Rows {
     Logits(Vec<f32>),
     Argmax(Vec<u32>),
+    TopK(Vec<Vec<(u32, f32)>>),
     /// No rows were selected.
     None,
 }
@@ -261,7 +272,7 @@ impl Model {
         tokens: &[u32],
         logits: LogitsFor,
     ) -> Result<Vec<f32>> {
-        self.run(cache, tokens, logits, false, None)
+        self.run(cache, tokens, logits, Read::Logits, None)
             .await
             .map(|r| r.logits)
     }
@@ -275,10 +286,43 @@ impl Model {
 
     /// [`Model::forward_argmax`], awaited (see [`Model::forward_async`]).
     pub async fn forward_argmax_async(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<u32> {
-        let r = self.run(cache, tokens, LogitsFor::Last, true, None).await?;
+        let r = self
+            .run(cache, tokens, LogitsFor::Last, Read::Argmax, None)
+            .await?;
         r.ids
             .last()
             .copied()
+            .ok_or_else(|| ModelError::EmptyInput.into())
+    }
+
+    /// [`Model::forward`] of `tokens` returning only the `k` largest logits of the last token
+    /// with their ids, best first, ties to the lower id, NaN never
+    /// ([`crate::backend::cpu::ops::top_k`]; fewer than `k` when fewer are not NaN). On the GPU
+    /// they are selected there and only `8·k` bytes come back (`k` ≤
+    /// [`crate::backend::gpu::ops::TOPK_MAX`], else [`crate::error::GpuError::Validation`]);
+    /// on the CPU they are taken from the logits.
+    pub fn forward_top_k(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        k: usize,
+    ) -> Result<Vec<(u32, f32)>> {
+        block_on(self.forward_top_k_async(cache, tokens, k))
+    }
+
+    /// [`Model::forward_top_k`], awaited (see [`Model::forward_async`]).
+    pub async fn forward_top_k_async(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        k: usize,
+    ) -> Result<Vec<(u32, f32)>> {
+        let r = self
+            .run(cache, tokens, LogitsFor::Last, Read::TopK(k), None)
+            .await?;
+        r.top
+            .into_iter()
+            .last()
             .ok_or_else(|| ModelError::EmptyInput.into())
     }
 
@@ -385,7 +429,7 @@ impl Model {
         logits: LogitsFor,
         tap: &mut dyn FnMut(&TapEvent),
     ) -> Result<Vec<f32>> {
-        block_on(self.run(cache, tokens, logits, false, Some(tap))).map(|r| r.logits)
+        block_on(self.run(cache, tokens, logits, Read::Logits, Some(tap))).map(|r| r.logits)
     }
 
     async fn run(
@@ -393,7 +437,7 @@ impl Model {
         cache: &mut KvCache,
         tokens: &[u32],
         logits: LogitsFor,
-        argmax: bool,
+        read: Read,
         tap: Option<&mut dyn FnMut(&TapEvent)>,
     ) -> Result<RunOut> {
         let n = self.spec.n_layer;
@@ -460,8 +504,11 @@ impl Model {
                         &c,
                         &mut tap,
                     ) {
-                        Ok(Some(t)) if argmax => b.read_argmax_async(&t).await.map(Rows::Argmax),
-                        Ok(Some(t)) => b.read_async(&t).await.map(Rows::Logits),
+                        Ok(Some(t)) => match read {
+                            Read::Argmax => b.read_argmax_async(&t).await.map(Rows::Argmax),
+                            Read::TopK(k) => b.read_top_k_async(&t, k).await.map(Rows::TopK),
+                            Read::Logits => b.read_async(&t).await.map(Rows::Logits),
+                        },
                         Ok(None) => Ok(Rows::None),
                         Err(e) => Err(e),
                     };
@@ -472,14 +519,21 @@ impl Model {
                 }
                 None => decoder::forward(&cpu, &self.spec, &self.weights, cache, &c, &mut tap)
                     .and_then(|t| match t {
-                        Some(t) if argmax => cpu.read_argmax(&t).map(Rows::Argmax),
-                        Some(t) => cpu.read(&t).map(Rows::Logits),
+                        Some(t) => match read {
+                            Read::Argmax => cpu.read_argmax(&t).map(Rows::Argmax),
+                            Read::TopK(k) => cpu.read(&t).map(|l| {
+                                let top = crate::backend::cpu::ops::top_k;
+                                Rows::TopK(l.chunks(n_vocab).map(|r| top(r, k)).collect())
+                            }),
+                            Read::Logits => cpu.read(&t).map(Rows::Logits),
+                        },
                         None => Ok(Rows::None),
                     }),
             };
             match r {
                 Ok(Rows::Logits(l)) => out.logits.extend(l),
                 Ok(Rows::Argmax(ids)) => out.ids.extend(ids),
+                Ok(Rows::TopK(top)) => out.top.extend(top),
                 Ok(Rows::None) => {}
                 Err(e) => {
                     cache.truncate(start);

@@ -101,6 +101,10 @@ pub struct GenerateParams {
     pub truncate: Option<Truncation>,
     /// Checked before every step; when set the generation ends with [`FinishReason::Cancelled`].
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Read the whole logits row at every step even where the sampler needs only the top
+    /// candidates (on the GPU those are otherwise all that comes back; see
+    /// [`super::Sampler::top_candidates`]). The sampled tokens are the same either way.
+    pub full_logits: bool,
 }
 
 /// Why a generation ended.
@@ -203,6 +207,7 @@ pub struct Generation {
     render_special: bool,
     ignore_eos: bool,
     cancel: Option<Arc<AtomicBool>>,
+    full_logits: bool,
     stream: TextStream,
     /// Sampled and emitted, fed at the next step.
     pending: Option<u32>,
@@ -286,6 +291,7 @@ impl Session {
             render_special: params.render_special,
             ignore_eos: params.ignore_eos,
             cancel: params.cancel,
+            full_logits: params.full_logits,
             stream: TextStream::new(params.stop),
             pending: None,
             queue: VecDeque::new(),
@@ -375,7 +381,26 @@ impl Generation {
         self.queue.pop_front().map(Ok)
     }
 
+    /// How many top candidates to read back instead of the logits row before feeding `next`:
+    /// only on the GPU, only when the sampler's result depends on them alone
+    /// ([`super::Sampler::top_candidates`]), no raw log-probability is asked for and they are
+    /// fewer bytes than the row.
+    fn top_candidates(&self, s: &Session, next: u32) -> Option<usize> {
+        let raw_lp = self.lp.source == LogprobSource::Raw && (self.lp.logprob || self.lp.top_n > 0);
+        if self.full_logits || raw_lp || s.engine.model().gpu().is_none() {
+            return None;
+        }
+        let window = s.sampler.params().penalty_window;
+        let mut h = s.tokens[s.tokens.len().saturating_sub(window)..].to_vec();
+        h.push(next);
+        // 8 bytes a candidate against 4 a logit: past half the vocabulary the row is cheaper.
+        s.sampler
+            .top_candidates(&h)
+            .filter(|&k| 2 * k < s.engine.n_vocab())
+    }
+
     fn step(&mut self, s: &mut Session) -> Result<()> {
+        let mut top = None;
         if self
             .cancel
             .as_ref()
@@ -393,7 +418,13 @@ impl Generation {
             }
             Phase::Decode => {
                 if let Some(t) = self.pending.take() {
-                    s.decode(t)?;
+                    top = match self.top_candidates(s, t) {
+                        Some(k) => Some(s.decode_top_k(t, k)?),
+                        None => {
+                            s.decode(t)?;
+                            None
+                        }
+                    };
                 }
             }
             Phase::Done => return Ok(()),
@@ -402,11 +433,13 @@ impl Generation {
             self.finish(s, FinishReason::Length, String::new());
             return Ok(());
         }
-        let logits = s
-            .logits
-            .as_deref()
-            .ok_or_else(|| SessionError::BadState("no logits to sample from".into()))?;
-        let sampled = s.sampler.sample_with(logits, &s.tokens, self.lp);
+        let sampled = match (&top, s.logits.as_deref()) {
+            (Some(top), _) => s.sampler.sample_top_with(top, &s.tokens, self.lp)?,
+            (None, Some(logits)) => s.sampler.sample_with(logits, &s.tokens, self.lp),
+            (None, None) => {
+                return Err(SessionError::BadState("no logits to sample from".into()).into())
+            }
+        };
         self.n_sampled += 1;
         if self.t_first.is_none() {
             self.t_first = Some(s.clock.now_ms());

@@ -483,6 +483,36 @@ impl Session {
         self.eval(&[token], LogitsFor::Last)
     }
 
+    /// Appends one token and returns only its `k` largest logits with their ids, best first
+    /// ([`Model::forward_top_k`]: on the GPU they are selected there and `8·k` bytes come back,
+    /// not the row). [`Session::logits`] is `None` afterwards. On error the session is as before
+    /// the call.
+    pub fn decode_top_k(&mut self, token: u32, k: usize) -> Result<Vec<(u32, f32)>> {
+        if self.len() + 1 > self.n_ctx() {
+            return Err(SessionError::ContextOverflow {
+                n_prompt: self.len() + 1,
+                n_ctx: self.n_ctx(),
+                reserve: 0,
+            }
+            .into());
+        }
+        let start = self.len();
+        let model = Arc::clone(self.engine.model());
+        let top = match model.forward_top_k(&mut self.cache, &[token], k) {
+            Ok(t) => t,
+            Err(e) => {
+                self.cache.truncate(start);
+                return Err(e);
+            }
+        };
+        self.tokens.push(token);
+        debug_assert_eq!(self.tokens.len(), self.cache.len());
+        self.n_evaluated += 1;
+        self.logits = None;
+        self.epoch += 1;
+        Ok(top)
+    }
+
     /// Forgets every token from `n` on (O(1); `n ≥ len` is a no-op).
     pub fn truncate(&mut self, n: usize) {
         if n < self.len() {

@@ -24,6 +24,26 @@
 //! penalties, bias and temperature (§5.1); optionally of the final distribution the token was
 //! drawn from (after every filter; greedy then gives the chosen token probability 1).
 //!
+//! Top-k ranks by the logit before temperature (larger first, −0 = +0, then the lower id;
+//! [`crate::backend::cpu::ops::rank_desc`]): the same set as ranking `logit / T` for T > 0 but
+//! for the ties that rounding `logit / T` can create, and llama.cpp's chain also applies
+//! temperature after top-k. It makes the GPU's top-k exact (below).
+//!
+//! **Sampling from the top candidates** ([`Sampler::top_candidates`], [`Sampler::sample_top_with`]):
+//! when the result depends only on the best few logits, the GPU selects them
+//! (`ops::top_k`) and only those come back (runtime.md §5.4). That holds for greedy and for
+//! top-k (1 ≤ k) with temperature, min-p and top-p after it, when every step before top-k can
+//! only lower a logit: repetition penalty ≥ 1, presence and frequency penalties ≥ 0, logit biases
+//! ≤ 0, bans. With T the set of tokens those steps touch (the distinct tokens of the penalty
+//! window, the biased and the banned ones), the raw top `k + |T|` contain the true top k after
+//! them: at least k of the raw top `k + |T|` are untouched and keep their logits, so no untouched
+//! token outside it can enter the top k; a touched token outside it ranked below all of them
+//! before and was only lowered (an equal value after lowering means an equal raw value and a
+//! higher id). Each candidate then gets exactly the arithmetic the full row gives it, so the
+//! sampled token, the RNG stream and the final distribution are identical to [`Sampler::sample`]
+//! on the full logits. Mirostat, top-k off, raising penalties or biases and raw log-probabilities
+//! (which need the whole row's normaliser) read the full row.
+//!
 //! Out of scope: grammar masks, XTC, DRY, typical-p, Mirostat v1.
 
 use crate::error::{Result, SessionError};
@@ -308,7 +328,27 @@ fn by_value_desc(a: &(u32, f32), b: &(u32, f32)) -> Ordering {
     b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
 }
 
-pub use crate::backend::cpu::ops::argmax;
+pub use crate::backend::cpu::ops::{argmax, rank_desc};
+
+/// [`argmax`] of `(id, value)` pairs in any order: the largest value at the lowest id (−0 = +0),
+/// NaN never; 0 when every value is NaN (as [`argmax`] of the full row they were taken from).
+fn argmax_pairs(c: &[(u32, f32)]) -> u32 {
+    let mut best: Option<(u32, f32)> = None;
+    for &(i, v) in c {
+        if v.is_nan() {
+            continue;
+        }
+        match best {
+            Some((bi, bv)) if !(v > bv || (v == bv && i < bi)) => {}
+            _ => best = Some((i, v)),
+        }
+    }
+    best.map_or(0, |b| b.0)
+}
+
+/// The largest candidate count [`Sampler::top_candidates`] asks for (the GPU's
+/// `ops::TOPK_MAX`).
+pub const MAX_TOP_CANDIDATES: usize = 256;
 
 /// `log Σ exp(x)` in f64 (−∞ when every entry is −∞ or NaN).
 fn log_sum_exp(x: &[f32]) -> f64 {
@@ -417,24 +457,31 @@ impl Sampler {
                         .collect();
                 }
             }
-            LogprobSource::Final => {
-                // `cand` holds the final distribution (probabilities, sorted) after `pick`
-                if lp.logprob {
-                    let p = self.cand.iter().find(|c| c.0 == id).map_or(0.0, |c| c.1);
-                    out.logprob = Some(p.ln());
-                }
-                out.top_logprobs = self
-                    .cand
-                    .iter()
-                    .take(lp.top_n)
-                    .map(|&(id, p)| TokenLogprob {
-                        id,
-                        logprob: p.ln(),
-                    })
-                    .collect();
-            }
+            LogprobSource::Final => self.final_logprobs(&mut out, lp),
         }
         out
+    }
+
+    /// [`LogprobSource::Final`] log-probabilities into `out`: `cand` holds the final
+    /// distribution (probabilities, sorted) after a pick.
+    fn final_logprobs(&self, out: &mut Sampled, lp: LogprobRequest) {
+        if lp.logprob {
+            let p = self
+                .cand
+                .iter()
+                .find(|c| c.0 == out.id)
+                .map_or(0.0, |c| c.1);
+            out.logprob = Some(p.ln());
+        }
+        out.top_logprobs = self
+            .cand
+            .iter()
+            .take(lp.top_n)
+            .map(|&(id, p)| TokenLogprob {
+                id,
+                logprob: p.ln(),
+            })
+            .collect();
     }
 
     /// Steps 1–9; leaves the final distribution (id, probability), sorted, in `self.cand`.
@@ -454,62 +501,184 @@ impl Sampler {
             }
         }
         let id = if self.params.is_greedy() {
-            let id = argmax(&work);
-            self.cand.clear();
-            self.cand.push((id, 1.0));
-            id
+            argmax(&work)
         } else if self.params.mirostat == 2 {
             self.mirostat_v2(&work)
         } else {
-            self.filter_and_draw(&work)
+            let all = work.iter().enumerate().map(|(i, &v)| (i as u32, v));
+            self.filter_and_draw(all).unwrap_or_else(|| argmax(&work))
         };
+        if self.params.is_greedy() || self.cand.is_empty() {
+            self.cand.clear();
+            self.cand.push((id, 1.0));
+        }
         self.work = work;
         id
     }
 
-    /// Step 1, each distinct token of the window once.
-    fn penalize(&self, l: &mut [f32], history: &[u32]) {
+    /// How many of the largest raw logits (with their ids) [`Sampler::sample_top_with`] needs
+    /// to sample exactly what [`Sampler::sample_with`] samples from the whole row, given the
+    /// token `history` the next sample will see: `k` plus the tokens that penalties, biases and
+    /// bans touch (see the module's comment); `None` when the sampler needs the full row
+    /// (Mirostat, top-k off, a step that can raise a logit, more than
+    /// [`MAX_TOP_CANDIDATES`]). Greedy is top-1.
+    pub fn top_candidates(&self, history: &[u32]) -> Option<usize> {
+        let p = &self.params;
+        let k = if p.is_greedy() {
+            1
+        } else if p.mirostat != 0 || p.top_k == 0 {
+            return None;
+        } else {
+            p.top_k
+        };
+        let mut touched = 0usize;
+        if let Some(window) = self.penalty_window(history) {
+            let lowers = p.repetition_penalty >= 1.0
+                && p.presence_penalty >= 0.0
+                && p.frequency_penalty >= 0.0;
+            if !lowers {
+                return None;
+            }
+            let mut w = window.to_vec();
+            w.sort_unstable();
+            w.dedup();
+            touched += w.len();
+        }
+        if p.logit_bias.iter().any(|&(_, b)| b > 0.0) {
+            return None;
+        }
+        touched += p.logit_bias.len() + p.banned_tokens.len();
+        Some(k + touched).filter(|&n| n <= MAX_TOP_CANDIDATES)
+    }
+
+    /// [`Sampler::sample_with`] from the `n` largest raw logits of the row, `top` (`(id, logit)`,
+    /// any order, NaN never, all of the row's non-NaN values when fewer than `n`), where `n`
+    /// is what [`Sampler::top_candidates`] gave for this `history`: the same token, RNG
+    /// stream, state and final distribution (see the module's comment). Raw log-probabilities
+    /// need the whole row: asking for them is [`SessionError::BadParams`].
+    pub fn sample_top_with(
+        &mut self,
+        top: &[(u32, f32)],
+        history: &[u32],
+        lp: LogprobRequest,
+    ) -> Result<Sampled> {
+        if lp.source == LogprobSource::Raw && (lp.logprob || lp.top_n > 0) {
+            return Err(SessionError::BadParams(
+                "raw log-probabilities need the full logits, not the top candidates".into(),
+            )
+            .into());
+        }
+        let id = self.pick_top(top, history);
+        let mut out = Sampled {
+            id,
+            logprob: None,
+            top_logprobs: Vec::new(),
+        };
+        self.final_logprobs(&mut out, lp);
+        Ok(out)
+    }
+
+    /// [`Sampler::pick`] on candidates: each gets the arithmetic of its entry of the full row.
+    fn pick_top(&mut self, top: &[(u32, f32)], history: &[u32]) -> u32 {
+        let mut w = top.to_vec();
+        w.sort_unstable_by_key(|c| c.0);
+        fn at(w: &mut [(u32, f32)], id: u32) -> Option<&mut f32> {
+            w.binary_search_by_key(&id, |c| c.0)
+                .ok()
+                .map(|i| &mut w[i].1)
+        }
+        self.penalize_runs(history, |id, n, pen| {
+            if let Some(v) = at(&mut w, id) {
+                *v = pen(*v, n);
+            }
+        });
+        for &(id, b) in &self.params.logit_bias {
+            if let Some(l) = at(&mut w, id) {
+                *l += b;
+            }
+        }
+        for &id in &self.params.banned_tokens {
+            if let Some(l) = at(&mut w, id) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        let id = if self.params.is_greedy() {
+            argmax_pairs(&w)
+        } else {
+            self.filter_and_draw(w.iter().copied())
+                .unwrap_or_else(|| argmax_pairs(&w))
+        };
+        if self.params.is_greedy() || self.cand.is_empty() {
+            self.cand.clear();
+            self.cand.push((id, 1.0));
+        }
+        id
+    }
+
+    /// The penalty window's tokens, `None` when the penalties are off.
+    fn penalty_window<'h>(&self, history: &'h [u32]) -> Option<&'h [u32]> {
         let p = &self.params;
         let off =
             p.repetition_penalty == 1.0 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0;
         if off || p.penalty_window == 0 || history.is_empty() {
-            return;
+            return None;
         }
-        let mut window = history[history.len().saturating_sub(p.penalty_window)..].to_vec();
+        Some(&history[history.len().saturating_sub(p.penalty_window)..])
+    }
+
+    /// Step 1: `f(id, count, penalty)` for each distinct token of the window, in id order,
+    /// where `penalty(logit, count)` is the penalized logit.
+    fn penalize_runs(
+        &self,
+        history: &[u32],
+        mut f: impl FnMut(u32, usize, &dyn Fn(f32, usize) -> f32),
+    ) {
+        let Some(window) = self.penalty_window(history) else {
+            return;
+        };
+        let p = &self.params;
+        let pen = |mut v: f32, n: usize| {
+            if v > 0.0 {
+                v /= p.repetition_penalty;
+            } else {
+                v *= p.repetition_penalty;
+            }
+            v - (n as f32 * p.frequency_penalty + p.presence_penalty)
+        };
+        let mut window = window.to_vec();
         window.sort_unstable();
         for run in window.chunk_by(|a, b| a == b) {
-            let Some(v) = l.get_mut(run[0] as usize) else {
-                continue;
-            };
-            if *v > 0.0 {
-                *v /= p.repetition_penalty;
-            } else {
-                *v *= p.repetition_penalty;
-            }
-            *v -= run.len() as f32 * p.frequency_penalty + p.presence_penalty;
+            f(run[0], run.len(), &pen);
         }
     }
 
-    /// Steps 4–9.
-    fn filter_and_draw(&mut self, l: &[f32]) -> u32 {
+    /// Step 1 on a full row, each distinct token of the window once.
+    fn penalize(&self, l: &mut [f32], history: &[u32]) {
+        self.penalize_runs(history, |id, n, pen| {
+            if let Some(v) = l.get_mut(id as usize) {
+                *v = pen(*v, n);
+            }
+        });
+    }
+
+    /// Steps 4–9 over `(id, logit)` items (a full row or its top candidates); `None` (and
+    /// `self.cand` empty) when every logit is NaN or −∞.
+    fn filter_and_draw(&mut self, items: impl Iterator<Item = (u32, f32)>) -> Option<u32> {
         let p = &self.params;
         let inv_t = 1.0 / p.temperature;
         let cand = &mut self.cand;
         cand.clear();
-        cand.extend(
-            l.iter()
-                .enumerate()
-                .filter(|(_, v)| !v.is_nan() && **v > f32::NEG_INFINITY)
-                .map(|(i, &v)| (i as u32, v * inv_t)),
-        );
+        cand.extend(items.filter(|&(_, v)| !v.is_nan() && v > f32::NEG_INFINITY));
         if cand.is_empty() {
-            let id = argmax(l);
-            cand.push((id, 1.0));
-            return id;
+            return None;
         }
+        // Top-k on the logits before temperature (the module's comment), then temperature.
         if p.top_k > 0 && p.top_k < cand.len() {
-            cand.select_nth_unstable_by(p.top_k - 1, by_value_desc);
+            cand.select_nth_unstable_by(p.top_k - 1, rank_desc);
             cand.truncate(p.top_k);
+        }
+        for c in cand.iter_mut() {
+            c.1 *= inv_t;
         }
         cand.sort_by(by_value_desc);
         softmax_sorted(cand);
@@ -531,7 +700,7 @@ impl Sampler {
             cand.truncate(keep);
         }
         renormalize(cand);
-        draw(cand, &mut self.rng)
+        Some(draw(cand, &mut self.rng))
     }
 
     fn mirostat_v2(&mut self, l: &[f32]) -> u32 {
@@ -930,6 +1099,159 @@ mod tests {
         ] {
             assert_eq!(p.validate(10).unwrap_err().code(), "session_params");
         }
+    }
+
+    /// A row of `n` logits on a coarse grid (ties everywhere), with ±0, −∞ and NaN mixed in.
+    fn tied_row(n: usize, salt: u64) -> Vec<f32> {
+        let mut r = Rng::new(salt);
+        (0..n)
+            .map(|_| match r.next_u64() % 24 {
+                0 => f32::NAN,
+                1 => f32::NEG_INFINITY,
+                2 => -0.0,
+                3 => 0.0,
+                _ => (r.next_f32() * 16.0).floor() / 4.0 - 2.0,
+            })
+            .collect()
+    }
+
+    /// Sampling from [`Sampler::top_candidates`] of the row's largest logits gives the token,
+    /// RNG state and final distribution of sampling from the whole row, step after step, for
+    /// greedy and top-k chains with temperature, min-p, top-p, lowering penalties, negative
+    /// biases and bans, on rows full of ties, signed zeros, −∞ and NaN.
+    #[test]
+    fn top_candidates_sample_exactly_as_the_full_row() {
+        let base = SamplerParams {
+            repetition_penalty: 1.0,
+            ..Default::default()
+        };
+        let sets = [
+            SamplerParams::greedy(),
+            SamplerParams {
+                repetition_penalty: 1.3,
+                penalty_window: 16,
+                logit_bias: vec![(5, -0.5), (7, -100.0)],
+                banned_tokens: vec![3],
+                ..SamplerParams::greedy()
+            },
+            SamplerParams {
+                top_k: 1,
+                temperature: 0.8,
+                ..base.clone()
+            },
+            SamplerParams {
+                top_k: 2,
+                temperature: 1.0,
+                top_p: 1.0,
+                ..base.clone()
+            },
+            SamplerParams {
+                temperature: 0.7,
+                ..Default::default()
+            },
+            SamplerParams {
+                top_k: 40,
+                temperature: 1.3,
+                top_p: 0.95,
+                min_p: 0.05,
+                repetition_penalty: 1.1,
+                presence_penalty: 0.5,
+                frequency_penalty: 0.25,
+                penalty_window: 32,
+                logit_bias: vec![(11, -1.0), (11, -0.25), (2, 0.0)],
+                banned_tokens: vec![0, 1],
+                ..Default::default()
+            },
+            SamplerParams {
+                top_k: 200,
+                temperature: 3.0,
+                top_p: 1.0,
+                ..base.clone()
+            },
+        ];
+        let lp = LogprobRequest {
+            logprob: true,
+            top_n: 5,
+            source: LogprobSource::Final,
+        };
+        for (si, params) in sets.iter().enumerate() {
+            for seed in 0..8u64 {
+                let mut full = Sampler::new(params.clone(), seed);
+                let mut top = Sampler::new(params.clone(), seed);
+                let mut history: Vec<u32> = vec![4, 4, 9, 5];
+                for step in 0..24 {
+                    let row = tied_row(300, seed * 1000 + step);
+                    let n = top.top_candidates(&history).expect("eligible");
+                    let cands = crate::backend::cpu::ops::top_k(&row, n);
+                    let a = full.sample_with(&row, &history, lp);
+                    let b = top.sample_top_with(&cands, &history, lp).unwrap();
+                    assert_eq!(a, b, "set {si} seed {seed} step {step} (n {n})");
+                    assert_eq!(full.state(), top.state());
+                    history.push(a.id);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn top_candidates_refuse_what_needs_the_full_row() {
+        let h = [1u32, 2, 2, 3];
+        let with = |p: SamplerParams| Sampler::new(p, 1).top_candidates(&h);
+        // greedy: 1, plus the window's 3 distinct tokens when penalties are on
+        assert_eq!(with(SamplerParams::greedy()), Some(1));
+        let d = SamplerParams::default();
+        assert_eq!(with(d.clone()), Some(40 + 3));
+        let none = [
+            SamplerParams {
+                top_k: 0,
+                ..d.clone()
+            },
+            SamplerParams {
+                mirostat: 2,
+                ..d.clone()
+            },
+            SamplerParams {
+                repetition_penalty: 0.9,
+                ..d.clone()
+            },
+            SamplerParams {
+                presence_penalty: -0.1,
+                ..d.clone()
+            },
+            SamplerParams {
+                frequency_penalty: -0.1,
+                ..d.clone()
+            },
+            SamplerParams {
+                logit_bias: vec![(4, 0.5)],
+                ..d.clone()
+            },
+            SamplerParams {
+                top_k: 255,
+                ..d.clone()
+            },
+        ];
+        for p in none {
+            assert_eq!(with(p.clone()), None, "{p:?}");
+        }
+        // penalties that cannot apply (off, or an empty window) touch nothing
+        let off = SamplerParams {
+            repetition_penalty: 1.0,
+            banned_tokens: vec![7],
+            logit_bias: vec![(8, -1.0)],
+            ..d.clone()
+        };
+        assert_eq!(with(off), Some(42));
+        // raw log-probabilities need the whole row
+        let mut s = Sampler::new(d, 1);
+        let raw = LogprobRequest {
+            logprob: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            s.sample_top_with(&[(0, 1.0)], &h, raw).unwrap_err().code(),
+            "session_params"
+        );
     }
 
     #[test]

@@ -503,6 +503,34 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
+/// The order of [`argmax`] and [`top_k`] on `(id, value)` pairs: larger value first, −0 equal
+/// to +0, then the lower id (NaN must be filtered out first: it sorts first).
+pub fn rank_desc(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    let z = |v: f32| if v == 0.0 { 0.0 } else { v };
+    z(b.1).total_cmp(&z(a.1)).then(a.0.cmp(&b.0))
+}
+
+/// The `k` largest values of `row` with their indices, best first in [`rank_desc`] order (ties
+/// to the lower index), NaN never chosen: fewer than `k` pairs when fewer values are not NaN.
+/// Its first pair is [`argmax`]'s (when any value is not NaN).
+pub fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut c: Vec<(u32, f32)> = row
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| !v.is_nan())
+        .map(|(i, &v)| (i as u32, v))
+        .collect();
+    if k == 0 {
+        return Vec::new();
+    }
+    if k < c.len() {
+        c.select_nth_unstable_by(k - 1, rank_desc);
+        c.truncate(k);
+    }
+    c.sort_by(rank_desc);
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,10 @@
 //!   at most 8), so each K/V row is read once per group; an online softmax over key chunks (any
 //!   context length), optional sliding window, split-K for decode; subgroup shuffles where the
 //!   adapter has them, a workgroup-memory path otherwise (the browser).
+//! - Decode with RoPE and the KV write folded in ([`attention_rope_kv`], attention.wgsl
+//!   `ROPE_KV`): the attention dispatch rotates the queries and the chunk's keys itself, reads
+//!   the chunk's K/V rows from the projection's outputs and writes them into the cache (one
+//!   workgroup per KV head), so decode needs no [`rope_kv`] dispatch.
 //! - Prefill (`PREFILL_MIN_TOKENS` tokens or more) goes to the flash-style kernel of
 //!   [`super::attn_prefill`], which shares K/V tile reads between query rows.
 
@@ -349,6 +353,18 @@ pub(super) fn check_heads(p: &AttnParams) -> Result<()> {
     Ok(())
 }
 
+/// What the decode kernel does besides attention under `ROPE_KV` ([`attention_rope_kv`]): the
+/// chunk's `k` (`[tokens][n_head_kv·head_dim]`, before RoPE) and `v` rows, the layer's
+/// [`rope_table`], the rotation and the query scale.
+struct FusedKv<'a> {
+    k: &'a wgpu::Buffer,
+    v: &'a wgpu::Buffer,
+    table: &'a wgpu::Buffer,
+    n_rot: usize,
+    style: RopeStyle,
+    q_scale: f32,
+}
+
 /// Causal attention of `q` rows (`[tokens][n_head·head_dim]`, row `t` at position `pos0 + t`)
 /// over the KV cache buffers `k` (`[capacity][n_head_kv·head_dim]`) and `v`
 /// (`[capacity][n_head_kv·head_dim_v]`) in the device's KV storage ([`KvDest`]), rows
@@ -376,6 +392,84 @@ pub fn attention(
     if tokens >= super::attn_prefill::PREFILL_MIN_TOKENS {
         return super::attn_prefill::attention_prefill(ctx, enc, q, k, v, o, tokens, pos0, p);
     }
+    attention_decode(
+        ctx,
+        enc,
+        q,
+        KvDest { k, v },
+        o,
+        scratch,
+        tokens,
+        pos0,
+        p,
+        None,
+    )
+}
+
+/// [`rope_kv`] then [`attention`], for a few query rows (fewer than
+/// `attn_prefill::PREFILL_MIN_TOKENS`; the decoder uses it for one), in the one decode
+/// attention dispatch (attention.wgsl `ROPE_KV`), plus its merge when split: `q`
+/// (`[tokens][n_head·head_dim]`) and `k` (`[tokens][n_head_kv·head_dim]`) rotated by `table`
+/// ([`rope_table`], `n_rot` dims of each head, `style`), the queries then times `q_scale`; `k`
+/// and `v` (`[tokens][n_head_kv·head_dim_v]`) written into the cache rows `pos0..` of `dest`
+/// (rows `< pos0` valid before), and the attention of the rotated queries over rows `0..=pos`
+/// into `o`. `q`, `k` and `v` are left as they are; `scratch` as for [`attention`].
+#[allow(clippy::too_many_arguments)]
+pub fn attention_rope_kv(
+    ctx: &GpuContext,
+    enc: &mut Recorder,
+    (q, k, v): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+    table: &wgpu::Buffer,
+    (n_rot, style, q_scale): (usize, RopeStyle, f32),
+    dest: KvDest,
+    o: &wgpu::Buffer,
+    scratch: &wgpu::Buffer,
+    tokens: usize,
+    pos0: usize,
+    p: &AttnParams,
+) -> Result<()> {
+    check_heads(p)?;
+    if tokens >= super::attn_prefill::PREFILL_MIN_TOKENS || n_rot > p.head_dim || n_rot % 2 != 0 {
+        return Err(GpuError::Validation(format!(
+            "attention_rope_kv: {tokens} tokens, {n_rot} of {} dims rotated (fewer than {} \
+             tokens, an even n_rot ≤ head_dim)",
+            p.head_dim,
+            super::attn_prefill::PREFILL_MIN_TOKENS
+        ))
+        .into());
+    }
+    if tokens == 0 || p.n_head == 0 {
+        return Ok(());
+    }
+    if n_rot > 0 {
+        check_table(table, pos0 + tokens, n_rot)?;
+    }
+    let fused = FusedKv {
+        k,
+        v,
+        table,
+        n_rot,
+        style,
+        q_scale,
+    };
+    attention_decode(ctx, enc, q, dest, o, scratch, tokens, pos0, p, Some(fused))
+}
+
+/// attention.wgsl: the attention dispatch (with `ROPE_KV` when `fused`) and the merge of its
+/// splits.
+#[allow(clippy::too_many_arguments)]
+fn attention_decode(
+    ctx: &GpuContext,
+    enc: &mut Recorder,
+    q: &wgpu::Buffer,
+    kv: KvDest,
+    o: &wgpu::Buffer,
+    scratch: &wgpu::Buffer,
+    tokens: usize,
+    pos0: usize,
+    p: &AttnParams,
+    fused: Option<FusedKv>,
+) -> Result<()> {
     let plan = attention_plan(tokens, pos0, p);
     let n_splits = plan.n_splits;
     if (scratch.size() as usize) < plan.scratch * 4 {
@@ -398,18 +492,33 @@ pub fn attention(
             n_splits as u32,
             plan.split_len as u32,
             plan.n_chunks as u32,
+            fused.as_ref().map_or(0, |f| f.n_rot as u32),
+            fused
+                .as_ref()
+                .is_some_and(|f| matches!(f.style, RopeStyle::Neox)) as u32,
+            fused.as_ref().map_or(1.0, |f| f.q_scale).to_bits(),
         ])
     };
     let wgs = tokens * p.n_head_kv * plan.n_chunks * n_splits;
     let grid = ctx.grid(wgs as u32);
-    let bufs = [
+    let mut bufs = vec![
         q.as_entire_binding(),
-        k.as_entire_binding(),
-        v.as_entire_binding(),
+        kv.k.as_entire_binding(),
+        kv.v.as_entire_binding(),
         o.as_entire_binding(),
         scratch.as_entire_binding(),
     ];
-    let kernel = attention_kernel(ctx, p, plan.gq);
+    let mut kernel = attention_kernel(ctx, p, plan.gq);
+    if let Some(f) = &fused {
+        kernel = kernel.def("ROPE_KV", 1);
+        // With nothing rotated the table is never read: any buffer binds.
+        let table = if f.n_rot > 0 { f.table } else { f.k };
+        bufs.extend([
+            f.k.as_entire_binding(),
+            f.v.as_entire_binding(),
+            table.as_entire_binding(),
+        ]);
+    }
     ctx.dispatch(enc, &kernel, &params_for(grid), &bufs, grid)?;
     if n_splits > 1 {
         let grid = ctx.grid((tokens * p.n_head) as u32);

@@ -398,6 +398,26 @@ impl<'a> GpuBackend<'a> {
         Ok(bytemuck::pod_collect_to_vec(&b))
     }
 
+    /// The `k` best `(id, value)` of each row of `x`, best first ([`ops::top_k`]; NaN never,
+    /// so a row may hold fewer), awaited: the selection runs on the GPU and only `8·k` bytes a
+    /// row (with the K/V rows) come back.
+    pub async fn read_top_k_async(&self, x: &GpuTensor, k: usize) -> Result<Vec<Vec<(u32, f32)>>> {
+        let out = self.tensor(x.rows, 2 * k);
+        let scratch = self.tensor(1, ops::top_k_scratch(x.rows, x.cols, k));
+        let (rows, cols) = (x.rows, x.cols);
+        self.rec(|c, e| ops::top_k(c, e, &x.buf, rows, cols, k, &scratch.buf, &out.buf));
+        let b = self.read_back((&out.buf, (rows * k * 8) as u64)).await?;
+        let w: Vec<u32> = bytemuck::pod_collect_to_vec(&b);
+        Ok(w.chunks(2 * k)
+            .map(|r| {
+                r.chunks(2)
+                    .filter(|p| p[1] != u32::MAX)
+                    .map(|p| (p[1], f32::from_bits(p[0])))
+                    .collect()
+            })
+            .collect())
+    }
+
     fn take_encoder(&self) -> Recorder {
         let fresh = self.ctx().recorder();
         std::mem::replace(&mut *self.enc.borrow_mut(), fresh)
@@ -523,6 +543,42 @@ impl Backend for GpuBackend<'_> {
                 c, e, qkv, &table, dest, q.rows, pos0, heads, p.head_dim, p.n_rot, p.style,
             )
         });
+    }
+
+    /// One token (decode): the RoPE + KV write inside the attention dispatch
+    /// (`attn::attention_rope_kv`); a prefill chunk records the default sequence.
+    fn rope_kv_attention(
+        &self,
+        cache: &mut KvCache,
+        layer: usize,
+        pos0: usize,
+        (mut q, k, v): (GpuTensor, GpuTensor, &GpuTensor),
+        rope: &RopeParams,
+        q_scale: Option<f32>,
+        p: &AttnParams,
+    ) -> GpuTensor {
+        if q.rows != 1 {
+            self.rope_store_kv(cache, layer, pos0, &mut q, k, v, rope);
+            if let Some(s) = q_scale {
+                self.scale(&mut q, s);
+            }
+            return self.attention(&q, cache, layer, pos0, p);
+        }
+        let table = self.m.rope_table(rope, self.n_pos);
+        let o = self.tensor(q.rows, p.n_head * p.head_dim_v);
+        let scratch = self.tensor(1, attn::attention_splits(q.rows, pos0, p).2.max(1));
+        self.rec(|c, e| {
+            let kv = gpu_kv(cache)?;
+            let dest = attn::KvDest {
+                k: &kv.k[layer],
+                v: &kv.v[layer],
+            };
+            let qkv = (&q.buf, &k.buf, &v.buf);
+            let rot = (rope.n_rot, rope.style, q_scale.unwrap_or(1.0));
+            let (scr, rows) = (&scratch.buf, q.rows);
+            attn::attention_rope_kv(c, e, qkv, &table, rot, dest, &o.buf, scr, rows, pos0, p)
+        });
+        o
     }
 
     fn attention(

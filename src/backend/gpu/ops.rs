@@ -474,3 +474,54 @@ pub fn argmax(
     let bufs = [scratch.as_entire_binding(), ids.as_entire_binding()];
     ctx.dispatch(enc, &Kernel::new("argmax", "argmax_final"), &p, &bufs, grid)
 }
+
+/// Values of a row per workgroup of topk.wgsl's first pass (`CHUNK`).
+const TOPK_CHUNK: usize = 4096;
+
+/// The largest `k` [`top_k`] takes: one sort slot per thread of a workgroup (topk.wgsl `WG`).
+/// runtime.md §5.4 asks for top-k ≤ 256 on the GPU (llama.cpp's default top_k is 40); the
+/// sampler needs k plus the tokens its penalties touch (a 64-token window: ≤ 104 by default).
+pub const TOPK_MAX: usize = 256;
+
+/// The u32 words of scratch [`top_k`] needs for `rows × cols` and `k`.
+pub fn top_k_scratch(rows: usize, cols: usize, k: usize) -> usize {
+    2 * rows * cols.div_ceil(TOPK_CHUNK) * k
+}
+
+/// Row `r`'s `k` largest values of `x` (`[rows, cols]`) with their indices, best first, into
+/// `out` (`[rows, k, 2]` u32: the value's f32 bits, the column): ties to the lower index, NaN
+/// never chosen, −0 equal to +0 (as `backend::cpu::ops::top_k`); fewer than `k` non-NaN values
+/// leave the remaining slots `(NaN, u32::MAX)`. `k` may exceed `cols`. Two dispatches: each
+/// chunk's `k` best into `scratch` ([`top_k_scratch`] words), then each row's from those.
+#[allow(clippy::too_many_arguments)]
+pub fn top_k(
+    ctx: &GpuContext,
+    enc: &mut Recorder,
+    x: &wgpu::Buffer,
+    rows: usize,
+    cols: usize,
+    k: usize,
+    scratch: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    if cols == 0 || !(1..=TOPK_MAX).contains(&k) {
+        return Err(GpuError::Validation(format!(
+            "top_k: {cols} columns, k {k} (1..={TOPK_MAX})"
+        ))
+        .into());
+    }
+    if (scratch.size() as usize) < 4 * top_k_scratch(rows, cols, k) {
+        return Err(GpuError::Validation("top_k: scratch too small".into()).into());
+    }
+    let chunks = cols.div_ceil(TOPK_CHUNK) as u32;
+    let p2 = k.next_power_of_two() as u32;
+    let grid = ctx.grid(rows as u32 * chunks);
+    let p = params(&[rows as u32, cols as u32, grid[0], chunks, k as u32, p2]);
+    let kp = Kernel::new("topk", "topk_part").def("PART", 1);
+    let bufs = [x.as_entire_binding(), scratch.as_entire_binding()];
+    ctx.dispatch(enc, &kp, &p, &bufs, grid)?;
+    let grid = ctx.grid(rows as u32);
+    let p = params(&[rows as u32, cols as u32, grid[0], chunks, k as u32, p2]);
+    let bufs = [scratch.as_entire_binding(), out.as_entire_binding()];
+    ctx.dispatch(enc, &Kernel::new("topk", "topk_final"), &p, &bufs, grid)
+}

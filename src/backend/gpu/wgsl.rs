@@ -25,6 +25,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("gemm", include_str!("../../../shaders/gemm.wgsl")),
     ("kv", include_str!("../../../shaders/kv.wgsl")),
     ("gemv", include_str!("../../../shaders/gemv.wgsl")),
+    ("rope_pair", include_str!("../../../shaders/rope_pair.wgsl")),
     ("rope", include_str!("../../../shaders/rope.wgsl")),
     ("attention", include_str!("../../../shaders/attention.wgsl")),
     (
@@ -32,6 +33,7 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("../../../shaders/attention_prefill.wgsl"),
     ),
     ("argmax", include_str!("../../../shaders/argmax.wgsl")),
+    ("topk", include_str!("../../../shaders/topk.wgsl")),
 ];
 
 /// The source of shader `name`.
