@@ -68,6 +68,21 @@ var<workgroup> xq: array<u32, XQ_N>;
 var<workgroup> xd: array<f32, XQ_N / 64u>;
 var<workgroup> red: array<f32, WG>;
 
+// The largest m over the 64 consecutive threads of lid's block, by a tree in workgroup memory.
+fn block_max_tree(m: f32, lid: u32) -> f32 {
+    red[lid] = m;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s /= 2u) {
+        if (lid % 64u < s) {
+            red[lid] = max(red[lid], red[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    let r = red[lid - lid % 64u];
+    workgroupBarrier();
+    return r;
+}
+
 // Fills xq and xd from x (x vec4 c → xq[c]); under NORM ssq gets this thread's Σ x². The 64
 // vec4 of a 256-value block are 64 consecutive threads' (WG is a multiple of 64).
 fn quantize_x(lid: u32) {
@@ -78,16 +93,28 @@ fn quantize_x(lid: u32) {
         if (c < n4) {
             v = xv(c);
         }
-        red[lid] = max(max(abs(v.x), abs(v.y)), max(abs(v.z), abs(v.w)));
-        workgroupBarrier();
-        for (var s = 32u; s > 0u; s /= 2u) {
-            if (lid % 64u < s) {
-                red[lid] = max(red[lid], red[lid + s]);
+        let m = max(max(abs(v.x), abs(v.y)), max(abs(v.z), abs(v.w)));
+        var amax: f32;
+#ifdef HAS_SUBGROUPS
+        if (sgs > 1u && 64u % sgs == 0u) {
+            // Subgroup maxima, then the block's 64 / sgs of them.
+            let sm = subgroupMax(m);
+            if (sgi == 0u) {
+                red[lid / sgs] = sm;
             }
             workgroupBarrier();
+            let first = (lid - lid % 64u) / sgs;
+            amax = red[first];
+            for (var i = 1u; i < 64u / sgs; i++) {
+                amax = max(amax, red[first + i]);
+            }
+            workgroupBarrier();
+        } else {
+            amax = block_max_tree(m, lid);
         }
-        let amax = red[lid - lid % 64u];
-        workgroupBarrier();
+#else
+        amax = block_max_tree(m, lid);
+#endif
         if (c < n4) {
             let id = select(0.0, 127.0 / amax, amax > 0.0);
             xq[c] = pack4xI8(vec4<i32>(round(v * id)));
@@ -416,8 +443,7 @@ fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
 // x word 32q + 8l + j in an int8 dot product. Σ (code - 1)·s·d·q = s·d·(Σ code·q - Σ q).
 const UE: u32 = 16u;
 const ONES: u32 = 0x01010101u;
-fn t2r_q8(row: u32, u: u32, x0: u32, x1: u32, x2: u32, x3: u32, sq: i32) -> f32 {
-    let q = w[row * p.row_words + u];
+fn t2r_q8(row: u32, u: u32, q: u32, x0: u32, x1: u32, x2: u32, x3: u32, sq: i32) -> f32 {
     let si = row * (p.row_words / 16u) + u / 16u;
     let s = half_of(w[p.aux + si / 2u], (si % 2u) != 0u);
     let m = 0x03030303u;
@@ -425,15 +451,24 @@ fn t2r_q8(row: u32, u: u32, x0: u32, x1: u32, x2: u32, x3: u32, sq: i32) -> f32 
           + (dot4I8Packed((q >> 4u) & m, x2) + dot4I8Packed((q >> 6u) & m, x3));
     return s * f32(t - sq);
 }
-fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
+// The code words of unit u of the four rows.
+fn words4(rows: vec4<u32>, u: u32) -> vec4<u32> {
+    let rw = p.row_words;
+    return vec4<u32>(w[rows.x * rw + u], w[rows.y * rw + u], w[rows.z * rw + u], w[rows.w * rw + u]);
+}
+// Unit u of the four rows, given their code words q.
+fn unit_dot4w(rows: vec4<u32>, u: u32, q: vec4<u32>) -> vec4<f32> {
     let i = 32u * (u / 8u) + u % 8u;
     let x0 = xq[i];
     let x1 = xq[i + 8u];
     let x2 = xq[i + 16u];
     let x3 = xq[i + 24u];
     let sq = (dot4I8Packed(x0, ONES) + dot4I8Packed(x1, ONES)) + (dot4I8Packed(x2, ONES) + dot4I8Packed(x3, ONES));
-    return xd[u / 16u] * vec4<f32>(t2r_q8(rows.x, u, x0, x1, x2, x3, sq), t2r_q8(rows.y, u, x0, x1, x2, x3, sq),
-                                   t2r_q8(rows.z, u, x0, x1, x2, x3, sq), t2r_q8(rows.w, u, x0, x1, x2, x3, sq));
+    return xd[u / 16u] * vec4<f32>(t2r_q8(rows.x, u, q.x, x0, x1, x2, x3, sq), t2r_q8(rows.y, u, q.y, x0, x1, x2, x3, sq),
+                                   t2r_q8(rows.z, u, q.z, x0, x1, x2, x3, sq), t2r_q8(rows.w, u, q.w, x0, x1, x2, x3, sq));
+}
+fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
+    return unit_dot4w(rows, u, words4(rows, u));
 }
 #else
 const UE: u32 = 16u;
@@ -472,12 +507,6 @@ fn gemv(
     sgs = sg_size;
     sgi = sg_id;
 #endif
-#ifdef Q8X
-    quantize_x(lid);
-    const NORM_N: u32 = WG;
-#else
-    const NORM_N: u32 = TPR;
-#endif
     let t = lid % TPR;
     let rg = flat_group(wg, p.groups_x) * NG + lid / TPR;
 #ifdef GLU
@@ -491,12 +520,31 @@ fn gemv(
     let o = 4u * rg;
     let rows = min(vec4<u32>(o, o + 1u, o + 2u, o + 3u), vec4<u32>(p.rows - 1u)) + p.w_row0;
 #endif
+    let n_units = (p.cols + UE - 1u) / UE;
+    var u = t;
+    var acc = vec4<f32>(0.0);
+#ifdef Q8X
+    // The code words of this thread's first two units are loaded before x is quantized, so that
+    // their memory latency overlaps that work (clamped loads stay inside the row; unused past it).
+    let pre0 = words4(rows, min(u, n_units - 1u));
+    let pre1 = words4(rows, min(u + TPR, n_units - 1u));
+    quantize_x(lid);
+    const NORM_N: u32 = WG;
+    if (o < p.rows) {
+        if (u < n_units) {
+            acc += unit_dot4w(rows, u, pre0);
+        }
+        if (u + TPR < n_units) {
+            acc += unit_dot4w(rows, u + TPR, pre1);
+        }
+    }
+    u += 2u * TPR;
+#else
+    const NORM_N: u32 = TPR;
+#endif
     // Several units per step, so that each thread has all their loads in flight: four (UNROLL4,
     // for rows of at least four units per thread), then two, then one.
-    var acc = vec4<f32>(0.0);
     if (o < p.rows) {
-        let n_units = (p.cols + UE - 1u) / UE;
-        var u = t;
 #ifdef UNROLL4
         for (; u + 3u * TPR < n_units; u += 4u * TPR) {
             acc += (unit_dot4(rows, u) + unit_dot4(rows, u + TPR))
