@@ -79,7 +79,7 @@ fn gemv_decode_timing() {
     let t = time(&ctx, &|e| ops::add(&ctx, e, &a, &b, n).unwrap());
     eprintln!(
         "streaming add, {} MB moved: {:7.1} µs, {:6.0} GB/s",
-        12 * n >> 20,
+        (12 * n) >> 20,
         t * 1e6,
         (12 * n) as f64 / t / 1e9
     );

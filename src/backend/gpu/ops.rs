@@ -505,10 +505,9 @@ pub fn top_k(
     out: &wgpu::Buffer,
 ) -> Result<()> {
     if cols == 0 || !(1..=TOPK_MAX).contains(&k) {
-        return Err(GpuError::Validation(format!(
-            "top_k: {cols} columns, k {k} (1..={TOPK_MAX})"
-        ))
-        .into());
+        return Err(
+            GpuError::Validation(format!("top_k: {cols} columns, k {k} (1..={TOPK_MAX})")).into(),
+        );
     }
     if (scratch.size() as usize) < 4 * top_k_scratch(rows, cols, k) {
         return Err(GpuError::Validation("top_k: scratch too small".into()).into());
