@@ -230,6 +230,9 @@ fn dispatch_cost(ctx: &GpuContext) -> Result<f64, Error> {
     Ok((b - a) / 200.0)
 }
 
+/// Timed prefills of `bench` (after the warm-up), averaged.
+const PREFILL_REPS: usize = 3;
+
 fn bench_tokens(n: usize, n_vocab: usize) -> Vec<u32> {
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     (0..n)
@@ -547,11 +550,16 @@ fn run(cli: Cli) -> ternlm::Result<()> {
                     .collect()
             };
             profile(1.0);
-            // Greedy: on the GPU only the argmax id comes back each step.
-            let t0 = Instant::now();
-            m.forward_argmax(&mut cache, &prompt)?;
-            let prefill = t0.elapsed().as_secs_f64();
-            let prefill_profile = profile(1.0);
+            // Greedy: on the GPU only the argmax id comes back each step. The mean of
+            // PREFILL_REPS runs, as llama-bench averages its repetitions.
+            let mut prefill = 0.0;
+            for _ in 0..PREFILL_REPS {
+                cache.clear();
+                let t0 = Instant::now();
+                m.forward_argmax(&mut cache, &prompt)?;
+                prefill += t0.elapsed().as_secs_f64() / PREFILL_REPS as f64;
+            }
+            let prefill_profile = profile(PREFILL_REPS as f64);
             // Decode from an empty cache, as llama-bench's tg test does.
             cache.clear();
             let dispatches_before_decode = m.gpu().map_or(0, |g| g.ctx.dispatch_count());
