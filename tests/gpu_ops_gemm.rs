@@ -389,7 +389,13 @@ async fn split_cases(ctx: &GpuContext) {
                 };
                 f(ctx, &mut enc, &w, &xb, tokens, first, outs, norm).unwrap();
                 ctx.submit(enc);
-                let all = reference_matmul(&v, &xin, tokens);
+                // One routed token is the GEMV's (which may quantize x).
+                let xk = if routed {
+                    gemv_input(&w, &xin, tokens)
+                } else {
+                    xin.clone()
+                };
+                let all = reference_matmul(&v, &xk, tokens);
                 let mut at = first;
                 for (i, &n) in widths.iter().enumerate() {
                     let got = finish_async(ctx, encoder(ctx), &bufs[i], tokens * n).await;
