@@ -2,13 +2,15 @@
 // fusions (NORM, GLU, RESIDUAL, a row range from w_row0), and SPLIT (ops::matmul_split): the
 // outputs of a joined weight (q, k and v rows) written to up to three buffers.
 //
-// A workgroup is NG = WG / TPR row groups of TPR threads (TPR, a define, is picked by the host from
-// the row length). A group computes four weight rows at once — four outputs, or under GLU two gate
+// A workgroup is NG = WG / TPR row groups of TPR threads (WG and TPR, defines, are picked by the
+// host: ops::gemv_kernel). A group computes four weight rows at once — four outputs, or under GLU two gate
 // rows and their two up rows — its threads striding over the rows' units (UE consecutive stored
 // elements of a type, one to a few u32 loads). Each unit's x values are loaded once, as vec4s, and
 // used for the four rows; no value lives in a per-thread array (those spill to local memory).
 // Types without a section of their own take dequant.wgsl's `dq` one group at a time (GENERIC4 for
 // the plain types, whose rows may end inside a vec4: XSCALAR; GENERIC16 for the rest).
+// Q8X (ternary rows): the workgroup first quantizes x to int8 in workgroup memory (quantize_x) and
+// the units are int8 dot products (dot4I8Packed) against it.
 
 #include "common"
 
