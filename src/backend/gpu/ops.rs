@@ -363,9 +363,9 @@ pub fn gemv_quantizes_x(w: &GpuWeight) -> bool {
 }
 
 /// gemv.wgsl for `w` with `defines` (the type and fusions of matmul) and its row groups per
-/// workgroup: the type's unit (elements per thread step, the shader's `UE`) and section, and
-/// threads per row group (`TPR`) about half the units of a row, so that short rows do not leave
-/// most threads idle (and `UNROLL4` where a thread has four units or more).
+/// workgroup: the type's unit (elements per thread step, the shader's `UE`) and section, the
+/// workgroup size (`WGS`) and threads per row group (`TPR`), `Q8X` for ternary rows, and
+/// `UNROLL4` where a thread has four units or more.
 fn gemv_kernel(w: &GpuWeight, defines: crate::backend::gpu::wgsl::Defines) -> (Kernel, u32) {
     use crate::quant::GgmlType as T;
     let (unit, section) = match w.ty {
