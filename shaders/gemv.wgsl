@@ -440,14 +440,18 @@ fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
 // T2R: a unit is one code word; word u holds columns 128q + 32l + 4j + k (q = u / 8, j = u % 8)
 // in field l of byte k. Σ (code - 1)·s·x = s·(Σ code·x - Σ x).
 #ifdef TYPE_T2R
+// The f16 scale of the 256 columns of `row` that unit u lies in (the scales region at p.aux).
+fn t2r_scale(row: u32, u: u32) -> f32 {
+    let si = row * (p.row_words / 16u) + u / 16u;
+    return half_of(w[p.aux + si / 2u], (si % 2u) != 0u);
+}
 #ifdef Q8X
 // x quantized in workgroup memory (quantize_x): the field-l codes of word u, as four bytes, meet
 // x word 32q + 8l + j in an int8 dot product. Σ (code - 1)·s·d·q = s·d·(Σ code·q - Σ q).
 const UE: u32 = 16u;
 const ONES: u32 = 0x01010101u;
 fn t2r_q8(row: u32, u: u32, q: u32, x0: u32, x1: u32, x2: u32, x3: u32, sq: i32) -> f32 {
-    let si = row * (p.row_words / 16u) + u / 16u;
-    let s = half_of(w[p.aux + si / 2u], (si % 2u) != 0u);
+    let s = t2r_scale(row, u);
     let m = 0x03030303u;
     let t = (dot4I8Packed(q & m, x0) + dot4I8Packed((q >> 2u) & m, x1))
           + (dot4I8Packed((q >> 4u) & m, x2) + dot4I8Packed((q >> 6u) & m, x3));
@@ -476,8 +480,7 @@ fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
 const UE: u32 = 16u;
 fn t2r_dot(row: u32, u: u32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, sx: f32) -> f32 {
     let q = w[row * p.row_words + u];
-    let si = row * (p.row_words / 16u) + u / 16u;
-    let s = half_of(w[p.aux + si / 2u], (si % 2u) != 0u);
+    let s = t2r_scale(row, u);
     let m = 0x03030303u;
     let t = (dot(bytes4(q & m), x0) + dot(bytes4((q >> 2u) & m), x1))
           + (dot(bytes4((q >> 4u) & m), x2) + dot(bytes4((q >> 6u) & m), x3));

@@ -1,6 +1,7 @@
 //! Decode attention timing (`attn::attention`, one query row), not a correctness test: the
 //! real decode shapes over KV caches of 32-4096 positions, each call recorded `CALLS` times
-//! back to back in one submission (as a decode step records one per layer), wall time per call.
+//! back to back in one submission (as a decode step records one per layer), GPU time per call
+//! (`gpu_util::gpu_seconds_per_call`).
 //! Ignored by default; on a GPU machine:
 //! `cargo test --release --test gpu_bench_attn -- --ignored --nocapture`.
 
@@ -9,7 +10,6 @@
 mod gpu_util;
 
 use gpu_util::*;
-use std::time::Instant;
 use ternlm::backend::gpu::attn;
 use ternlm::backend::AttnParams;
 
@@ -48,24 +48,13 @@ fn attention_decode_timing() {
         let scratch_len = attn::attention_splits(1, cap - 1, &p).2.max(1);
         let scratch = ctx.storage("scratch", (scratch_len * 4) as u64);
         for n_kv in [32, 48, 128, 512, 1024, 2048, 4096] {
-            let run = |calls: usize| {
-                let mut enc = encoder(&ctx);
-                for _ in 0..calls {
-                    attn::attention(&ctx, &mut enc, &q, &k, &v, &o, &scratch, 1, n_kv - 1, &p)
-                        .unwrap();
-                }
-                let t = Instant::now();
-                ctx.read_f32_blocking(Some(enc), &o, 0, 1).unwrap();
-                t.elapsed().as_secs_f64()
-            };
-            run(4);
-            // Best of three; the empty readback's own cost is taken out.
-            let base = (0..3).map(|_| run(0)).fold(f64::INFINITY, f64::min);
-            let best = (0..3).map(|_| run(CALLS)).fold(f64::INFINITY, f64::min);
+            let t = gpu_seconds_per_call(&ctx, CALLS, &|e| {
+                attn::attention(&ctx, e, &q, &k, &v, &o, &scratch, 1, n_kv - 1, &p).unwrap()
+            });
             let (splits, _, _) = attn::attention_splits(1, n_kv - 1, &p);
             eprintln!(
                 "{name} heads {n_head}/{n_head_kv} hd {hd} ctx {n_kv:5}: {:7.2} µs/call ({splits} splits)",
-                (best - base) / CALLS as f64 * 1e6
+                t * 1e6
             );
         }
     }

@@ -12,8 +12,7 @@
 mod gpu_util;
 
 use gpu_util::*;
-use std::time::Instant;
-use ternlm::backend::gpu::{ops, upload, GpuContext, Recorder};
+use ternlm::backend::gpu::{ops, upload};
 use ternlm::model::arch::Activation;
 use ternlm::quant::{GgmlType, TensorView};
 
@@ -23,29 +22,6 @@ fn calls() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100)
-}
-
-/// Best-of-three GPU seconds per call of `record` (which records one call): the command
-/// buffer is encoded before the clock starts, so this is the submission and the GPU's work, the
-/// empty submission's own cost taken out.
-fn time(ctx: &GpuContext, record: &dyn Fn(&mut Recorder)) -> f64 {
-    let run = |calls: usize| {
-        let mut enc = encoder(ctx);
-        for _ in 0..calls {
-            record(&mut enc);
-        }
-        let cb = ctx.finish(enc);
-        let t = Instant::now();
-        ctx.queue.submit([cb]);
-        ctx.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .unwrap();
-        t.elapsed().as_secs_f64()
-    };
-    run(4);
-    let base = (0..3).map(|_| run(0)).fold(f64::INFINITY, f64::min);
-    let best = (0..3).map(|_| run(calls())).fold(f64::INFINITY, f64::min);
-    (best - base) / calls() as f64
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -71,12 +47,14 @@ fn gemv_decode_timing() {
 
     let tiny = upload_f32(&ctx, &[1.0; 64]);
     let one = upload_f32(&ctx, &[1.0; 64]);
-    let t = time(&ctx, &|e| ops::add(&ctx, e, &tiny, &one, 1).unwrap());
+    let t = gpu_seconds_per_call(&ctx, calls(), &|e| {
+        ops::add(&ctx, e, &tiny, &one, 1).unwrap()
+    });
     eprintln!("dependent 1-element dispatch: {:6.2} µs", t * 1e6);
     let n = 1 << 25;
     let a = ctx.storage("a", (n * 4) as u64);
     let b = ctx.storage("b", (n * 4) as u64);
-    let t = time(&ctx, &|e| ops::add(&ctx, e, &a, &b, n).unwrap());
+    let t = gpu_seconds_per_call(&ctx, calls(), &|e| ops::add(&ctx, e, &a, &b, n).unwrap());
     eprintln!(
         "streaming add, {} MB moved: {:7.1} µs, {:6.0} GB/s",
         (12 * n) >> 20,
@@ -130,7 +108,7 @@ fn gemv_decode_timing() {
         let y1 = ctx.storage("y1", (rows * 4) as u64);
         let y2 = ctx.storage("y2", (rows * 4) as u64);
         let norm = Some((&nw, 1e-5));
-        let t = time(&ctx, &|e| match u {
+        let t = gpu_seconds_per_call(&ctx, calls(), &|e| match u {
             Use::NormSplit => {
                 let (q, kv) = (rows * 2 / 3, rows / 6);
                 let outs = [(&y, q), (&y1, kv), (&y2, kv)];

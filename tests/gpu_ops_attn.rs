@@ -29,15 +29,6 @@ fn kv_f32() -> GpuOptions {
     }
 }
 
-/// `x` as the device's KV storage holds it (f16 rounds to nearest even, as the CPU encoder).
-fn kv_round(ctx: &GpuContext, x: f32) -> f32 {
-    if ctx.kv_f16 {
-        half::f16::from_f32(x).to_f32()
-    } else {
-        x
-    }
-}
-
 /// Cache rows of `cols` elements from the words read back (f16 pairs or f32); the pad half
 /// of an odd f16 row must be 0.
 fn kv_decode(ctx: &GpuContext, words: &[f32], cols: usize) -> Vec<f32> {
@@ -58,21 +49,6 @@ fn kv_decode(ctx: &GpuContext, words: &[f32], cols: usize) -> Vec<f32> {
                 .iter()
                 .map(|&h| half::f16::from_bits(h).to_f32()),
         );
-    }
-    out
-}
-
-/// Host rows of `cols` elements in the device's KV storage, as words to upload.
-fn kv_encode(ctx: &GpuContext, vals: &[f32], cols: usize) -> Vec<u32> {
-    if !ctx.kv_f16 {
-        return vals.iter().map(|x| x.to_bits()).collect();
-    }
-    let mut out = Vec::new();
-    for row in vals.chunks_exact(cols) {
-        for pair in row.chunks(2) {
-            let h = |i: usize| pair.get(i).map_or(0, |&x| half::f16::from_f32(x).to_bits());
-            out.push(h(0) as u32 | (h(1) as u32) << 16);
-        }
     }
     out
 }
@@ -311,48 +287,6 @@ async fn rope_matches_cpu() {
     let buf = ctx.storage("x", 4 * 8 * 4);
     let mut enc = encoder(&ctx);
     assert!(attn::rope(&ctx, &mut enc, &buf, &table, 4, 7, 1, 8, 8, RopeStyle::Norm).is_err());
-}
-
-/// Attention in f64: query row `t` at `pos0 + t` over cache rows `lo..=pos`.
-fn attention_ref(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    tokens: usize,
-    pos0: usize,
-    p: &AttnParams,
-) -> Vec<f32> {
-    let (hd, hdv) = (p.head_dim, p.head_dim_v);
-    let (k_row, v_row) = (p.n_head_kv * hd, p.n_head_kv * hdv);
-    let mut out = vec![0f32; tokens * p.n_head * hdv];
-    for t in 0..tokens {
-        let pos = pos0 + t;
-        let lo = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        for h in 0..p.n_head {
-            let g = h / (p.n_head / p.n_head_kv);
-            let qh = &q[(t * p.n_head + h) * hd..][..hd];
-            let s: Vec<f64> = (lo..=pos)
-                .map(|j| {
-                    let kj = &k[j * k_row + g * hd..][..hd];
-                    let d: f64 = qh.iter().zip(kj).map(|(&a, &b)| a as f64 * b as f64).sum();
-                    d * p.scale as f64
-                })
-                .collect();
-            let m = s.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
-            let e: Vec<f64> = s.iter().map(|&x| (x - m).exp()).collect();
-            let sum: f64 = e.iter().sum();
-            let o = &mut out[(t * p.n_head + h) * hdv..][..hdv];
-            for (d, od) in o.iter_mut().enumerate() {
-                let acc: f64 = e
-                    .iter()
-                    .enumerate()
-                    .map(|(jj, &w)| w * v[(lo + jj) * v_row + g * hdv + d] as f64)
-                    .sum();
-                *od = (acc / sum) as f32;
-            }
-        }
-    }
-    out
 }
 
 #[gpu_test]

@@ -15,72 +15,6 @@ use ternlm::backend::AttnParams;
 /// f32 dot products and sums and GPU `exp` against f64 (as tests/gpu_ops_attn.rs).
 const ATTN_BOUND: f64 = 1e-9;
 
-/// The value the cache holds for `x` (f16 storage rounds to nearest even).
-fn stored(ctx: &GpuContext, x: f32) -> f32 {
-    if ctx.kv_f16 {
-        half::f16::from_f32(x).to_f32()
-    } else {
-        x
-    }
-}
-
-/// Cache rows of `cols` values in the device's storage words (f16 pairs, odd rows padded).
-fn cache_words(ctx: &GpuContext, vals: &[f32], cols: usize) -> Vec<u32> {
-    if !ctx.kv_f16 {
-        return vals.iter().map(|x| x.to_bits()).collect();
-    }
-    let mut out = Vec::new();
-    for row in vals.chunks_exact(cols) {
-        for pair in row.chunks(2) {
-            let h = |i: usize| pair.get(i).map_or(0, |&x| half::f16::from_f32(x).to_bits());
-            out.push(h(0) as u32 | (h(1) as u32) << 16);
-        }
-    }
-    out
-}
-
-/// Attention in f64: query row `t` at `pos0 + t` over cache rows `lo..=pos`.
-fn attention_ref(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    tokens: usize,
-    pos0: usize,
-    p: &AttnParams,
-) -> Vec<f32> {
-    let (hd, hdv) = (p.head_dim, p.head_dim_v);
-    let (k_row, v_row) = (p.n_head_kv * hd, p.n_head_kv * hdv);
-    let mut out = vec![0f32; tokens * p.n_head * hdv];
-    for t in 0..tokens {
-        let pos = pos0 + t;
-        let lo = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        for h in 0..p.n_head {
-            let g = h / (p.n_head / p.n_head_kv);
-            let qh = &q[(t * p.n_head + h) * hd..][..hd];
-            let s: Vec<f64> = (lo..=pos)
-                .map(|j| {
-                    let kj = &k[j * k_row + g * hd..][..hd];
-                    let d: f64 = qh.iter().zip(kj).map(|(&a, &b)| a as f64 * b as f64).sum();
-                    d * p.scale as f64
-                })
-                .collect();
-            let m = s.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
-            let e: Vec<f64> = s.iter().map(|&x| (x - m).exp()).collect();
-            let sum: f64 = e.iter().sum();
-            let o = &mut out[(t * p.n_head + h) * hdv..][..hdv];
-            for (d, od) in o.iter_mut().enumerate() {
-                let acc: f64 = e
-                    .iter()
-                    .enumerate()
-                    .map(|(jj, &w)| w * v[(lo + jj) * v_row + g * hdv + d] as f64)
-                    .sum();
-                *od = (acc / sum) as f32;
-            }
-        }
-    }
-    out
-}
-
 /// One case on `ctx`: the prefill kernel directly, or `attn::attention` when `routed`.
 #[allow(clippy::too_many_arguments)]
 async fn case(
@@ -114,10 +48,10 @@ async fn case(
     let q = rng.values(tokens * n_head * head_dim);
     let k: Vec<f32> = (0..cap * k_cols).map(|_| rng.unit()).collect();
     let v: Vec<f32> = (0..cap * v_cols).map(|_| rng.value()).collect();
-    let ks: Vec<f32> = k.iter().map(|&x| stored(ctx, x)).collect();
-    let vs: Vec<f32> = v.iter().map(|&x| stored(ctx, x)).collect();
-    let mut kw = cache_words(ctx, &k, k_cols);
-    let mut vw = cache_words(ctx, &v, v_cols);
+    let ks: Vec<f32> = k.iter().map(|&x| kv_round(ctx, x)).collect();
+    let vs: Vec<f32> = v.iter().map(|&x| kv_round(ctx, x)).collect();
+    let mut kw = kv_encode(ctx, &k, k_cols);
+    let mut vw = kv_encode(ctx, &v, v_cols);
     // Rows past n_pos: NaN, so reading one fails the NMSE check.
     let (krw, vrw) = (kw.len() / cap, vw.len() / cap);
     kw[n_pos * krw..].fill(0x7fc0_0001);

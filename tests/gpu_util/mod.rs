@@ -15,6 +15,7 @@
 #[cfg(not(target_arch = "wasm32"))]
 pub use pollster::test as gpu_test;
 use ternlm::backend::gpu::{ops, upload, GpuContext, GpuOptions, GpuWeight, Recorder};
+use ternlm::backend::AttnParams;
 use ternlm::quant::{GgmlType, TensorView};
 #[cfg(target_arch = "wasm32")]
 pub use wasm_bindgen_test::wasm_bindgen_test as gpu_test;
@@ -343,4 +344,95 @@ pub async fn matmul_cases(ty: GgmlType, shapes: &[(usize, usize)], bound: f64) -
         }
     }
     worst
+}
+
+/// `x` as the device's KV storage holds it (f16 rounds to nearest even, as the CPU encoder).
+pub fn kv_round(ctx: &GpuContext, x: f32) -> f32 {
+    if ctx.kv_f16 {
+        half::f16::from_f32(x).to_f32()
+    } else {
+        x
+    }
+}
+
+/// Host rows of `cols` elements in the device's KV storage, as words to upload.
+pub fn kv_encode(ctx: &GpuContext, vals: &[f32], cols: usize) -> Vec<u32> {
+    if !ctx.kv_f16 {
+        return vals.iter().map(|x| x.to_bits()).collect();
+    }
+    let mut out = Vec::new();
+    for row in vals.chunks_exact(cols) {
+        for pair in row.chunks(2) {
+            let h = |i: usize| pair.get(i).map_or(0, |&x| half::f16::from_f32(x).to_bits());
+            out.push(h(0) as u32 | (h(1) as u32) << 16);
+        }
+    }
+    out
+}
+
+/// Attention in f64: query row `t` at `pos0 + t` over cache rows `lo..=pos`.
+pub fn attention_ref(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    tokens: usize,
+    pos0: usize,
+    p: &AttnParams,
+) -> Vec<f32> {
+    let (hd, hdv) = (p.head_dim, p.head_dim_v);
+    let (k_row, v_row) = (p.n_head_kv * hd, p.n_head_kv * hdv);
+    let mut out = vec![0f32; tokens * p.n_head * hdv];
+    for t in 0..tokens {
+        let pos = pos0 + t;
+        let lo = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        for h in 0..p.n_head {
+            let g = h / (p.n_head / p.n_head_kv);
+            let qh = &q[(t * p.n_head + h) * hd..][..hd];
+            let s: Vec<f64> = (lo..=pos)
+                .map(|j| {
+                    let kj = &k[j * k_row + g * hd..][..hd];
+                    let d: f64 = qh.iter().zip(kj).map(|(&a, &b)| a as f64 * b as f64).sum();
+                    d * p.scale as f64
+                })
+                .collect();
+            let m = s.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+            let e: Vec<f64> = s.iter().map(|&x| (x - m).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            let o = &mut out[(t * p.n_head + h) * hdv..][..hdv];
+            for (d, od) in o.iter_mut().enumerate() {
+                let acc: f64 = e
+                    .iter()
+                    .enumerate()
+                    .map(|(jj, &w)| w * v[(lo + jj) * v_row + g * hdv + d] as f64)
+                    .sum();
+                *od = (acc / sum) as f32;
+            }
+        }
+    }
+    out
+}
+
+/// Best-of-three GPU seconds per call of `record` (which records one call), `calls` calls per
+/// submission back to back (dependent dispatches, as in a decode step): the command buffer is
+/// encoded before the clock starts, so this is the submission and the GPU's work, the empty
+/// submission's own cost taken out. For the `#[ignore]`d timing tests (native).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn gpu_seconds_per_call(ctx: &GpuContext, calls: usize, record: &dyn Fn(&mut Recorder)) -> f64 {
+    let run = |n: usize| {
+        let mut enc = encoder(ctx);
+        for _ in 0..n {
+            record(&mut enc);
+        }
+        let cb = ctx.finish(enc);
+        let t = std::time::Instant::now();
+        ctx.queue.submit([cb]);
+        ctx.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .unwrap();
+        t.elapsed().as_secs_f64()
+    };
+    run(4);
+    let base = (0..3).map(|_| run(0)).fold(f64::INFINITY, f64::min);
+    let best = (0..3).map(|_| run(calls)).fold(f64::INFINITY, f64::min);
+    (best - base) / calls as f64
 }
