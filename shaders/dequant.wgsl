@@ -35,30 +35,38 @@ fn dq(row: u32, g: u32) -> array<f32, 4> {
 }
 #endif
 
-// Byte `i` of the block starting at word `base` (blocks start on a word, layout.rs).
-fn bbyte(base: u32, i: u32) -> u32 {
-    return byte_of(w[base + i / 4u], i % 4u);
-}
+// Block sections load each u32 word of a group once into a `let` and take bytes, nibbles and bits
+// out of it by shifts (blocks start on a word, layout.rs). `w4` is the word of elements 4n..4n+3
+// (byte k = element 4n + k); fields are masked on the whole word, bytes split out last.
 
-// The f16 at byte `i` (even) of the block at word `base`, as f32.
-fn bhalf(base: u32, i: u32) -> f32 {
-    return half_of(w[base + i / 4u], (i % 4u) != 0u);
+// Byte k (0..3) of word x as a signed int8, sign-extended to i32.
+fn dq_i8(x: u32, k: u32) -> i32 {
+    return bitcast<i32>(x << (24u - 8u * k)) >> 24u;
 }
 
 // Legacy 32-element blocks: a group is half a block, g % 2 = 0 the low nibbles (elements
-// 0..15), 1 the high nibbles (16..31) of qs[0..16].
+// 0..15), 1 the high nibbles (16..31) of qs[0..16]. Q4_0, Q5_0, Q8_0 have a 2-byte d first, so
+// their quant words straddle two stored words: word n of the quants is
+// (w[n] >> 16) | (w[n + 1] << 16), the high half carried over from the previous load.
 
 #ifdef TYPE_Q4_0
 const G: u32 = 16u;
 const BW: u32 = 5u;  // 18-byte block padded to 20
 fn dq(row: u32, g: u32) -> array<f32, 16> {
     let b = row * p.row_words + (g / 2u) * BW;
-    let d = bhalf(b, 0u);
+    let w0 = w[b];
+    let d = half_of(w0, false);
     let sh = (g % 2u) * 4u;
+    var carry = w0 >> 16u;  // qs bytes 0, 1
     var v: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) {
-        let q = (bbyte(b, 2u + i) >> sh) & 15u;
-        v[i] = f32(i32(q) - 8) * d;
+    for (var n = 0u; n < 4u; n++) {
+        let nx = w[b + 1u + n];
+        let w4 = ((carry | (nx << 16u)) >> sh) & 0x0f0f0f0fu;
+        carry = nx >> 16u;
+        for (var k = 0u; k < 4u; k++) {
+            let q = (w4 >> (8u * k)) & 0xffu;
+            v[4u * n + k] = f32(i32(q) - 8) * d;
+        }
     }
     return v;
 }
@@ -69,13 +77,15 @@ const G: u32 = 16u;
 const BW: u32 = 5u;
 fn dq(row: u32, g: u32) -> array<f32, 16> {
     let b = row * p.row_words + (g / 2u) * BW;
-    let d = bhalf(b, 0u);
-    let m = bhalf(b, 2u);
+    let dm = unpack2x16float(w[b]);  // d, m; qs at word 1
     let sh = (g % 2u) * 4u;
     var v: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) {
-        let q = (bbyte(b, 4u + i) >> sh) & 15u;
-        v[i] = f32(q) * d + m;
+    for (var n = 0u; n < 4u; n++) {
+        let w4 = (w[b + 1u + n] >> sh) & 0x0f0f0f0fu;
+        for (var k = 0u; k < 4u; k++) {
+            let q = (w4 >> (8u * k)) & 0xffu;
+            v[4u * n + k] = f32(q) * dm.x + dm.y;
+        }
     }
     return v;
 }
@@ -86,14 +96,23 @@ const G: u32 = 16u;
 const BW: u32 = 6u;  // 22-byte block padded to 24
 fn dq(row: u32, g: u32) -> array<f32, 16> {
     let b = row * p.row_words + (g / 2u) * BW;
-    let d = bhalf(b, 0u);
+    let w0 = w[b];
+    let w1 = w[b + 1u];
+    let d = half_of(w0, false);
     // qh (bytes 2..5) straddles words 0 and 1; bit e is element e's fifth bit.
-    let hb = ((w[b] >> 16u) | (w[b + 1u] << 16u)) >> ((g % 2u) * 16u);
+    let hb = ((w0 >> 16u) | (w1 << 16u)) >> ((g % 2u) * 16u);
     let sh = (g % 2u) * 4u;
+    var carry = w1 >> 16u;  // qs bytes 0, 1 (byte 6 of the block)
     var v: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) {
-        let q = ((bbyte(b, 6u + i) >> sh) & 15u) | (((hb >> i) & 1u) << 4u);
-        v[i] = f32(i32(q) - 16) * d;
+    for (var n = 0u; n < 4u; n++) {
+        let nx = w[b + 2u + n];
+        let w4 = ((carry | (nx << 16u)) >> sh) & 0x0f0f0f0fu;
+        carry = nx >> 16u;
+        for (var k = 0u; k < 4u; k++) {
+            let e = 4u * n + k;
+            let q = ((w4 >> (8u * k)) & 0xffu) | (((hb >> e) & 1u) << 4u);
+            v[e] = f32(i32(q) - 16) * d;
+        }
     }
     return v;
 }
@@ -104,14 +123,17 @@ const G: u32 = 16u;
 const BW: u32 = 6u;
 fn dq(row: u32, g: u32) -> array<f32, 16> {
     let b = row * p.row_words + (g / 2u) * BW;
-    let d = bhalf(b, 0u);
-    let m = bhalf(b, 2u);
+    let dm = unpack2x16float(w[b]);  // d, m; qh word 1, qs from word 2
     let hb = w[b + 1u] >> ((g % 2u) * 16u);
     let sh = (g % 2u) * 4u;
     var v: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) {
-        let q = ((bbyte(b, 8u + i) >> sh) & 15u) | (((hb >> i) & 1u) << 4u);
-        v[i] = f32(q) * d + m;
+    for (var n = 0u; n < 4u; n++) {
+        let w4 = (w[b + 2u + n] >> sh) & 0x0f0f0f0fu;
+        for (var k = 0u; k < 4u; k++) {
+            let e = 4u * n + k;
+            let q = ((w4 >> (8u * k)) & 0xffu) | (((hb >> e) & 1u) << 4u);
+            v[e] = f32(q) * dm.x + dm.y;
+        }
     }
     return v;
 }
@@ -122,18 +144,29 @@ const G: u32 = 16u;
 const BW: u32 = 9u;  // 34-byte block padded to 36
 fn dq(row: u32, g: u32) -> array<f32, 16> {
     let b = row * p.row_words + (g / 2u) * BW;
-    let d = bhalf(b, 0u);
-    let o = 2u + (g % 2u) * 16u;
+    // Group h = g % 2 is block bytes 2 + 16h .. 17 + 16h: words 4h .. 4h + 4.
+    let h = g % 2u;
+    let w0 = w[b];
+    let d = half_of(w0, false);
+    var carry = w0 >> 16u;
+    if (h != 0u) {
+        carry = w[b + 4u] >> 16u;
+    }
     var v: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) {
-        let q = bitcast<i32>(bbyte(b, o + i) << 24u) >> 24u;  // sign-extend the int8
-        v[i] = f32(q) * d;
+    for (var n = 0u; n < 4u; n++) {
+        let nx = w[b + 4u * h + 1u + n];
+        let w4 = carry | (nx << 16u);
+        carry = nx >> 16u;
+        for (var k = 0u; k < 4u; k++) {
+            v[4u * n + k] = f32(dq_i8(w4, k)) * d;
+        }
     }
     return v;
 }
 #endif
 
 // K-quants: 256-element super-blocks, a group is 16 elements, j = g % 16 its index in the block.
+// Every field of these blocks starts on a word, and a group's quants are 16 bytes (4 words).
 
 #ifdef TYPE_Q2_K
 const G: u32 = 16u;
@@ -141,18 +174,23 @@ const BW: u32 = 21u;
 fn dq(row: u32, g: u32) -> array<f32, 16> {
     let b = row * p.row_words + (g / 16u) * BW;
     // Element 16j = 128h + 32s + 16k, and j is also the sub-block (8h + 2s + k).
+    // scales[16] @0 (words 0..3), qs[64] @16 (words 4..19), d, dmin @80 (word 20).
     let j = g % 16u;
     let h = j / 8u;
     let s = (j / 2u) % 4u;
     let k = j % 2u;
-    let sc = bbyte(b, j);
-    let dl = bhalf(b, 80u) * f32(sc & 15u);
-    let ml = bhalf(b, 82u) * f32(sc >> 4u);
-    let o = 16u + 32u * h + 16u * k;
+    let sc = (w[b + j / 4u] >> (8u * (j % 4u))) & 0xffu;
+    let dm = unpack2x16float(w[b + 20u]);
+    let dl = dm.x * f32(sc & 15u);
+    let ml = dm.y * f32(sc >> 4u);
+    let o = b + 4u + 8u * h + 4u * k;
     var v: array<f32, 16>;
-    for (var l = 0u; l < 16u; l++) {
-        let q = (bbyte(b, o + l) >> (2u * s)) & 3u;
-        v[l] = dl * f32(q) - ml;
+    for (var n = 0u; n < 4u; n++) {
+        let w4 = (w[o + n] >> (2u * s)) & 0x03030303u;
+        for (var l = 0u; l < 4u; l++) {
+            let q = (w4 >> (8u * l)) & 0xffu;
+            v[4u * n + l] = dl * f32(q) - ml;
+        }
     }
     return v;
 }
@@ -163,22 +201,27 @@ const G: u32 = 16u;
 const BW: u32 = 28u;  // 110-byte block padded to 112
 fn dq(row: u32, g: u32) -> array<f32, 16> {
     let b = row * p.row_words + (g / 16u) * BW;
-    // Same decomposition as Q2_K: j = 8h + 2s + k.
+    // Same decomposition as Q2_K: j = 8h + 2s + k. hmask[32] @0 (words 0..7), qs[64] @32
+    // (words 8..23), scales[12] @96 (words 24..26), d @108 (word 27).
     let j = g % 16u;
     let h = j / 8u;
     let s = (j / 2u) % 4u;
     let k = j % 2u;
     // 6-bit scale: low 4 bits from S[j % 8] (nibble j / 8), high 2 from S[8 + j % 4] at 2·(j / 4).
-    let lo4 = (bbyte(b, 96u + j % 8u) >> (4u * (j / 8u))) & 15u;
-    let hi2 = (bbyte(b, 104u + j % 4u) >> (2u * (j / 4u))) & 3u;
-    let dl = bhalf(b, 108u) * f32(i32(lo4 | (hi2 << 4u)) - 32);
-    let o = 32u + 32u * h + 16u * k;
+    let lo4 = (w[b + 24u + (j % 8u) / 4u] >> (8u * (j % 4u) + 4u * (j / 8u))) & 15u;
+    let hi2 = (w[b + 26u] >> (8u * (j % 4u) + 2u * (j / 4u))) & 3u;
+    let dl = half_of(w[b + 27u], false) * f32(i32(lo4 | (hi2 << 4u)) - 32);
+    let o = b + 8u + 8u * h + 4u * k;
     let hs = 4u * h + s;
     var v: array<f32, 16>;
-    for (var l = 0u; l < 16u; l++) {
-        let lo2 = i32((bbyte(b, o + l) >> (2u * s)) & 3u);
-        let hb = (bbyte(b, 16u * k + l) >> hs) & 1u;
-        v[l] = dl * f32(lo2 - select(4, 0, hb != 0u));
+    for (var n = 0u; n < 4u; n++) {
+        let w4 = (w[o + n] >> (2u * s)) & 0x03030303u;
+        let m4 = (w[b + 4u * k + n] >> hs) & 0x01010101u;
+        for (var l = 0u; l < 4u; l++) {
+            let lo2 = i32((w4 >> (8u * l)) & 0xffu);
+            let hb = (m4 >> (8u * l)) & 0xffu;
+            v[4u * n + l] = dl * f32(lo2 - select(4, 0, hb != 0u));
+        }
     }
     return v;
 }
@@ -192,13 +235,17 @@ fn dq(row: u32, g: u32) -> array<f32, 16> {
 #endif
 
 #ifdef K4
-// Scale and min of sub-block `j` (0..7) from the 12 bytes at byte 4 (llama.cpp get_scale_min_k4).
-fn scale_min_k4(b: u32, j: u32) -> vec2<f32> {
-    if (j < 4u) {
-        return vec2<f32>(f32(bbyte(b, 4u + j) & 63u), f32(bbyte(b, 8u + j) & 63u));
-    }
-    let sc = (bbyte(b, 8u + j) & 15u) | ((bbyte(b, j) >> 6u) << 4u);
-    let mn = (bbyte(b, 8u + j) >> 4u) | ((bbyte(b, 4u + j) >> 6u) << 4u);
+// Scale and min of sub-block `j` (0..7) from the 12 bytes at byte 4, words s0, s1, s2 (llama.cpp
+// get_scale_min_k4: S[j] & 63, S[j + 4] & 63 for j < 4, else from S[j + 4] and the top bits of
+// S[j - 4], S[j]).
+fn dq_k4_sm(s0: u32, s1: u32, s2: u32, j: u32) -> vec2<f32> {
+    let n = 8u * (j % 4u);
+    let a = (s0 >> n) & 0xffu;   // S[j % 4]
+    let bb = (s1 >> n) & 0xffu;  // S[4 + j % 4]
+    let c = (s2 >> n) & 0xffu;   // S[8 + j % 4]
+    let hi = j >= 4u;
+    let sc = select(a & 63u, (c & 15u) | ((a >> 6u) << 4u), hi);
+    let mn = select(bb & 63u, (c >> 4u) | ((bb >> 6u) << 4u), hi);
     return vec2<f32>(f32(sc), f32(mn));
 }
 #endif
@@ -208,18 +255,23 @@ const G: u32 = 16u;
 const BW: u32 = 36u;
 fn dq(row: u32, g: u32) -> array<f32, 16> {
     let b = row * p.row_words + (g / 16u) * BW;
-    // Element 16i = 64c + 32t + 16m; sub-block j = 2c + t = i / 2; bytes qs[32c + 16m ..].
+    // Element 16i = 64c + 32t + 16m; sub-block j = 2c + t = i / 2; bytes qs[32c + 16m ..], qs
+    // at byte 16: words 4 + 8c + 4m ... Nibble t of each byte.
     let i = g % 16u;
     let c = i / 4u;
     let t = (i / 2u) % 2u;
-    let sm = scale_min_k4(b, i / 2u);
-    let dl = bhalf(b, 0u) * sm.x;
-    let ml = bhalf(b, 2u) * sm.y;
-    let o = 16u + 32u * c + 16u * (i % 2u);
+    let dm = unpack2x16float(w[b]);  // d, dmin
+    let sm = dq_k4_sm(w[b + 1u], w[b + 2u], w[b + 3u], i / 2u);
+    let dl = dm.x * sm.x;
+    let ml = dm.y * sm.y;
+    let o = b + 4u + 8u * c + 4u * (i % 2u);
     var v: array<f32, 16>;
-    for (var l = 0u; l < 16u; l++) {
-        let q = (bbyte(b, o + l) >> (4u * t)) & 15u;
-        v[l] = dl * f32(q) - ml;
+    for (var n = 0u; n < 4u; n++) {
+        let w4 = (w[o + n] >> (4u * t)) & 0x0f0f0f0fu;
+        for (var l = 0u; l < 4u; l++) {
+            let q = (w4 >> (8u * l)) & 0xffu;
+            v[4u * n + l] = dl * f32(q) - ml;
+        }
     }
     return v;
 }
@@ -230,20 +282,26 @@ const G: u32 = 16u;
 const BW: u32 = 44u;
 fn dq(row: u32, g: u32) -> array<f32, 16> {
     let b = row * p.row_words + (g / 16u) * BW;
-    // As Q4_K; the fifth bit of element 32j + l is bit j of qh[l].
+    // As Q4_K; the fifth bit of element 32j + l is bit j of qh[l]. qh[32] @16 (words 4..11),
+    // qs[128] @48 (words 12..43).
     let i = g % 16u;
     let c = i / 4u;
     let t = (i / 2u) % 2u;
     let j = i / 2u;
-    let sm = scale_min_k4(b, j);
-    let dl = bhalf(b, 0u) * sm.x;
-    let ml = bhalf(b, 2u) * sm.y;
-    let l0 = 16u * (i % 2u);
+    let dm = unpack2x16float(w[b]);
+    let sm = dq_k4_sm(w[b + 1u], w[b + 2u], w[b + 3u], j);
+    let dl = dm.x * sm.x;
+    let ml = dm.y * sm.y;
+    let m4 = 4u * (i % 2u);
     var v: array<f32, 16>;
-    for (var l = 0u; l < 16u; l++) {
-        let lo = (bbyte(b, 48u + 32u * c + l0 + l) >> (4u * t)) & 15u;
-        let hi = (bbyte(b, 16u + l0 + l) >> j) & 1u;
-        v[l] = dl * f32(lo | (hi << 4u)) - ml;
+    for (var n = 0u; n < 4u; n++) {
+        let lo = (w[b + 12u + 8u * c + m4 + n] >> (4u * t)) & 0x0f0f0f0fu;
+        let hi = (w[b + 4u + m4 + n] >> j) & 0x01010101u;
+        let w4 = lo | (hi << 4u);
+        for (var l = 0u; l < 4u; l++) {
+            let q = (w4 >> (8u * l)) & 0xffu;
+            v[4u * n + l] = dl * f32(q) - ml;
+        }
     }
     return v;
 }
@@ -256,19 +314,25 @@ fn dq(row: u32, g: u32) -> array<f32, 16> {
     let b = row * p.row_words + (g / 16u) * BW;
     // Element 16j = 128h + 32u + 16m; j is the scale index (8h + 2u + m).
     // Low 4 bits: nibble u / 2 of ql[64h + 32·(u % 2) + l]; high 2: bits 2u of qh[32h + l].
+    // ql[128] @0 (words 0..31), qh[64] @128 (words 32..47), scales[16] @192 (words 48..51),
+    // d @208 (word 52).
     let j = g % 16u;
     let h = j / 8u;
     let u = (j / 2u) % 4u;
-    let l0 = 16u * (j % 2u);
-    let sc = bitcast<i32>(bbyte(b, 192u + j) << 24u) >> 24u;
-    let dl = bhalf(b, 208u) * f32(sc);
-    let ol = 64u * h + 32u * (u % 2u) + l0;
-    let oh = 128u + 32u * h + l0;
+    let m4 = 4u * (j % 2u);
+    let sc = dq_i8(w[b + 48u + j / 4u], j % 4u);
+    let dl = half_of(w[b + 52u], false) * f32(sc);
+    let ol = b + 16u * h + 8u * (u % 2u) + m4;
+    let oh = b + 32u + 8u * h + m4;
     var v: array<f32, 16>;
-    for (var l = 0u; l < 16u; l++) {
-        let lo = (bbyte(b, ol + l) >> (4u * (u / 2u))) & 15u;
-        let hi = (bbyte(b, oh + l) >> (2u * u)) & 3u;
-        v[l] = dl * f32(i32(lo | (hi << 4u)) - 32);
+    for (var n = 0u; n < 4u; n++) {
+        let lo = (w[ol + n] >> (4u * (u / 2u))) & 0x0f0f0f0fu;
+        let hi = (w[oh + n] >> (2u * u)) & 0x03030303u;
+        let w4 = lo | (hi << 4u);
+        for (var l = 0u; l < 4u; l++) {
+            let q = (w4 >> (8u * l)) & 0xffu;
+            v[4u * n + l] = dl * f32(i32(q) - 32);
+        }
     }
     return v;
 }

@@ -13,6 +13,10 @@
 // rows, so a thread holds both factors of its 4 outputs.
 // NORM: y = inv_rms[t] · Σ_k W[r][k]·(x[t][k]·nw[k]); the X loader multiplies by nw and sums
 // x² of the token it always loads, so inv_rms costs no extra pass over x.
+// KSPLIT (split-K, for GEMMs with few row and token tiles, e.g. a 2048-row down projection):
+// workgroup z = split · token tiles + token tile; each split sums its `kc` columns and stores
+// the raw sums in y = [splits][tokens][rows] (then, under NORM, its Σx² per token at
+// [splits·tokens·rows + split·tokens + t]); gemm_reduce.wgsl adds the splits, scales and stores.
 // Workgroup memory: (BM + BN)·KT·4 + WG·4 bytes = 13 KiB, under WebGPU's 16 KiB default.
 
 #include "common"
@@ -35,7 +39,8 @@ struct Params {
     eps: f32,        // NORM
     act: u32,        // GLU: common.wgsl activation kind
     w_row0: u32,     // first stored row used (under GLU the up rows follow at w_row0 + rows)
-    split1: u32,     // SPLIT: rows [0, split1) go to y, [split1, split2) to y1, the rest to y2
+    split1: u32,     // SPLIT: rows [0, split1) go to y, [split1, split2) to y1, the rest to y2;
+                     // KSPLIT: columns per split (a multiple of KT)
     split2: u32,
 }
 
@@ -75,13 +80,17 @@ fn tile_row(rt: u32, l: u32) -> vec2<u32> {
 }
 
 // Writes output (token t, tile row l) from the accumulated sums `c`; `inv` scales them (NORM).
-fn store(rt: u32, t: u32, l: u32, v: f32) {
+// KSPLIT: into the partial sums of piece `split`.
+fn store(rt: u32, split: u32, t: u32, l: u32, v: f32) {
 #ifdef GLU
     let r = rt * (BM / 2u) + l;
 #else
     let r = rt * BM + l;
 #endif
     if (t < p.tokens && r < p.rows) {
+#ifdef KSPLIT
+        y[(split * p.tokens + t) * p.rows + r] = v;
+#else
 #ifdef SPLIT
         // Each output is its own [tokens, width] matrix; a tile may straddle a split point.
         if (r < p.split1) {
@@ -99,6 +108,7 @@ fn store(rt: u32, t: u32, l: u32, v: f32) {
         y[i] = v;
 #endif
 #endif
+#endif
     }
 }
 
@@ -106,7 +116,18 @@ fn store(rt: u32, t: u32, l: u32, v: f32) {
 fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     // Every thread reaches every barrier: out-of-range rows and tokens load zeros.
     let rt = flat_group(wg, p.groups_x);
+#ifdef KSPLIT
+    let ttiles = (p.tokens + BN - 1u) / BN;
+    let split = wg.z / ttiles;
+    let t0 = (wg.z % ttiles) * BN;
+    let k_first = split * p.split1;
+    let k_end = min(k_first + p.split1, p.cols);
+#else
+    let split = 0u;
     let t0 = wg.z * BN;
+    let k_first = 0u;
+    let k_end = p.cols;
+#endif
     let tr = lid / 16u;
     let tc = lid % 16u;
     // The X loader: token xt of the tile, columns xk..xk+3 of each step.
@@ -126,7 +147,7 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var c13 = vec4<f32>(0.0);
 
     const NG: u32 = KT / G;  // groups per row per step
-    for (var k0 = 0u; k0 < p.cols; k0 += KT) {
+    for (var k0 = k_first; k0 < k_end; k0 += KT) {
         // W tile: BM·NG (row, group) tasks; neighbouring threads take a row's neighbouring groups.
         for (var task = lid; task < BM * NG; task += WG) {
             let l = task / NG;
@@ -134,7 +155,7 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let tw = tile_row(rt, l);
             let g = k0 / G + gi;
             var v = array<f32, G>();  // zeroed explicitly: Tint zeroes a loop-body var once
-            if (tw.y != 0u && g * G < p.cols) {
+            if (tw.y != 0u && g * G < k_end) {
                 v = dq(tw.x, g);
             }
             for (var e = 0u; e < G; e++) {
@@ -145,7 +166,7 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var e = 0u; e < 4u; e++) {
             let k = k0 + xk + e;
             var v = 0.0;
-            if (x_live && k < p.cols) {
+            if (x_live && k < k_end) {
                 v = x[xb + k];
 #ifdef NORM
                 ss = fma(v, v, ss);
@@ -172,14 +193,27 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
 
     // Per-token scale: mult, times inv_rms under NORM (the 4 loaders of token t hold its Σx²).
+    // KSPLIT stores raw sums and this split's Σx² (gemm_reduce.wgsl scales).
+#ifdef KSPLIT
+    var sc = vec4<f32>(1.0);
+#else
     var sc = vec4<f32>(p.mult);
+#endif
 #ifdef NORM
     ssq[lid] = ss;
     workgroupBarrier();
     for (var j = 0u; j < 4u; j++) {
         let b = (4u * tc + j) * 4u;
         let s = (ssq[b] + ssq[b + 1u]) + (ssq[b + 2u] + ssq[b + 3u]);
+#ifdef KSPLIT
+        let t = t0 + 4u * tc + j;
+        if (rt == 0u && tr == 0u && t < p.tokens) {
+            let splits = (p.cols + p.split1 - 1u) / p.split1;
+            y[splits * p.tokens * p.rows + split * p.tokens + t] = s;
+        }
+#else
         sc[j] *= 1.0 / sqrt(s / f32(p.cols) + p.eps);
+#endif
     }
 #endif
     let c0 = array<vec4<f32>, 4>(c00 * sc.x, c01 * sc.y, c02 * sc.z, c03 * sc.w);
@@ -188,10 +222,10 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let t = t0 + 4u * tc + j;
         for (var i = 0u; i < 4u; i++) {
 #ifdef GLU
-            store(rt, t, 4u * tr + i, activation(p.act, c0[j][i]) * c1[j][i]);
+            store(rt, split, t, 4u * tr + i, activation(p.act, c0[j][i]) * c1[j][i]);
 #else
-            store(rt, t, 4u * tr + i, c0[j][i]);
-            store(rt, t, BM / 2u + 4u * tr + i, c1[j][i]);
+            store(rt, split, t, 4u * tr + i, c0[j][i]);
+            store(rt, split, t, BM / 2u + 4u * tr + i, c1[j][i]);
 #endif
         }
     }

@@ -349,28 +349,15 @@ struct XK {
     sl: f32,  // Σ x over the low-nibble elements
     sh: f32,  // and the high ones
 }
-// Scale byte n (0..11) of the 12 at byte 4.
-fn sbyte(s: vec3<u32>, n: u32) -> u32 {
-    return byte_of(s[n / 4u], n % 4u);
-}
-// Scale and min of sub-block j (llama.cpp get_scale_min_k4) from the scale words.
-fn k4_sm(s: vec3<u32>, j: u32) -> vec2<f32> {
-    let a = sbyte(s, j & 3u);
-    let b = sbyte(s, (j & 3u) + 4u);
-    let c = sbyte(s, j + 4u);
-    if (j < 4u) {
-        return vec2<f32>(f32(a & 63u), f32(b & 63u));
-    }
-    return vec2<f32>(f32((c & 15u) | ((a >> 6u) << 4u)), f32((c >> 4u) | ((b >> 6u) << 4u)));
-}
 fn k4_dot(row: u32, u: u32, xk: XK) -> f32 {
     let b = row * p.row_words + (u / 8u) * BW;
     let c = (u % 8u) / 2u;
     let q = b + 4u + 8u * c + 4u * (u % 2u);
     let dm = unpack2x16float(w[b]);
+    // Scales and mins of sub-blocks 2c and 2c + 1 (dequant.wgsl).
     let s = vec3<u32>(w[b + 1u], w[b + 2u], w[b + 3u]);
-    let sm0 = k4_sm(s, 2u * c);
-    let sm1 = k4_sm(s, 2u * c + 1u);
+    let sm0 = dq_k4_sm(s.x, s.y, s.z, 2u * c);
+    let sm1 = dq_k4_sm(s.x, s.y, s.z, 2u * c + 1u);
     let q0 = w[q];
     let q1 = w[q + 1u];
     let q2 = w[q + 2u];

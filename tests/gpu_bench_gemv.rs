@@ -1,18 +1,21 @@
-//! Decode matmul (GEMV) timing, not a correctness test: the matrices of one decode step of the
+//! Matmul timing, not a correctness test. `gemm_prefill_timing`: the prefill GEMMs of the
+//! benchmark models at `GEMM_BENCH_TOKENS` (512) tokens, GPU time and FLOP/s, with an F32 and
+//! an F16 matrix of the same shape (the kernel without the cost of dequantization).
+//! `gemv_decode_timing`, decode (GEMV): the matrices of one decode step of the
 //! benchmark models (shapes and types of scripts/make_bench_models.py, with the fusions the
 //! decoder uses), each recorded `GEMV_BENCH_CALLS` (100) times back to back in one submission (dependent
 //! dispatches, as in a decode step), wall time per call and the weight bytes read per second.
 //! Two references first: a chain of one-element dispatches (the fixed cost of a dependent
 //! dispatch) and a streaming `add` over 256 MB (the bandwidth a plain WGSL kernel reaches).
 //! Ignored by default; on a GPU machine:
-//! `cargo test --release --test gpu_bench_gemv -- --ignored --nocapture`.
+//! `cargo test --release --test gpu_bench_gemv -- --ignored --nocapture` (`--test-threads 1`).
 
 #![cfg(not(target_arch = "wasm32"))]
 
 mod gpu_util;
 
 use gpu_util::*;
-use ternlm::backend::gpu::{ops, upload};
+use ternlm::backend::gpu::{ops, upload, GpuContext, GpuWeight, Recorder};
 use ternlm::model::arch::Activation;
 use ternlm::quant::{GgmlType, TensorView};
 
@@ -35,6 +38,55 @@ enum Use {
     NormGlu,
     /// `y += W·x` (with a sub-norm when `true`)
     Residual(bool),
+}
+
+/// `GEMV_BENCH_ONLY=bitnet,llama1b`: only those models' matrices (all when unset).
+fn selected(model: &str) -> bool {
+    let only = std::env::var("GEMV_BENCH_ONLY").unwrap_or_default();
+    only.is_empty() || only.split(',').any(|m| m == model)
+}
+
+/// The input, norm weight and output buffers of one timed matmul of `tokens` tokens.
+struct Io {
+    x: wgpu::Buffer,
+    nw: wgpu::Buffer,
+    y: [wgpu::Buffer; 3],
+    rows: usize,
+    tokens: usize,
+}
+
+impl Io {
+    fn new(ctx: &GpuContext, rng: &mut Rng, k: usize, rows: usize, tokens: usize) -> Io {
+        Io {
+            x: upload_f32(ctx, &rng.values(k * tokens)),
+            nw: upload_f32(ctx, &rng.values(k)),
+            y: ["y", "y1", "y2"].map(|l| ctx.storage(l, (rows * tokens * 4) as u64)),
+            rows,
+            tokens,
+        }
+    }
+
+    /// Records `w` used as `u` (N of a joined weight is all its rows; q/k/v split 4:1:1).
+    fn record(&self, ctx: &GpuContext, e: &mut Recorder, w: &GpuWeight, u: Use) {
+        let (rows, tokens) = (self.rows, self.tokens);
+        let norm = Some((&self.nw, 1e-5));
+        if let Use::NormSplit = u {
+            let (q, kv) = (rows * 2 / 3, rows / 6);
+            let outs = [(&self.y[0], q), (&self.y[1], kv), (&self.y[2], kv)];
+            return ops::matmul_split(ctx, e, w, &self.x, tokens, 0, outs, norm).unwrap();
+        }
+        let fuse = ops::Fuse {
+            norm: match u {
+                Use::Norm | Use::NormGlu | Use::Residual(true) => norm,
+                _ => None,
+            },
+            glu: matches!(u, Use::NormGlu).then_some(Activation::Silu),
+            residual: matches!(u, Use::Residual(_)),
+            rows: None,
+        };
+        let n = if fuse.glu.is_some() { rows / 2 } else { rows };
+        ops::matmul(ctx, e, w, &self.x, tokens, &self.y[0], n, 0, fuse).unwrap()
+    }
 }
 
 #[test]
@@ -81,10 +133,8 @@ fn gemv_decode_timing() {
         ("llama1b", "head", Q6_K, 2048, 128256, Use::Norm),
         ("plain", "f16", F16, 4096, 4096, Use::Plain),
     ];
-    // GEMV_BENCH_ONLY=bitnet,llama1b: only those models' matrices.
-    let only = std::env::var("GEMV_BENCH_ONLY").unwrap_or_default();
     for (model, name, ty, k, rows, u) in cases {
-        if !only.is_empty() && !only.split(',').any(|m| m == model) {
+        if !selected(model) {
             continue;
         }
         let bytes = random_tensor(&mut rng, ty, k, rows);
@@ -102,38 +152,56 @@ fn gemv_decode_timing() {
             next.set((i + 1) % ws.len());
             &ws[i]
         };
-        let x = upload_f32(&ctx, &rng.values(k));
-        let nw = upload_f32(&ctx, &rng.values(k));
-        let y = ctx.storage("y", (rows * 4) as u64);
-        let y1 = ctx.storage("y1", (rows * 4) as u64);
-        let y2 = ctx.storage("y2", (rows * 4) as u64);
-        let norm = Some((&nw, 1e-5));
-        let t = gpu_seconds_per_call(&ctx, calls(), &|e| match u {
-            Use::NormSplit => {
-                let (q, kv) = (rows * 2 / 3, rows / 6);
-                let outs = [(&y, q), (&y1, kv), (&y2, kv)];
-                ops::matmul_split(&ctx, e, pick(), &x, 1, 0, outs, norm).unwrap()
-            }
-            _ => {
-                let fuse = ops::Fuse {
-                    norm: match u {
-                        Use::Norm | Use::NormGlu | Use::Residual(true) => norm,
-                        _ => None,
-                    },
-                    glu: matches!(u, Use::NormGlu).then_some(Activation::Silu),
-                    residual: matches!(u, Use::Residual(_)),
-                    rows: None,
-                };
-                let n = if fuse.glu.is_some() { rows / 2 } else { rows };
-                ops::matmul(&ctx, e, pick(), &x, 1, &y, n, 0, fuse).unwrap()
-            }
-        });
+        let io = Io::new(&ctx, &mut rng, k, rows, 1);
+        let t = gpu_seconds_per_call(&ctx, calls(), &|e| io.record(&ctx, e, pick(), u));
         eprintln!(
             "{model:8} {name:8} {ty:?} {k:5}x{rows:6} {:>14}: {:7.2} µs, {:5.2} MB, {:6.0} GB/s",
             format!("{u:?}"),
             t * 1e6,
             w.bytes() as f64 / 1e6,
             w.bytes() as f64 / t / 1e9
+        );
+    }
+}
+
+#[test]
+#[ignore]
+fn gemm_prefill_timing() {
+    use GgmlType::*;
+    let ctx = ctx();
+    eprintln!("adapter {} (subgroups {})", ctx.adapter.name, ctx.subgroups);
+    let tokens: usize = std::env::var("GEMM_BENCH_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512);
+    let mut rng = Rng::new(6);
+    // (model, matrix, type, K, N, use), as in gemv_decode_timing.
+    let cases = [
+        ("llama1b", "qkv", Q4_K, 2048, 3072, Use::NormSplit),
+        ("llama1b", "o", Q4_K, 2048, 2048, Use::Residual(false)),
+        ("llama1b", "gate·up", Q4_K, 2048, 2 * 8192, Use::NormGlu),
+        ("llama1b", "down", Q6_K, 8192, 2048, Use::Residual(false)),
+        ("llama1b", "gate·up", F32, 2048, 2 * 8192, Use::NormGlu),
+        ("llama1b", "gate·up", F16, 2048, 2 * 8192, Use::NormGlu),
+        ("bitnet", "qkv", TQ2_0, 2560, 3840, Use::NormSplit),
+        ("bitnet", "o", TQ2_0, 2560, 2560, Use::Residual(true)),
+        ("bitnet", "gate·up", TQ2_0, 2560, 2 * 6912, Use::NormGlu),
+        ("bitnet", "down", TQ2_0, 6912, 2560, Use::Residual(true)),
+    ];
+    for (model, name, ty, k, rows, u) in cases {
+        if !selected(model) {
+            continue;
+        }
+        let bytes = random_tensor(&mut rng, ty, k, rows);
+        let v = TensorView::new("w", ty, &[k as u64, rows as u64], &bytes).unwrap();
+        let w = upload(&ctx, &v).unwrap();
+        let io = Io::new(&ctx, &mut rng, k, rows, tokens);
+        let t = gpu_seconds_per_call(&ctx, calls().min(20), &|e| io.record(&ctx, e, &w, u));
+        eprintln!(
+            "{model:8} {name:8} {ty:?} {k:5}x{rows:6} x{tokens} {:>14}: {:8.1} µs, {:5.1} TFLOP/s",
+            format!("{u:?}"),
+            t * 1e6,
+            2.0 * (k * rows * tokens) as f64 / t / 1e12
         );
     }
 }

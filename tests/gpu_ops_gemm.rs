@@ -4,7 +4,9 @@
 //! plain types and not of 256 for the legacy blocks), weights split into row parts, and every
 //! fusion (NORM, GLU, RESIDUAL, row ranges, NORM with RESIDUAL) with and without subgroups;
 //! poisoned outputs and sentinels (tests/gpu_util); the q/k/v SPLIT into three outputs (NORM on
-//! and off). Also checks that `ops::matmul` and `ops::matmul_split` route multi-token work here.
+//! and off); split-K (past 1024 columns, few tiles: gemm.wgsl KSPLIT + gemm_reduce.wgsl) in the
+//! type, part and fusion cases. Also checks that `ops::matmul` and `ops::matmul_split` route
+//! multi-token work here.
 
 mod gpu_util;
 
@@ -115,7 +117,10 @@ async fn types(tys: &[GgmlType], shapes: &[(usize, usize)]) {
 #[gpu_test]
 async fn gemm_plain_types() {
     use GgmlType::*;
-    let shapes = pick(&[(1, 1), (37, 131), (70, 9), (272, 129)], &[(37, 131)]);
+    let shapes = pick(
+        &[(1, 1), (37, 131), (70, 9), (272, 129), (1037, 131)],
+        &[(37, 131)],
+    );
     types(&[F32, F16, BF16], shapes).await;
 }
 
@@ -124,7 +129,7 @@ async fn gemm_legacy_blocks() {
     use GgmlType::*;
     types(
         &[Q4_0, Q4_1, Q5_0, Q5_1, Q8_0],
-        pick(&[(32, 5), (96, 131), (608, 77)], &[(96, 131)]),
+        pick(&[(32, 5), (96, 131), (608, 77), (1056, 77)], &[(96, 131)]),
     )
     .await;
 }
@@ -134,7 +139,10 @@ async fn gemm_k_quants() {
     use GgmlType::*;
     types(
         &[Q2_K, Q3_K, Q4_K, Q5_K, Q6_K],
-        pick(&[(256, 5), (768, 131), (512, 301)], &[(256, 131)]),
+        pick(
+            &[(256, 5), (768, 131), (512, 301), (1280, 301)],
+            &[(256, 131)],
+        ),
     )
     .await;
 }
@@ -144,11 +152,15 @@ async fn gemm_ternary() {
     use GgmlType::*;
     types(
         &[TQ1_0, TQ2_0],
-        pick(&[(256, 5), (768, 301)], &[(256, 131)]),
+        pick(&[(256, 5), (768, 301), (1280, 131)], &[(256, 131)]),
     )
     .await;
     // K % 256 = 128 leaves a pad chunk in T2R; the I2_S tensor scale is the kernel multiplier.
-    types(&[I2_S], pick(&[(384, 131), (768, 301)], &[(384, 131)])).await;
+    types(
+        &[I2_S],
+        pick(&[(384, 131), (768, 301), (1152, 131)], &[(384, 131)]),
+    )
+    .await;
 }
 
 /// `ops::matmul` takes the GEMM from GEMM_MIN_TOKENS tokens on (and matmul.wgsl below): both
@@ -191,8 +203,10 @@ async fn fusions(ctx: &GpuContext) {
         (GgmlType::Q4_K, 256, 131),
         (GgmlType::Q6_K, 512, 70),
         (GgmlType::TQ2_0, 512, 70),
+        // Past 1024 columns: NORM, row ranges and RESIDUAL split along K (gemm::split_k).
+        (GgmlType::Q6_K, 1280, 70),
     ];
-    for &(ty, cols, n) in pick(&cases, &[cases[0], cases[2], cases[4]]) {
+    for &(ty, cols, n) in pick(&cases, &[cases[0], cases[2], cases[4], cases[5]]) {
         let bytes = random_tensor(&mut rng, ty, cols, 2 * n);
         let v = TensorView::new("w", ty, &[cols as u64, 2 * n as u64], &bytes).unwrap();
         let w = upload(ctx, &v).unwrap();
@@ -313,7 +327,8 @@ async fn gemm_split_matches_reference() {
 }
 
 /// Every type family; widths that straddle the 128-row tile and its 4-row thread slices, a
-/// split point inside a tile, a width of 1, a first row past 0 and rows left after the range.
+/// split point inside a tile, a width of 1, a first row past 0 and rows left after the range;
+/// split-K past 1024 columns.
 async fn split_cases(ctx: &GpuContext) {
     use GgmlType::*;
     let mut rng = Rng::new(61);
@@ -333,8 +348,11 @@ async fn split_cases(ctx: &GpuContext) {
         (TQ2_0, 256, 0, [131, 45, 45], 0),
         (TQ1_0, 512, 7, [20, 10, 10], 1),
         (I2_S, 384, 0, [128, 64, 64], 0),
+        // Past 1024 columns, few tiles: split along K (KSPLIT, gemm_reduce's SPLIT).
+        (Q4_K, 1280, 2, [131, 45, 45], 3),
+        (TQ2_0, 1536, 0, [64, 32, 32], 0),
     ];
-    let browser = [all[0], all[5], all[6], all[9]];
+    let browser = [all[0], all[5], all[6], all[9], all[12]];
     for &(ty, cols, first, widths, after) in pick(all, &browser) {
         let rows = first + widths.iter().sum::<usize>() + after;
         let data = random_tensor(&mut rng, ty, cols, rows);

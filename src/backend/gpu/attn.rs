@@ -235,6 +235,10 @@ const ATTN_SHORT_CACHE: usize = 2048;
 /// workgroups fill the GPU only when cut this fine (H100, BitNet-2B at 512-2048 positions: 3%
 /// faster decoding than 64-key splits; SmolLM2 and Llama-1B unchanged).
 const ATTN_MIN_SPLIT: usize = 32;
+/// Visible keys up to which there is one split all the same: the merge dispatch a second split
+/// needs costs more than it saves (H100, `tests/gpu_bench_attn.rs`: BitNet-2B's 20/5 × 128
+/// heads at 48 keys 13.6 → 11.4 µs; Llama-1B decoding positions 0-64: 557 → 565-569 tok/s).
+const ATTN_ONE_SPLIT_MAX: usize = 64;
 /// Workgroups enough to fill a GPU without split-K (132 SMs on an H100 hold a 256-thread
 /// workgroup each, twice over).
 const ATTN_ENOUGH_WG: usize = 256;
@@ -278,7 +282,7 @@ pub fn attention_plan(tokens: usize, pos0: usize, p: &AttnParams) -> AttnPlan {
     let wgs = tokens * p.n_head_kv * n_chunks;
     let per_split = tokens * p.n_head * (2 + p.head_dim_v);
     let cap = (ATTN_SCRATCH_BUDGET / per_split.max(1)).clamp(1, ATTN_MAX_SPLITS);
-    let want = if wgs >= ATTN_ENOUGH_WG {
+    let want = if wgs >= ATTN_ENOUGH_WG || n_max <= ATTN_ONE_SPLIT_MAX {
         1
     } else {
         n_max.div_ceil(ATTN_MIN_SPLIT)

@@ -14,6 +14,7 @@
 
 use super::wgsl::{self, Defines};
 use crate::error::{GpuError, Result};
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,14 +54,6 @@ struct ErrorSink {
     lost: Option<String>,
 }
 
-/// One pipeline per (shader, entry, defines).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct PipelineKey {
-    shader: &'static str,
-    entry: &'static str,
-    defines: Defines,
-}
-
 /// A device and everything created once per device.
 pub struct GpuContext {
     pub device: wgpu::Device,
@@ -80,10 +73,13 @@ pub struct GpuContext {
     /// The largest byte range one storage binding may cover (after [`GpuOptions`]), a multiple
     /// of 256.
     pub max_binding: u64,
-    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
-    bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
+    /// One pipeline per kernel, found by the kernel's hash without building a key per
+    /// dispatch (kernels whose hashes collide share the bucket).
+    pipelines: Mutex<FxHashMap<u64, Vec<(Kernel, wgpu::ComputePipeline)>>>,
+    bind_groups: Mutex<FxHashMap<BindKey, wgpu::BindGroup>>,
     params: Mutex<ParamArena>,
     staging: Mutex<Vec<wgpu::Buffer>>,
+    scratch: Mutex<Option<wgpu::Buffer>>,
     errors: Arc<Mutex<ErrorSink>>,
     dispatches: AtomicU64,
     /// Nanoseconds spent waiting for submitted work in readbacks (native).
@@ -259,10 +255,11 @@ impl GpuContext {
             subgroup_min: if subgroups { info.subgroup_min_size } else { 0 },
             kv_f16: !opts.kv_f32,
             max_binding,
-            pipelines: Mutex::new(HashMap::new()),
-            bind_groups: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(FxHashMap::default()),
+            bind_groups: Mutex::new(FxHashMap::default()),
             params: Mutex::new(ParamArena::default()),
             staging: Mutex::new(Vec::new()),
+            scratch: Mutex::new(None),
             errors,
             dispatches: AtomicU64::new(0),
             waited_ns: AtomicU64::new(0),
@@ -318,6 +315,18 @@ impl GpuContext {
         })
     }
 
+    /// A storage buffer of at least `bytes` for what one op passes between its own dispatches
+    /// (the split-K GEMM's partial sums): one buffer per device, replaced by a larger one when
+    /// too small. Every op that uses it writes it before reading it, and the GPU runs the ops
+    /// in recording and submission order, so they never see each other's data.
+    pub fn scratch(&self, bytes: u64) -> wgpu::Buffer {
+        let mut s = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        match &*s {
+            Some(b) if b.size() >= bytes => b.clone(),
+            _ => s.insert(self.storage("scratch", bytes)).clone(),
+        }
+    }
+
     /// A storage buffer holding `data` (padded to 4 bytes).
     pub fn storage_init(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
         let buf = self.storage(label, data.len() as u64);
@@ -336,29 +345,21 @@ impl GpuContext {
         }
     }
 
-    fn lock_pipelines(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<PipelineKey, wgpu::ComputePipeline>> {
-        self.pipelines.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The pipeline of `entry` in `shader` with `defines`, created on first use.
-    fn pipeline(
-        &self,
-        shader: &'static str,
-        entry: &'static str,
-        defines: &Defines,
-    ) -> Result<wgpu::ComputePipeline> {
-        let key = PipelineKey {
-            shader,
-            entry,
-            defines: defines.clone(),
+    /// The pipeline of kernel `k`, created on first use.
+    fn pipeline(&self, k: &Kernel) -> Result<wgpu::ComputePipeline> {
+        let h = {
+            use std::hash::BuildHasher;
+            std::hash::BuildHasherDefault::<rustc_hash::FxHasher>::default().hash_one(k)
         };
-        if let Some(p) = self.lock_pipelines().get(&key) {
-            return Ok(p.clone());
+        let lock = || self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        let found = lock()
+            .get(&h)
+            .and_then(|v| v.iter().find(|(key, _)| key == k).map(|(_, p)| p.clone()));
+        if let Some(p) = found {
+            return Ok(p);
         }
-        let src = wgsl::build(shader, defines, self)?;
-        let label = format!("{shader}:{entry}{}", defines.label());
+        let src = wgsl::build(k.shader, &k.defines, self)?;
+        let label = format!("{}:{}{}", k.shader, k.entry, k.defines.label());
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -371,11 +372,11 @@ impl GpuContext {
                 label: Some(&label),
                 layout: None,
                 module: &module,
-                entry_point: Some(entry),
+                entry_point: Some(k.entry),
                 compilation_options: Default::default(),
                 cache: None,
             });
-        self.lock_pipelines().insert(key, p.clone());
+        lock().entry(h).or_default().push((k.clone(), p.clone()));
         Ok(p)
     }
 
@@ -391,7 +392,7 @@ impl GpuContext {
         buffers: &[wgpu::BindingResource],
         groups: [u32; 3],
     ) -> Result<()> {
-        let pipeline = self.pipeline(k.shader, k.entry, &k.defines)?;
+        let pipeline = self.pipeline(k)?;
         let mut entries = Vec::with_capacity(buffers.len() + 1);
         if !params.is_empty() {
             entries.push(self.param_slot(params)?);
@@ -771,7 +772,7 @@ impl Recorder {
 }
 
 /// A kernel: an entry point of a shader file with its defines.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Kernel {
     pub shader: &'static str,
     pub entry: &'static str,
@@ -788,7 +789,7 @@ impl Kernel {
     }
 
     /// With `name` defined as `value`.
-    pub fn def(mut self, name: &str, value: impl ToString) -> Kernel {
+    pub fn def(mut self, name: &'static str, value: impl ToString) -> Kernel {
         self.defines.set(name, value.to_string());
         self
     }

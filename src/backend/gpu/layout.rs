@@ -45,8 +45,8 @@ pub struct GpuWeight {
 
 impl GpuWeight {
     /// The WGSL define selecting this weight's dequant section (`TYPE_Q4_K`, …).
-    pub fn define(&self) -> String {
-        format!("TYPE_{}", kernel_type(self.ty))
+    pub fn define(&self) -> &'static str {
+        type_define(self.ty)
     }
 
     /// Bytes stored on the GPU.
@@ -55,23 +55,24 @@ impl GpuWeight {
     }
 }
 
-/// The dequant section of a type (dequant.wgsl); ternary types share T2R.
-pub fn kernel_type(ty: GgmlType) -> &'static str {
+/// The define of a type's dequant section (dequant.wgsl; ternary types share `TYPE_T2R`), empty
+/// for a type without one.
+pub fn type_define(ty: GgmlType) -> &'static str {
     match ty {
-        GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2_S => "T2R",
-        GgmlType::F32 => "F32",
-        GgmlType::F16 => "F16",
-        GgmlType::BF16 => "BF16",
-        GgmlType::Q4_0 => "Q4_0",
-        GgmlType::Q4_1 => "Q4_1",
-        GgmlType::Q5_0 => "Q5_0",
-        GgmlType::Q5_1 => "Q5_1",
-        GgmlType::Q8_0 => "Q8_0",
-        GgmlType::Q2_K => "Q2_K",
-        GgmlType::Q3_K => "Q3_K",
-        GgmlType::Q4_K => "Q4_K",
-        GgmlType::Q5_K => "Q5_K",
-        GgmlType::Q6_K => "Q6_K",
+        GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2_S => "TYPE_T2R",
+        GgmlType::F32 => "TYPE_F32",
+        GgmlType::F16 => "TYPE_F16",
+        GgmlType::BF16 => "TYPE_BF16",
+        GgmlType::Q4_0 => "TYPE_Q4_0",
+        GgmlType::Q4_1 => "TYPE_Q4_1",
+        GgmlType::Q5_0 => "TYPE_Q5_0",
+        GgmlType::Q5_1 => "TYPE_Q5_1",
+        GgmlType::Q8_0 => "TYPE_Q8_0",
+        GgmlType::Q2_K => "TYPE_Q2_K",
+        GgmlType::Q3_K => "TYPE_Q3_K",
+        GgmlType::Q4_K => "TYPE_Q4_K",
+        GgmlType::Q5_K => "TYPE_Q5_K",
+        GgmlType::Q6_K => "TYPE_Q6_K",
         _ => "",
     }
 }
@@ -115,7 +116,7 @@ fn pack_rows(v: &TensorView, rows: std::ops::Range<usize>, rw: usize) -> Vec<u32
 /// Uploads a tensor, split into parts of at most `ctx.max_binding` bytes.
 pub fn upload(ctx: &GpuContext, v: &TensorView) -> Result<GpuWeight> {
     let ty = v.ty();
-    if kernel_type(ty).is_empty() {
+    if type_define(ty).is_empty() {
         return Err(GpuError::UnsupportedType(ty.name().into()).into());
     }
     let (cols, rows) = (v.ncols(), v.nrows());

@@ -219,7 +219,7 @@ pub fn matmul(
     }
     let mut k = Kernel::new("matmul", "matmul")
         .def("MATMUL", 1)
-        .def(&w.define(), 1);
+        .def(w.define(), 1);
     let mut extra = [0u32; 2];
     if let Some((_, eps)) = fuse.norm {
         k = k.def("NORM", 1);
@@ -325,7 +325,7 @@ pub fn matmul_split(
         }
         return Ok(());
     }
-    let mut k = Kernel::new("gemv", "gemv").def(&w.define(), 1);
+    let mut k = Kernel::new("gemv", "gemv").def(w.define(), 1);
     if norm.is_some() {
         k = k.def("NORM", 1);
     }
@@ -357,9 +357,7 @@ const Q8X_MAX_COLS: usize = 8192;
 /// (the scheme llama.cpp and the CPU engine use for ternary weights) and dotted by packed int8
 /// dot products, instead of every weight code converted to f32.
 pub fn gemv_quantizes_x(w: &GpuWeight) -> bool {
-    super::layout::kernel_type(w.ty) == "T2R"
-        && w.cols.is_multiple_of(256)
-        && w.cols <= Q8X_MAX_COLS
+    w.define() == "TYPE_T2R" && w.cols.is_multiple_of(256) && w.cols <= Q8X_MAX_COLS
 }
 
 /// gemv.wgsl for `w` with `defines` (the type and fusions of matmul) and its row groups per
@@ -423,7 +421,7 @@ pub fn embed(
 ) -> Result<()> {
     let k = Kernel::new("matmul", "embed")
         .def("EMBED", 1)
-        .def(&w.define(), 1);
+        .def(w.define(), 1);
     let grid = ctx.grid(tokens as u32);
     for part in &w.parts {
         let p = weight_params(

@@ -10,7 +10,6 @@
 
 use super::context::GpuContext;
 use crate::error::{GpuError, Result};
-use std::collections::BTreeMap;
 
 /// The shader files, by name (`shaders/<name>.wgsl`).
 const SOURCES: &[(&str, &str)] = &[
@@ -23,6 +22,10 @@ const SOURCES: &[(&str, &str)] = &[
     ("dequant", include_str!("../../../shaders/dequant.wgsl")),
     ("matmul", include_str!("../../../shaders/matmul.wgsl")),
     ("gemm", include_str!("../../../shaders/gemm.wgsl")),
+    (
+        "gemm_reduce",
+        include_str!("../../../shaders/gemm_reduce.wgsl"),
+    ),
     ("kv", include_str!("../../../shaders/kv.wgsl")),
     ("gemv", include_str!("../../../shaders/gemv.wgsl")),
     ("rope_pair", include_str!("../../../shaders/rope_pair.wgsl")),
@@ -41,21 +44,29 @@ pub fn source(name: &str) -> Option<&'static str> {
     SOURCES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
 }
 
-/// Preprocessor definitions, ordered so that equal sets compare and hash equal.
+/// Preprocessor definitions, sorted by name so that equal sets compare and hash equal. Names
+/// are static (shader sources and the ops' literals): building a kernel's set per dispatch
+/// allocates only its values.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct Defines(BTreeMap<String, String>);
+pub struct Defines(Vec<(&'static str, String)>);
 
 impl Defines {
-    pub fn set(&mut self, name: &str, value: String) {
-        self.0.insert(name.to_string(), value);
+    pub fn set(&mut self, name: &'static str, value: String) {
+        match self.0.binary_search_by(|(n, _)| n.cmp(&name)) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (name, value)),
+        }
     }
 
     pub fn remove(&mut self, name: &str) {
-        self.0.remove(name);
+        self.0.retain(|(n, _)| *n != name);
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// ` A=1 B=2` for pipeline labels (empty when none).

@@ -534,11 +534,14 @@ fn run(cli: Cli) -> ternlm::Result<()> {
         } => {
             let m = model.load()?;
             let n_vocab = m.spec().n_vocab;
-            let mut cache = m.new_cache(n_prompt + n_gen);
             let prompt = bench_tokens(n_prompt.max(1), n_vocab);
-            // Warm-up (pipelines compiled, buffers allocated), as llama-bench does.
+            let capacity = (n_prompt + n_gen).max(prompt.len() + 2);
+            let mut cache = m.new_cache(capacity);
+            // Warm-up (pipelines compiled, buffers allocated), as llama-bench does, on a cache of
+            // the timed runs' capacity: kernels specialized on it compile here, not in a timed
+            // prefill (a fresh machine has no driver shader cache).
             {
-                let mut c = m.new_cache(prompt.len() + 2);
+                let mut c = m.new_cache(capacity);
                 let id = m.forward_argmax(&mut c, &prompt)?;
                 m.greedy(&mut c, id, 2, |_| true)?;
             }
