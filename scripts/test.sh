@@ -26,6 +26,8 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     $SUDO apt-get update -q
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium chromium-driver
 fi
+# One build from scratch: incremental state would only take disk (~0.75 GB).
+export CARGO_INCREMENTAL=0
 # Mesa warns on every device creation without a writable runtime dir.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 
