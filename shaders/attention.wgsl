@@ -25,10 +25,11 @@
 // (token, KV head) exactly one workgroup (the first chunk of heads, the split ending at the
 // token's own key) writes that head's part of the token's K and V rows into the cache. No
 // workgroup reads a cache row that another writes, so the RoPE + KV write dispatch (rope.wgsl
-// rope_kv) is not needed.
+// rope_kv) is not needed. With OWN (where workgroup memory allows) the workgroup's own token's
+// K/V head rows are built once into workgroup memory first, by all threads.
 // Defines: GQ, HEAD_DIM, HEAD_DIM_V, KL (a power of two, KL·VCH ≤ WG, KL ≤ BK), CHUNK (a multiple
 // of BK), KV_VEC (head dims multiples of 4: K/V read 4 elements a load), SG_K / SG_V (subgroups of
-// at least C / KL lanes, invocation ids following local_invocation_index), ROPE_KV.
+// at least C / KL lanes, invocation ids following local_invocation_index), ROPE_KV, OWN.
 
 #include "common"
 
@@ -137,6 +138,15 @@ fn roped(d: u32, x: f32, xo: f32, pos: u32) -> f32 {
     return rotate(xo, x, c).y;
 }
 
+// This workgroup's token's own K and V head rows (key pos0 + t), rotated and rounded as the cache
+// stores them: built once, in parallel, before the scores, rather than by the lanes that read
+// them (a long serial path for one subgroup of every scores pass and P·V step).
+#ifdef OWN
+var<workgroup> kown: array<vec4<f32>, KCH>;
+var<workgroup> vown: array<vec4<f32>, VCH>;
+var<private> own: u32;  // that key
+#endif
+
 // Element c of the chunk's K row t, rotated, as the cache stores it; 0 past the row (the pad).
 fn k_new(t: u32, c: u32) -> f32 {
     if (c >= p.k_row) {
@@ -192,6 +202,11 @@ fn v4(e0: u32, ch: u32) -> vec4<f32> {
 // element in the cache): under ROPE_KV a key of this chunk (≥ pos0) comes from kn, not the cache.
 fn key4(key: u32, kr: u32, kb: u32, ch: u32) -> vec4<f32> {
 #ifdef ROPE_KV
+#ifdef OWN
+    if (key == own) {
+        return kown[ch];
+    }
+#endif
     if (key >= p.pos0) {
         var r = vec4<f32>(0.0);
         for (var e = 0u; e < 4u; e++) {
@@ -209,6 +224,11 @@ fn key4(key: u32, kr: u32, kb: u32, ch: u32) -> vec4<f32> {
 // The same of V (`vb`, `vr`).
 fn val4(key: u32, vr: u32, vb: u32, ch: u32) -> vec4<f32> {
 #ifdef ROPE_KV
+#ifdef OWN
+    if (key == own) {
+        return vown[ch];
+    }
+#endif
     if (key >= p.pos0) {
         var r = vec4<f32>(0.0);
         for (var e = 0u; e < 4u; e++) {
@@ -298,6 +318,29 @@ fn attention(
     let vs = kv_stride(p.v_row);
     let kb = hk * HEAD_DIM;    // this KV head's offset in a K row
     let vb = hk * HEAD_DIM_V;  // … and in a V row
+#ifdef ROPE_KV
+#ifdef OWN
+    own = pos;
+    for (var ch = lid; ch < KCH; ch += WG) {
+        var r = vec4<f32>(0.0);
+        for (var e = 0u; e < 4u; e++) {
+            if (4u * ch + e < HEAD_DIM) {
+                r[e] = k_new(t, kb + 4u * ch + e);
+            }
+        }
+        kown[ch] = r;
+    }
+    for (var ch = lid; ch < VCH; ch += WG) {
+        var r = vec4<f32>(0.0);
+        for (var e = 0u; e < 4u; e++) {
+            if (4u * ch + e < HEAD_DIM_V) {
+                r[e] = v_new(t, vb + 4u * ch + e);
+            }
+        }
+        vown[ch] = r;
+    }
+#endif
+#endif
 #ifdef ROPE_KV
     // The token's K and V rows at `pos`, this head's part: written by the first chunk of heads
     // in the split that ends at `pos` (one workgroup per token and KV head). Nothing in this

@@ -10,7 +10,8 @@
 // Types without a section of their own take dequant.wgsl's `dq` one group at a time (GENERIC4 for
 // the plain types, whose rows may end inside a vec4: XSCALAR; GENERIC16 for the rest).
 // Q8X (ternary rows): the workgroup first quantizes x to int8 in workgroup memory (quantize_x) and
-// the units are int8 dot products (dot4I8Packed) against it.
+// the units are int8 dot products (dot4I8Packed) against it; XQ_SG (one known subgroup size): a
+// subgroup quantizes a whole 256-value block, without barriers.
 
 #include "common"
 
@@ -68,6 +69,61 @@ var<workgroup> part: array<vec4<f32>, WG>;
 // per workgroup, then read from here as packed int8.
 var<workgroup> xq: array<u32, XQ_N>;
 var<workgroup> xd: array<f32, XQ_N / 64u>;
+// xq[c] = x vec4 c (v) quantized with its block's max |x| (amax).
+fn store_q(c: u32, v: vec4<f32>, amax: f32) {
+    let id = select(0.0, 127.0 / amax, amax > 0.0);
+    xq[c] = pack4xI8(vec4<i32>(round(v * id)));
+}
+
+fn abs_max4(v: vec4<f32>) -> f32 {
+    return max(max(abs(v.x), abs(v.y)), max(abs(v.z), abs(v.w)));
+}
+
+#ifdef XQ_SG
+// The subgroup size is XQ_SG on this device (its smallest and largest: ops::gemv_kernel) and
+// divides 64: a subgroup quantizes a whole 256-value block at a time (PER vec4 a lane), its max
+// by subgroupMax, with no barrier until the end, and the next block's loads are issued before
+// this one is quantized, so that their latencies overlap.
+const PER: u32 = 64u / XQ_SG;
+const NSUB: u32 = WG / XQ_SG;
+const NB: u32 = XQ_N / 64u;
+
+// Lane sgi's vec4s of block b (zeros past the last block: nothing loaded, nothing added to ssq).
+fn load_block(b: u32) -> array<vec4<f32>, PER> {
+    var v: array<vec4<f32>, PER>;
+    if (b < NB) {
+        for (var i = 0u; i < PER; i++) {
+            v[i] = xv(64u * b + i * XQ_SG + sgi);
+        }
+    }
+    return v;
+}
+
+fn quantize_x(lid: u32) {
+    let sub = lid / XQ_SG;
+    var cur = load_block(sub);
+    // Every subgroup takes the same number of steps (subgroupMax in uniform control flow).
+    for (var b0 = 0u; b0 < NB; b0 += NSUB) {
+        let b = b0 + sub;
+        let nxt = load_block(b + NSUB);
+        var m = 0.0;
+        for (var i = 0u; i < PER; i++) {
+            m = max(m, abs_max4(cur[i]));
+        }
+        let amax = subgroupMax(m);
+        if (b < NB) {
+            for (var i = 0u; i < PER; i++) {
+                store_q(64u * b + i * XQ_SG + sgi, cur[i], amax);
+            }
+            if (sgi == 0u) {
+                xd[b] = amax / 127.0;
+            }
+        }
+        cur = nxt;
+    }
+    workgroupBarrier();
+}
+#else
 var<workgroup> red: array<f32, WG>;
 
 // The largest m over the 64 consecutive threads of lid's block, by a tree in workgroup memory.
@@ -95,7 +151,7 @@ fn quantize_x(lid: u32) {
         if (c < n4) {
             v = xv(c);
         }
-        let m = max(max(abs(v.x), abs(v.y)), max(abs(v.z), abs(v.w)));
+        let m = abs_max4(v);
         var amax: f32;
 #ifdef HAS_SUBGROUPS
         if (sgs > 1u && 64u % sgs == 0u) {
@@ -118,8 +174,7 @@ fn quantize_x(lid: u32) {
         amax = block_max_tree(m, lid);
 #endif
         if (c < n4) {
-            let id = select(0.0, 127.0 / amax, amax > 0.0);
-            xq[c] = pack4xI8(vec4<i32>(round(v * id)));
+            store_q(c, v, amax);
             if (lid % 64u == 0u) {
                 xd[c / 64u] = amax / 127.0;
             }
@@ -127,6 +182,7 @@ fn quantize_x(lid: u32) {
     }
     workgroupBarrier();
 }
+#endif
 #endif
 // The subgroup size and this thread's index in its subgroup (1 and 0 without subgroups).
 var<private> sgs: u32 = 1u;

@@ -319,9 +319,12 @@ fn attention_kernel(ctx: &GpuContext, p: &AttnParams, gq: usize) -> Kernel {
     let (kch, vch) = (p.head_dim.div_ceil(4), p.head_dim_v.div_ceil(4));
     // Largest power of two with KL·VCH ≤ WG, at most BK (the l sums reuse [GQ][BK] floats).
     let kl = (1usize << (ATTN_WG / vch).ilog2()).min(ATTN_BK);
-    // f32s: qs GQ·4·KCH, sc GQ·CHUNK, red 4·WG, mx GQ·BK, mg GQ.
+    // f32s: qs GQ·4·KCH, sc GQ·CHUNK, red 4·WG, mx GQ·BK, mg GQ, and under ROPE_KV with `OWN`
+    // the token's own K/V head rows, 4·(KCH + VCH), where a chunk of BK keys still fits beside.
     let free = ATTN_WG_MEMORY / 4 - 4 * ATTN_WG;
-    let chunk = (free / gq - 4 * kch - ATTN_BK - 1) / ATTN_BK * ATTN_BK;
+    let chunk_in = |free: usize| (free / gq - 4 * kch - ATTN_BK - 1) / ATTN_BK * ATTN_BK;
+    let own = chunk_in(free - 4 * (kch + vch)) >= ATTN_BK;
+    let chunk = chunk_in(if own { free - 4 * (kch + vch) } else { free });
     debug_assert!(
         chunk >= ATTN_BK,
         "head dims ≤ {ATTN_MAX_HEAD_DIM}, gq ≤ {ATTN_MAX_GQ}"
@@ -335,6 +338,9 @@ fn attention_kernel(ctx: &GpuContext, p: &AttnParams, gq: usize) -> Kernel {
         .def("CHUNK", format!("{}u", chunk.min(512)));
     if p.head_dim.is_multiple_of(4) && p.head_dim_v.is_multiple_of(4) {
         k = k.def("KV_VEC", 1);
+    }
+    if own {
+        k = k.def("OWN", 1);
     }
     let sg = if ctx.subgroups {
         ctx.subgroup_min as usize

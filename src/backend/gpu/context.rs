@@ -68,6 +68,8 @@ pub struct GpuContext {
     /// The adapter's smallest subgroup size when [`GpuContext::subgroups`] (kernels that shuffle
     /// within a fixed number of lanes check it), else 0.
     pub subgroup_min: u32,
+    /// … and its largest (most GPUs have one size: a kernel may then rely on it), else 0.
+    pub subgroup_max: u32,
     /// KV caches on this device store f16 pairs (else f32): [`GpuOptions::kv_f32`].
     pub kv_f16: bool,
     /// The largest byte range one storage binding may cover (after [`GpuOptions`]), a multiple
@@ -253,6 +255,7 @@ impl GpuContext {
             f16,
             subgroups,
             subgroup_min: if subgroups { info.subgroup_min_size } else { 0 },
+            subgroup_max: if subgroups { info.subgroup_max_size } else { 0 },
             kv_f16: !opts.kv_f32,
             max_binding,
             pipelines: Mutex::new(FxHashMap::default()),

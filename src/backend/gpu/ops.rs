@@ -242,7 +242,7 @@ pub fn matmul(
     if fuse.residual {
         k = k.def("RESIDUAL", 1);
     }
-    let gemv = (tokens == 1).then(|| gemv_kernel(w, k.defines.clone()));
+    let gemv = (tokens == 1).then(|| gemv_kernel(ctx, w, k.defines.clone()));
     for part in &w.parts {
         let (w_row0, rows) = match (fuse.rows, fuse.glu) {
             (Some(r), _) => r,
@@ -329,7 +329,7 @@ pub fn matmul_split(
     if norm.is_some() {
         k = k.def("NORM", 1);
     }
-    let (k, ng) = gemv_kernel(w, k.def("SPLIT", 1).defines);
+    let (k, ng) = gemv_kernel(ctx, w, k.def("SPLIT", 1).defines);
     let grid = ctx.grid((rows as u32).div_ceil(4 * ng));
     let eps = norm.map_or(0, |n| n.1.to_bits());
     let (split1, split2) = (outs[0].1 as u32, (outs[0].1 + outs[1].1) as u32);
@@ -349,6 +349,11 @@ const GEMV_WG: u32 = 128;
 /// Threads per workgroup of gemv.wgsl under `Q8X` (each workgroup quantizes all of x first).
 const Q8X_WG: u32 = 256;
 
+/// … when a subgroup quantizes a block (`XQ_SG`): fewer workgroups quantizing the same x (H100,
+/// `tests/gpu_bench_gemv.rs`, BitNet-2B: down 13.0 → 11.6 µs, q/k/v, out and gate·up 0.7-0.9 µs
+/// faster each than 256 threads with the workgroup-memory maxima).
+const Q8X_SG_WG: u32 = 512;
+
 /// The longest rows gemv.wgsl quantizes x for (its packed copy lives in workgroup memory).
 const Q8X_MAX_COLS: usize = 8192;
 
@@ -364,7 +369,11 @@ pub fn gemv_quantizes_x(w: &GpuWeight) -> bool {
 /// workgroup: the type's unit (elements per thread step, the shader's `UE`) and section, the
 /// workgroup size (`WGS`) and threads per row group (`TPR`), `Q8X` for ternary rows, and
 /// `UNROLL4` where a thread has four units or more.
-fn gemv_kernel(w: &GpuWeight, defines: crate::backend::gpu::wgsl::Defines) -> (Kernel, u32) {
+fn gemv_kernel(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    defines: crate::backend::gpu::wgsl::Defines,
+) -> (Kernel, u32) {
     use crate::quant::GgmlType as T;
     let (unit, section) = match w.ty {
         T::F32 | T::F16 | T::BF16 => (4, Some("GENERIC4")),
@@ -380,8 +389,20 @@ fn gemv_kernel(w: &GpuWeight, defines: crate::backend::gpu::wgsl::Defines) -> (K
     // LM head has rows enough to fill the GPU with about half a row's units per group.
     let glu = defines.get("GLU").is_some();
     let q8x = gemv_quantizes_x(w);
+    // Q8X where the device has one subgroup size, of 8 to 64 lanes: a subgroup quantizes a
+    // 256-value block without barriers (XQ_SG), in workgroups of Q8X_SG_WG threads where the
+    // limits allow (workgroup memory: the group sums' vec4s, x as int8, its scales).
+    let sg = ctx.subgroup_min;
+    let xq_sg = q8x && sg == ctx.subgroup_max && (8..=64).contains(&sg) && sg.is_power_of_two();
+    let sg_wg_fits = ctx.limits.max_compute_invocations_per_workgroup >= Q8X_SG_WG
+        && ctx.limits.max_compute_workgroup_storage_size as usize
+            >= 16 * Q8X_SG_WG as usize + w.cols + w.cols / 64;
     let (wg, tpr) = if q8x || w.rows <= 16384 {
-        let wg = if q8x { Q8X_WG } else { GEMV_WG };
+        let wg = match (q8x, xq_sg && sg_wg_fits) {
+            (true, true) => Q8X_SG_WG,
+            (true, false) => Q8X_WG,
+            _ => GEMV_WG,
+        };
         (wg, if glu { 32 } else { 64 })
     } else {
         (64, (units / 2).next_power_of_two().clamp(8, 64))
@@ -402,6 +423,9 @@ fn gemv_kernel(w: &GpuWeight, defines: crate::backend::gpu::wgsl::Defines) -> (K
     }
     if q8x {
         k = k.def("Q8X", 1).def("XQ_N", format!("{}u", w.cols / 4));
+        if xq_sg {
+            k = k.def("XQ_SG", format!("{sg}u"));
+        }
     }
     // Four units in flight per thread where rows are long (a bigger shader: only there).
     if units >= 4 * tpr {
