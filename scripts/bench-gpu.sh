@@ -92,7 +92,7 @@ pack() {
     fi
     if [ -z "$sdist" ]; then
         log "pip download $SDIST_PKG (sdist, about 77 MB)"
-        "$py" -m pip download --quiet --no-deps --no-binary :all: -d "$tmp/sdist" "$SDIST_PKG"
+        "$py" -m pip download --quiet --no-deps --no-binary llama-cpp-python -d "$tmp/sdist" "$SDIST_PKG"
         sdist="$tmp/sdist/$SDIST_FILE"
     fi
     [ -f "$sdist" ] || die "sdist not found: $sdist"
