@@ -7,6 +7,7 @@
 mod gpu_util;
 
 use gpu_util::*;
+use ternlm::backend::gpu::{ops, GpuOptions};
 use ternlm::quant::GgmlType;
 
 /// Exact dequantization, f32 accumulation (testing.md §3).
@@ -42,6 +43,18 @@ async fn matmul_k_quants() {
 #[gpu_test]
 async fn matmul_ternary() {
     use GgmlType::*;
+    // matmul_cases takes every shape with the adapter's subgroups and without; which way the
+    // one-token products quantize x in each (gemv.wgsl XQ_SG or the workgroup-memory maxima):
+    for no_subgroups in [false, true] {
+        let ctx = ctx_with_async(&GpuOptions {
+            no_subgroups,
+            ..Default::default()
+        })
+        .await;
+        let by = ops::gemv_subgroup_quantize(&ctx);
+        assert!(!no_subgroups || by.is_none());
+        eprintln!("no_subgroups {no_subgroups}: x quantized by subgroups of {by:?} (None: workgroup memory)");
+    }
     run(
         &[TQ1_0, TQ2_0],
         &[(256, 5), (768, 7), (768, 301), (4864, 3), (9216, 3)],

@@ -365,6 +365,15 @@ pub fn gemv_quantizes_x(w: &GpuWeight) -> bool {
     w.define() == "TYPE_T2R" && w.cols.is_multiple_of(256) && w.cols <= Q8X_MAX_COLS
 }
 
+/// The subgroup size by which a `Q8X` product quantizes x on this device (gemv.wgsl `XQ_SG`: a
+/// subgroup per 256-value block, no barriers): where the adapter has one subgroup size, of 8 to
+/// 64 lanes. `None`: blocks take a workgroup-memory tree (no subgroups, as in the browser).
+pub fn gemv_subgroup_quantize(ctx: &GpuContext) -> Option<u32> {
+    let sg = ctx.subgroup_min;
+    (ctx.subgroups && sg == ctx.subgroup_max && (8..=64).contains(&sg) && sg.is_power_of_two())
+        .then_some(sg)
+}
+
 /// gemv.wgsl for `w` with `defines` (the type and fusions of matmul) and its row groups per
 /// workgroup: the type's unit (elements per thread step, the shader's `UE`) and section, the
 /// workgroup size (`WGS`) and threads per row group (`TPR`), `Q8X` for ternary rows, and
@@ -389,16 +398,14 @@ fn gemv_kernel(
     // LM head has rows enough to fill the GPU with about half a row's units per group.
     let glu = defines.get("GLU").is_some();
     let q8x = gemv_quantizes_x(w);
-    // Q8X where the device has one subgroup size, of 8 to 64 lanes: a subgroup quantizes a
-    // 256-value block without barriers (XQ_SG), in workgroups of Q8X_SG_WG threads where the
-    // limits allow (workgroup memory: the group sums' vec4s, x as int8, its scales).
-    let sg = ctx.subgroup_min;
-    let xq_sg = q8x && sg == ctx.subgroup_max && (8..=64).contains(&sg) && sg.is_power_of_two();
+    // Q8X by subgroups (XQ_SG) in workgroups of Q8X_SG_WG threads where the limits allow
+    // (workgroup memory: the group sums' vec4s, x as int8, its scales).
+    let xq_sg = q8x.then(|| gemv_subgroup_quantize(ctx)).flatten();
     let sg_wg_fits = ctx.limits.max_compute_invocations_per_workgroup >= Q8X_SG_WG
         && ctx.limits.max_compute_workgroup_storage_size as usize
             >= 16 * Q8X_SG_WG as usize + w.cols + w.cols / 64;
     let (wg, tpr) = if q8x || w.rows <= 16384 {
-        let wg = match (q8x, xq_sg && sg_wg_fits) {
+        let wg = match (q8x, xq_sg.is_some() && sg_wg_fits) {
             (true, true) => Q8X_SG_WG,
             (true, false) => Q8X_WG,
             _ => GEMV_WG,
@@ -423,7 +430,7 @@ fn gemv_kernel(
     }
     if q8x {
         k = k.def("Q8X", 1).def("XQ_N", format!("{}u", w.cols / 4));
-        if xq_sg {
+        if let Some(sg) = xq_sg {
             k = k.def("XQ_SG", format!("{sg}u"));
         }
     }
