@@ -340,11 +340,10 @@ fn attention(
         vown[ch] = r;
     }
 #endif
-#endif
-#ifdef ROPE_KV
     // The token's K and V rows at `pos`, this head's part: written by the first chunk of heads
     // in the split that ends at `pos` (one workgroup per token and KV head). Nothing in this
-    // dispatch reads them from the cache (keys ≥ pos0 come from kn/vn).
+    // dispatch reads them from the cache (keys ≥ pos0 come from kn/vn). Under OWN each thread
+    // reads the kown/vown quads it wrote itself just above (the same ch), before any barrier.
     if (g0 == 0u && n > 0u && first + n == n_all) {
 #ifdef KV_VEC
         // Whole quads: with head dims multiples of 4, a quad lies in one head.

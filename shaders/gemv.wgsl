@@ -80,7 +80,7 @@ fn abs_max4(v: vec4<f32>) -> f32 {
 }
 
 #ifdef XQ_SG
-// The subgroup size is XQ_SG on this device (its smallest and largest: ops::gemv_kernel) and
+// The subgroup size is XQ_SG on this device (its smallest and largest: ops::gemv_subgroup_quantize) and
 // divides 64: a subgroup quantizes a whole 256-value block at a time (PER vec4 a lane), its max
 // by subgroupMax, with no barrier until the end, and the next block's loads are issued before
 // this one is quantized, so that their latencies overlap.
