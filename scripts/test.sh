@@ -45,6 +45,13 @@ cargo build --lib --locked --target wasm32-unknown-unknown --no-default-features
 step "native tests"
 cargo test --locked
 
+step "ternary GEMV with 16-lane subgroups too (lavapipe at LP_NATIVE_VECTOR_WIDTH=512: gemv.wgsl XQ_SG=16)"
+out="$(LP_NATIVE_VECTOR_WIDTH=512 cargo test --locked --test gpu_ops_quant matmul_ternary -- --nocapture 2>&1)" ||
+    { echo "$out"; exit 1; }
+grep "x quantized by" <<<"$out"
+grep -q "no_subgroups false: x quantized by subgroups of Some(16)" <<<"$out" ||
+    { echo "$out"; echo "lavapipe did not take 16-lane subgroups: XQ_SG=16 was not tested" >&2; exit 1; }
+
 step "web package builds from the wasm-pack.toml contract"
 bash scripts/build-web.sh
 test -s www/pkg/ternlm_bg.wasm && test -s www/pkg/ternlm.js && test -s www/pkg/ternlm.d.ts
