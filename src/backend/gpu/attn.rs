@@ -314,8 +314,9 @@ pub fn attention_splits(tokens: usize, pos0: usize, p: &AttnParams) -> (usize, u
 /// The attention.wgsl kernel for `gq` heads per workgroup on this device: head dims, the
 /// P·V key lanes `KL`, the keys per chunk `CHUNK` (what fits in [`ATTN_WG_MEMORY`]), 4-element
 /// K/V loads when the head dims allow, subgroup shuffles where the adapter's smallest
-/// subgroup holds the lanes they combine.
-fn attention_kernel(ctx: &GpuContext, p: &AttnParams, gq: usize) -> Kernel {
+/// subgroup holds the lanes they combine; `rope_kv`: `ROPE_KV`, with the token's own K/V rows in
+/// workgroup memory (`OWN`) where they fit beside a chunk.
+fn attention_kernel(ctx: &GpuContext, p: &AttnParams, gq: usize, rope_kv: bool) -> Kernel {
     let (kch, vch) = (p.head_dim.div_ceil(4), p.head_dim_v.div_ceil(4));
     // Largest power of two with KL·VCH ≤ WG, at most BK (the l sums reuse [GQ][BK] floats).
     let kl = (1usize << (ATTN_WG / vch).ilog2()).min(ATTN_BK);
@@ -323,7 +324,7 @@ fn attention_kernel(ctx: &GpuContext, p: &AttnParams, gq: usize) -> Kernel {
     // the token's own K/V head rows, 4·(KCH + VCH), where a chunk of BK keys still fits beside.
     let free = ATTN_WG_MEMORY / 4 - 4 * ATTN_WG;
     let chunk_in = |free: usize| (free / gq - 4 * kch - ATTN_BK - 1) / ATTN_BK * ATTN_BK;
-    let own = chunk_in(free - 4 * (kch + vch)) >= ATTN_BK;
+    let own = rope_kv && chunk_in(free - 4 * (kch + vch)) >= ATTN_BK;
     let chunk = chunk_in(if own { free - 4 * (kch + vch) } else { free });
     debug_assert!(
         chunk >= ATTN_BK,
@@ -338,6 +339,9 @@ fn attention_kernel(ctx: &GpuContext, p: &AttnParams, gq: usize) -> Kernel {
         .def("CHUNK", format!("{}u", chunk.min(512)));
     if p.head_dim.is_multiple_of(4) && p.head_dim_v.is_multiple_of(4) {
         k = k.def("KV_VEC", 1);
+    }
+    if rope_kv {
+        k = k.def("ROPE_KV", 1);
     }
     if own {
         k = k.def("OWN", 1);
@@ -529,9 +533,8 @@ fn attention_decode(
         o.as_entire_binding(),
         scratch.as_entire_binding(),
     ];
-    let mut kernel = attention_kernel(ctx, p, plan.gq);
+    let kernel = attention_kernel(ctx, p, plan.gq, fused.is_some());
     if let Some(f) = &fused {
-        kernel = kernel.def("ROPE_KV", 1);
         // With nothing rotated the table is never read: any buffer binds.
         let table = if f.n_rot > 0 { f.table } else { f.k };
         bufs.extend([
