@@ -144,7 +144,7 @@ fn roped(d: u32, x: f32, xo: f32, pos: u32) -> f32 {
 #ifdef OWN
 var<workgroup> kown: array<vec4<f32>, KCH>;
 var<workgroup> vown: array<vec4<f32>, VCH>;
-var<private> own: u32;  // that key
+var<private> own: u32 = 0xffffffffu;  // that key, once kown/vown hold it
 #endif
 
 // Element c of the chunk's K row t, rotated, as the cache stores it; 0 past the row (the pad).
@@ -320,25 +320,14 @@ fn attention(
     let vb = hk * HEAD_DIM_V;  // … and in a V row
 #ifdef ROPE_KV
 #ifdef OWN
-    own = pos;
+    // key4/val4 rotate and round the token's own rows from kn/vn while `own` matches no key.
     for (var ch = lid; ch < KCH; ch += WG) {
-        var r = vec4<f32>(0.0);
-        for (var e = 0u; e < 4u; e++) {
-            if (4u * ch + e < HEAD_DIM) {
-                r[e] = k_new(t, kb + 4u * ch + e);
-            }
-        }
-        kown[ch] = r;
+        kown[ch] = key4(pos, 0u, kb, ch);
     }
     for (var ch = lid; ch < VCH; ch += WG) {
-        var r = vec4<f32>(0.0);
-        for (var e = 0u; e < 4u; e++) {
-            if (4u * ch + e < HEAD_DIM_V) {
-                r[e] = v_new(t, vb + 4u * ch + e);
-            }
-        }
-        vown[ch] = r;
+        vown[ch] = val4(pos, 0u, vb, ch);
     }
+    own = pos;
 #endif
     // The token's K and V rows at `pos`, this head's part: written by the first chunk of heads
     // in the split that ends at `pos` (one workgroup per token and KV head). Nothing in this
