@@ -6,7 +6,8 @@
 // token, so every K/V row it reads serves all of them. Split-K: the visible keys [lo, pos] are cut
 // into `n_splits` runs of `split_len` keys, one workgroup each, so a decode step over a long cache
 // fills the GPU; with several splits each writes its partial (max m, Σ exp, unnormalized Σ p·v)
-// and `attention_combine` merges them. A workgroup walks its run in chunks of CHUNK keys:
+// and `attention_combine` merges them, or under MERGE_LAST the split that finishes last. A
+// workgroup walks its run in chunks of CHUNK keys:
 //   1. scores: C lanes per key, each taking every C-th 4-element chunk of the K row (adjacent
 //      lanes read adjacent words), dot products with the GQ queries (workgroup memory), summed
 //      over the C lanes by subgroup shuffles (SG_K) or through workgroup memory (4 heads a round);
@@ -29,7 +30,8 @@
 // K/V head rows are built once into workgroup memory first, by all threads.
 // Defines: GQ, HEAD_DIM, HEAD_DIM_V, KL (a power of two, KL·VCH ≤ WG, KL ≤ BK), CHUNK (a multiple
 // of BK), KV_VEC (head dims multiples of 4: K/V read 4 elements a load), SG_K / SG_V (subgroups of
-// at least C / KL lanes, invocation ids following local_invocation_index), ROPE_KV, OWN.
+// at least C / KL lanes, invocation ids following local_invocation_index), ROPE_KV, OWN,
+// MERGE_LAST.
 
 #include "common"
 
@@ -60,6 +62,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+#ifdef COMBINE
+#define MERGE_ROW 1
+#endif
+#ifdef MERGE_LAST
+#define MERGE_ROW 1
+#endif
 #ifdef ATTENTION
 const C: u32 = 8u;                       // lanes per key in the scores
 const BK: u32 = WG / C;                  // keys per scores pass
@@ -107,6 +115,18 @@ var<workgroup> mg: array<f32, GQ>;              // the chunk's max per head
 @group(0) @binding(6) var<storage, read> kn: array<f32>;  // [tokens, k_row]
 @group(0) @binding(7) var<storage, read> vn: array<f32>;  // [tokens, v_row]
 @group(0) @binding(8) var<storage, read> cs: array<f32>;  // [n_pos, n_rot/2, 2] (cos, sin)
+#define ARRIVALS_BINDING 9
+#else
+#define ARRIVALS_BINDING 6
+#endif
+#ifdef MERGE_LAST
+// MERGE_LAST (attn::MERGE_LAST, one query head a workgroup): per (token, KV head, chunk of
+// heads), how many of its splits have written their partials (GpuContext::arrivals: 0 before
+// the dispatch, set back to 0 by the split that merges); no attention_combine dispatch.
+@group(0) @binding(ARRIVALS_BINDING) var<storage, read_write> arrivals: array<atomic<u32>>;
+var<workgroup> merging: u32;
+#endif
+#ifdef ROPE_KV
 
 // The element RoPE pairs with dim `d` of a head (`d` itself past n_rot).
 fn rope_other(d: u32) -> u32 {
@@ -543,6 +563,27 @@ fn attention(
         workgroupBarrier();
     }
 #endif
+#ifdef MERGE_LAST
+    // With several splits the last of the heads' splits to arrive merges them all. The barrier
+    // before the arrival is a device-scope release of this workgroup's partials (naga:
+    // OpControlBarrier, Device memory scope, AcquireRelease), the one after it the merger's
+    // acquire of the others'.
+    if (p.n_splits > 1u) {
+        storageBarrier();
+        if (lid == 0u) {
+            merging = u32(atomicAdd(&arrivals[r], 1u) == p.n_splits - 1u);
+        }
+        if (workgroupUniformLoad(&merging) != 0u) {
+            storageBarrier();
+            for (var g = 0u; g < ng; g++) {
+                merge_row(row0 + g, lid, WG);
+            }
+            if (lid == 0u) {
+                atomicStore(&arrivals[r], 0u);
+            }
+        }
+    }
+#endif
 }
 #endif
 
@@ -550,14 +591,21 @@ fn attention(
 @group(0) @binding(1) var<storage, read> part: array<f32>;
 @group(0) @binding(2) var<storage, read_write> o: array<f32>;
 
-// o = Σ_s exp(m_s − M)·acc_s / Σ_s exp(m_s − M)·l_s over the splits of one (token, head);
-// empty splits have l = 0, acc = 0 and m = −3e38, so they weigh nothing.
 @compute @workgroup_size(CWG)
 fn attention_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = flat_group(wg, p.groups_x);
     if (i >= p.tokens * p.n_head) {
         return;
     }
+    merge_row(i, lid, CWG);
+}
+#endif
+
+#ifdef MERGE_ROW
+// o row i (token · n_head + head) = Σ_s exp(m_s − M)·acc_s / Σ_s exp(m_s − M)·l_s over its
+// splits' partials, dims lid, lid + nt, …; empty splits have l = 0, acc = 0 and m = −3e38, so
+// they weigh nothing.
+fn merge_row(i: u32, lid: u32, nt: u32) {
     let stride = 2u + p.head_dim_v;
     let pb = i * p.n_splits * stride;
     var mx = -3.0e38;
@@ -569,7 +617,7 @@ fn attention_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
         l += part[pb + s * stride + 1u] * exp(part[pb + s * stride] - mx);
     }
     let inv = 1.0 / l;
-    for (var d = lid; d < p.head_dim_v; d += CWG) {
+    for (var d = lid; d < p.head_dim_v; d += nt) {
         var a = 0.0;
         for (var s = 0u; s < p.n_splits; s++) {
             a += part[pb + s * stride + 2u + d] * exp(part[pb + s * stride] - mx);

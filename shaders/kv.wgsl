@@ -4,7 +4,7 @@
 //
 // KV_F16: each row is packed f16 pairs in u32 words, element 2w in the low half of word w,
 // rows padded to an even number of elements (a row of n elements is (n + 1) / 2 words, so every
-// row starts on a word). pack2x16float / unpack2x16float are core WGSL: no shader-f16 needed.
+// row starts on a word). Packed by f16_bits, read by unpack2x16float (core WGSL: no shader-f16).
 // Otherwise rows are plain f32.
 //
 // Readers declare `kc` and `vc` as `array<kv_word>` (any access mode) and define KV_READ; they
@@ -17,14 +17,44 @@
 alias kv_word = u32;
 const KV_PER_WORD: u32 = 2u;
 
-// One word of a row from its elements (j, j + 1); the second is 0 past the row's end.
-fn kv_pack(e: vec2<f32>) -> u32 {
-    return pack2x16float(e);
+// The f16 bits of x rounded to nearest, ties to even, as the CPU engine stores its cache (and
+// llama.cpp its f16 tensors). pack2x16float would do, but WGSL lets it round either way, and
+// NVIDIA's Vulkan driver does not always round to nearest: its cache differed from the CPU's
+// by an ulp. Overflow gives ±inf, NaN a quiet NaN.
+fn f16_bits(x: f32) -> u32 {
+    let b = bitcast<u32>(x);
+    let sign = (b >> 16u) & 0x8000u;
+    let a = b & 0x7fffffffu;
+    if (a > 0x7f800000u) {
+        return sign | 0x7e00u;
+    }
+    if (a >= 0x477ff000u) {
+        // ≥ 65520 (the midpoint above 65504, the largest f16), infinity included.
+        return sign | 0x7c00u;
+    }
+    if (a >= 0x38800000u) {
+        // Normal (≥ 2^-14): the exponent rebiased (127 → 15), 13 mantissa bits rounded off.
+        return sign | ((a + 0xfffu + ((a >> 13u) & 1u) - 0x38000000u) >> 13u);
+    }
+    let e = a >> 23u;
+    if (e < 102u) {
+        // Below 2^-25 (half the smallest subnormal): zero.
+        return sign;
+    }
+    // Subnormal: x / 2^-24 = m · 2^(e − 126), rounded (a carry into 0x400 is the smallest normal).
+    let m = (a & 0x7fffffu) | 0x800000u;
+    let sh = 126u - e;
+    return sign | ((m + (1u << (sh - 1u)) - 1u + ((m >> sh) & 1u)) >> sh);
 }
 
-// `x` as the cache stores it and a reader gets it back (rounded to f16 by kv_pack's rounding).
+// One word of a row from its elements (j, j + 1); the second is 0 past the row's end.
+fn kv_pack(e: vec2<f32>) -> u32 {
+    return f16_bits(e.x) | (f16_bits(e.y) << 16u);
+}
+
+// `x` as the cache stores it and a reader gets it back.
 fn kv_round(x: f32) -> f32 {
-    return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x;
+    return unpack2x16float(f16_bits(x)).x;
 }
 #else
 alias kv_word = f32;
@@ -79,7 +109,7 @@ fn kv_quad_f32(w: kv_quad) -> vec4<f32> {
 
 // Four elements as one stored quad (the writers of whole quads: no two share a word).
 fn kv_quad_pack(e: vec4<f32>) -> kv_quad {
-    return vec2<u32>(pack2x16float(e.xy), pack2x16float(e.zw));
+    return vec2<u32>(kv_pack(e.xy), kv_pack(e.zw));
 }
 #else
 alias kv_quad = vec4<f32>;

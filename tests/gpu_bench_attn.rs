@@ -47,7 +47,7 @@ fn attention_decode_timing() {
         let o = ctx.storage("o", (n_head * hd * 4) as u64);
         let scratch_len = attn::attention_splits(1, cap - 1, &p).2.max(1);
         let scratch = ctx.storage("scratch", (scratch_len * 4) as u64);
-        for n_kv in [32, 48, 128, 512, 1024, 2048, 4096] {
+        for n_kv in [32, 48, 64, 96, 128, 512, 1024, 2048, 4096] {
             let t = gpu_seconds_per_call(&ctx, CALLS, &|e| {
                 attn::attention(&ctx, e, &q, &k, &v, &o, &scratch, 1, n_kv - 1, &p).unwrap()
             });

@@ -4,7 +4,9 @@
 //! `gemv_decode_timing`, decode (GEMV): the matrices of one decode step of the
 //! benchmark models (shapes and types of scripts/make_bench_models.py, with the fusions the
 //! decoder uses), each recorded `GEMV_BENCH_CALLS` (100) times back to back in one submission (dependent
-//! dispatches, as in a decode step), wall time per call and the weight bytes read per second.
+//! dispatches, as in a decode step), wall time per call and the weight bytes read per second,
+//! and again with the same copy every call (L2-resident where it fits: what a prefetch could
+//! at best save).
 //! Two references first: a chain of one-element dispatches (the fixed cost of a dependent
 //! dispatch) and a streaming `add` over 256 MB (the bandwidth a plain WGSL kernel reaches).
 //! Ignored by default; on a GPU machine:
@@ -154,12 +156,16 @@ fn gemv_decode_timing() {
         };
         let io = Io::new(&ctx, &mut rng, k, rows, 1);
         let t = gpu_seconds_per_call(&ctx, calls(), &|e| io.record(&ctx, e, pick(), u));
+        // The same weight every call: read from the L2 where it fits (the bound of a prefetch).
+        let hot = gpu_seconds_per_call(&ctx, calls(), &|e| io.record(&ctx, e, w, u));
         eprintln!(
-            "{model:8} {name:8} {ty:?} {k:5}x{rows:6} {:>14}: {:7.2} µs, {:5.2} MB, {:6.0} GB/s",
+            "{model:8} {name:8} {ty:?} {k:5}x{rows:6} {:>14}: {:7.2} µs, {:5.2} MB, {:6.0} GB/s; \
+             L2-resident {:7.2} µs",
             format!("{u:?}"),
             t * 1e6,
             w.bytes() as f64 / 1e6,
-            w.bytes() as f64 / t / 1e9
+            w.bytes() as f64 / t / 1e9,
+            hot * 1e6
         );
     }
 }

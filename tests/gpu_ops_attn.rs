@@ -289,6 +289,79 @@ async fn rope_matches_cpu() {
     assert!(attn::rope(&ctx, &mut enc, &buf, &table, 4, 7, 1, 8, 8, RopeStyle::Norm).is_err());
 }
 
+/// The f16 KV storage rounds every f32 to nearest, ties to even, as the CPU cache (the `half`
+/// crate) does, bit for bit: ties, subnormals, the overflow edge, infinities, NaN and random
+/// values of every exponent, written by `attn::store_kv` (kv.wgsl `f16_bits`).
+#[gpu_test]
+async fn kv_f16_rounds_as_cpu() {
+    let ctx = ctx_async().await;
+    assert!(ctx.kv_f16, "the default KV storage is f16");
+    let p = |e: i32| 2f32.powi(e);
+    let mut vals = vec![
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        65504.0,
+        65519.99,
+        65520.0,
+        -65520.0,
+        1e6,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::MAX,
+        p(-14),
+        p(-14) - p(-26),
+        p(-24),
+        p(-25),
+        p(-25) * 1.0000001,
+        3.0 * p(-25),
+        5.0 * p(-25),
+        p(-26),
+        f32::MIN_POSITIVE,
+        1.0 + p(-11),
+        1.0 + 3.0 * p(-11),
+        1.0 + p(-11) + p(-20),
+        -(2.0 + 3.0 * p(-10)),
+    ];
+    let mut rng = Rng::new(11);
+    while vals.len() < 64 * 64 {
+        let m = rng.values(1)[0];
+        let e = (rng.values(1)[0].abs() * 30.0) as i32 - 28;
+        vals.push(m * p(e));
+    }
+    let cols = 64;
+    let rows = vals.len() / cols;
+    let words = attn::kv_row_words(&ctx, cols);
+    let (kc, vc) = (poisoned(&ctx, rows * words), poisoned(&ctx, rows * words));
+    let src = upload_f32(&ctx, &vals);
+    let mut enc = encoder(&ctx);
+    let dest = attn::KvDest { k: &kc, v: &vc };
+    attn::store_kv(&ctx, &mut enc, (&src, &src), dest, rows, 0, (cols, cols)).unwrap();
+    let got = finish_async(&ctx, enc, &kc, rows * words).await;
+    let halves = got.iter().flat_map(|w| {
+        let b = w.to_bits();
+        [b as u16, (b >> 16) as u16]
+    });
+    for (i, (g, &x)) in halves.zip(&vals).enumerate() {
+        let want = half::f16::from_f32(x);
+        if want.is_nan() {
+            assert!(
+                half::f16::from_bits(g).is_nan(),
+                "value {i} ({x:e}): {g:#06x}, not NaN"
+            );
+        } else {
+            assert_eq!(
+                g,
+                want.to_bits(),
+                "value {i} ({x:e}): {g:#06x}, want {:#06x}",
+                want.to_bits()
+            );
+        }
+    }
+}
+
 #[gpu_test]
 async fn attention_matches_reference() {
     // Both KV storages, with the adapter's subgroups (shuffle reductions where the smallest
@@ -414,6 +487,7 @@ async fn attention_matches_reference() {
             eprintln!("{case} ({n_splits} splits): NMSE {e:e}");
             worst = worst.max(e);
             assert!(e <= ATTN_BOUND, "{case}: NMSE {e:e} > {ATTN_BOUND:e}");
+            arrivals_reset(kctx, &case).await;
         }
     }
     eprintln!("attention: worst NMSE {worst:e}");
@@ -444,6 +518,18 @@ struct FusedCase {
     hd: usize,
     hdv: usize,
     q_scale: Option<f32>,
+}
+
+/// After a split attention merged in place (attention.wgsl `MERGE_LAST`), every arrival counter
+/// is back at 0 for the next dispatch.
+async fn arrivals_reset(ctx: &GpuContext, case: &str) {
+    let a = ctx.arrivals(1);
+    let n = (a.size() / 4) as usize;
+    let got = ctx.read_f32(None, &a, 0, n).await.unwrap();
+    assert!(
+        got.iter().all(|x| x.to_bits() == 0),
+        "{case}: arrival counters left set"
+    );
 }
 
 /// `attn::attention_rope_kv` (RoPE of q and k, the KV write and attention in the decode
@@ -681,6 +767,7 @@ async fn fused_case(
     let e = nmse(case, &got, &want);
     eprintln!("{case} ({n_splits} splits): NMSE {e:e}");
     assert!(e <= ATTN_BOUND, "{case}: NMSE {e:e} > {ATTN_BOUND:e}");
+    arrivals_reset(ctx, case).await;
 
     // The inputs are left as they are.
     for (buf, vals, name) in [(&qb, &q, "q"), (&kb, &k, "k"), (&vb, &v, "v")] {

@@ -82,6 +82,7 @@ pub struct GpuContext {
     params: Mutex<ParamArena>,
     staging: Mutex<Vec<wgpu::Buffer>>,
     scratch: Mutex<Option<wgpu::Buffer>>,
+    arrivals: Mutex<Option<wgpu::Buffer>>,
     errors: Arc<Mutex<ErrorSink>>,
     dispatches: AtomicU64,
     /// Nanoseconds spent waiting for submitted work in readbacks (native).
@@ -263,6 +264,7 @@ impl GpuContext {
             params: Mutex::new(ParamArena::default()),
             staging: Mutex::new(Vec::new()),
             scratch: Mutex::new(None),
+            arrivals: Mutex::new(None),
             errors,
             dispatches: AtomicU64::new(0),
             waited_ns: AtomicU64::new(0),
@@ -327,6 +329,17 @@ impl GpuContext {
         match &*s {
             Some(b) if b.size() >= bytes => b.clone(),
             _ => s.insert(self.storage("scratch", bytes)).clone(),
+        }
+    }
+
+    /// A buffer of at least `n` u32 counters, all 0 between dispatches: a kernel that counts in
+    /// it (decode attention's arrivals of splits) sets each counter back to 0 before it ends.
+    /// One per device; a larger one replaces it when too small (new buffers are zeroed).
+    pub fn arrivals(&self, n: usize) -> wgpu::Buffer {
+        let mut s = self.arrivals.lock().unwrap_or_else(|p| p.into_inner());
+        match &*s {
+            Some(b) if b.size() >= 4 * n as u64 => b.clone(),
+            _ => s.insert(self.storage("arrivals", 4 * n as u64)).clone(),
         }
     }
 
