@@ -608,19 +608,19 @@ fn attention_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
 fn merge_row(i: u32, lid: u32, nt: u32) {
     let stride = 2u + p.head_dim_v;
     let pb = i * p.n_splits * stride;
-    var mx = -3.0e38;
+    var m = -3.0e38;
     for (var s = 0u; s < p.n_splits; s++) {
-        mx = max(mx, part[pb + s * stride]);
+        m = max(m, part[pb + s * stride]);
     }
     var l = 0.0;
     for (var s = 0u; s < p.n_splits; s++) {
-        l += part[pb + s * stride + 1u] * exp(part[pb + s * stride] - mx);
+        l += part[pb + s * stride + 1u] * exp(part[pb + s * stride] - m);
     }
     let inv = 1.0 / l;
     for (var d = lid; d < p.head_dim_v; d += nt) {
         var a = 0.0;
         for (var s = 0u; s < p.n_splits; s++) {
-            a += part[pb + s * stride + 2u + d] * exp(part[pb + s * stride] - mx);
+            a += part[pb + s * stride + 2u + d] * exp(part[pb + s * stride] - m);
         }
         o[i * p.head_dim_v + d] = a * inv;
     }

@@ -18,9 +18,10 @@ alias kv_word = u32;
 const KV_PER_WORD: u32 = 2u;
 
 // The f16 bits of x rounded to nearest, ties to even, as the CPU engine stores its cache (and
-// llama.cpp its f16 tensors). pack2x16float would do, but WGSL lets it round either way, and
-// NVIDIA's Vulkan driver does not always round to nearest: its cache differed from the CPU's
-// by an ulp. Overflow gives ±inf, NaN a quiet NaN.
+// llama.cpp its f16 tensors). Not pack2x16float: WGSL leaves its rounding to the implementation,
+// and NVIDIA's compiler folded kv_round's unpack2x16float(pack2x16float(x)) into x, so the
+// token's own K/V rows went unrounded (up to an ulp off the cache's). Overflow gives ±inf, NaN a
+// quiet NaN.
 fn f16_bits(x: f32) -> u32 {
     let b = bitcast<u32>(x);
     let sign = (b >> 16u) & 0x8000u;
