@@ -62,12 +62,6 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-#ifdef COMBINE
-#define MERGE_ROW 1
-#endif
-#ifdef MERGE_LAST
-#define MERGE_ROW 1
-#endif
 #ifdef ATTENTION
 const C: u32 = 8u;                       // lanes per key in the scores
 const BK: u32 = WG / C;                  // keys per scores pass
@@ -601,10 +595,9 @@ fn attention_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
 }
 #endif
 
-#ifdef MERGE_ROW
 // o row i (token · n_head + head) = Σ_s exp(m_s − M)·acc_s / Σ_s exp(m_s − M)·l_s over its
 // splits' partials, dims lid, lid + nt, …; empty splits have l = 0, acc = 0 and m = −3e38, so
-// they weigh nothing.
+// they weigh nothing. For attention_combine and MERGE_LAST (both sections declare part and o).
 fn merge_row(i: u32, lid: u32, nt: u32) {
     let stride = 2u + p.head_dim_v;
     let pb = i * p.n_splits * stride;
@@ -625,4 +618,3 @@ fn merge_row(i: u32, lid: u32, nt: u32) {
         o[i * p.head_dim_v + d] = a * inv;
     }
 }
-#endif
