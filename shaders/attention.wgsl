@@ -12,12 +12,15 @@
 //      lanes read adjacent words), dot products with the GQ queries (workgroup memory), summed
 //      over the C lanes by subgroup shuffles (SG_K) or through workgroup memory (4 heads a round);
 //      all CHUNK·GQ scores stay in workgroup memory;
-//   2. the chunk max per head (each storing thread's running max, then GQ threads), p = exp(s − m)
-//      in place, the running sums rescaled by exp(m_old − m_new) (online softmax across chunks);
+//   2. the chunk max per head (each subgroup's running max (SG_K) or each storing thread's, then
+//      GQ threads), p = exp(s − m) in place, the running sums rescaled by exp(m_old − m_new)
+//      (online softmax across chunks);
 //   3. O += P·V: thread (column, key lane) takes 4 dims of V and every KL-th key, four keys per
 //      step (independent loads in flight), GQ accumulators; the KL lanes are summed once at the
 //      end, by shuffles (SG_V) or through workgroup memory.
-// Barriers are per chunk, not per key block (per pass of BK keys only without SG_K).
+// Barriers are per chunk, not per key block (per pass of BK keys only without SG_K). The first
+// chunk's first K pass and first V step are loaded before the queries (KV_VEC), and a split
+// merge (merge_row) loads every split's partial at once, so that few loads wait on others.
 //
 // ROPE_KV (attn::attention_rope_kv, decode): the chunk's q, k and v come straight from the q/k/v
 // projection, before RoPE, and the cache holds rows < pos0 only. Each workgroup rotates its
@@ -36,7 +39,7 @@
 #include "common"
 
 const WG: u32 = 256u;       // threads: 8 NVIDIA warps, enough lanes for 32 keys × 8 in flight
-const CWG: u32 = 64u;       // attention_combine threads: 2 warps, dims lid, lid + CWG, …
+const CWG: u32 = 256u;      // attention_combine threads (merge_row)
 
 struct Params {
     tokens: u32,
@@ -70,6 +73,11 @@ const KW: u32 = (KCH + C - 1u) / C;      // … per lane
 const VCH: u32 = (HEAD_DIM_V + 3u) / 4u; // 4-element chunks of a V head row
 const R4: u32 = (GQ + 3u) / 4u;          // rounds of 4 heads (workgroup reduction of the scores)
 const NEG: f32 = -3.0e38;                // "no key yet": finite, so exp(NEG − m) = 0, never NaN
+#ifdef OWN
+const PROLOGUE: u32 = GQ * KCH + KCH + VCH;  // quads of the queries and the own K/V rows
+#else
+const PROLOGUE: u32 = GQ * KCH;
+#endif
 
 #ifdef KV_VEC
 #define KV_READ4 1
@@ -212,6 +220,16 @@ fn v4(e0: u32, ch: u32) -> vec4<f32> {
 #endif
 }
 
+// Whether key `key`'s K/V rows are read from the cache (under ROPE_KV a key of this chunk, ≥ pos0,
+// comes from kn/vn).
+fn cached(key: u32) -> bool {
+#ifdef ROPE_KV
+    return key < p.pos0;
+#else
+    return true;
+#endif
+}
+
 // Elements 4·ch … 4·ch + 3 of key `key`'s K head row (offset `kb` in the row; `kr`: its first
 // element in the cache): under ROPE_KV a key of this chunk (≥ pos0) comes from kn, not the cache.
 fn key4(key: u32, kr: u32, kb: u32, ch: u32) -> vec4<f32> {
@@ -286,6 +304,10 @@ fn emit(row: u32, split: u32, col: u32, a: vec4<f32>, l: f32, m: f32) {
 fn attention(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
+#ifdef SG_K
+    @builtin(subgroup_size) sg_size: u32,
+    @builtin(subgroup_invocation_id) sg_id: u32,
+#endif
 ) {
     // Uniform control flow to the end: a whole workgroup returns or none of it.
     let wi = flat_group(wg, p.groups_x);
@@ -311,44 +333,91 @@ fn attention(
     let n = select(0u, min(p.split_len, n_all - first), first < n_all);
     lo += first;
 
-    for (var i = lid; i < GQ * KCH; i += WG) {
-        let g = i / KCH;
-        var v = vec4<f32>(0.0);
-        for (var e = 0u; e < 4u; e++) {
-            let d = 4u * (i % KCH) + e;
-            if (g < ng && d < HEAD_DIM) {
-                let b = (row0 + g) * HEAD_DIM;
-#ifdef ROPE_KV
-                v[e] = roped(d, q[b + d], q[b + rope_other(d)], pos) * p.q_scale;
-#else
-                v[e] = q[b + d];
-#endif
-            }
-        }
-        qs[i] = v;
-    }
-
     let ks = kv_stride(p.k_row);
     let vs = kv_stride(p.v_row);
     let kb = hk * HEAD_DIM;    // this KV head's offset in a K row
     let vb = hk * HEAD_DIM_V;  // … and in a V row
+#ifdef KV_VEC
+    // The K quads of the first scores pass and the V quads of the first P·V step (the first
+    // chunk's keys as those loops pick them), loaded before the prologue so that their latency
+    // overlaps its; raw, converted where used. Keys not in the cache are left to key4/val4.
+    let nc0 = min(CHUNK, n);
+    let key_k = lo + select(0u, lid / C, lid / C < nc0);
+    var kpre: array<kv_quad, KW>;
+    if (n > 0u && cached(key_k)) {
+        for (var i = 0u; i < KW; i++) {
+            let ch = lid % C + i * C;
+            if (ch < KCH) {
+                kpre[i] = kc[((key_k * ks + kb) >> 2u) + ch];
+            }
+        }
+    }
+    var vpre: array<kv_quad, 4>;
+    if (n > 0u && lid / KL < VCH) {
+        for (var u = 0u; u < 4u; u++) {
+            let j = lid % KL + u * KL;
+            let key = lo + select(0u, j, j < nc0);
+            if (cached(key)) {
+                vpre[u] = vc[((key * vs + vb) >> 2u) + lid / KL];
+            }
+        }
+    }
+#endif
+#ifdef ROPE_KV
+    // The token's K and V rows at `pos`, this head's part, are written by the first chunk of
+    // heads in the split that ends at `pos` (one workgroup per token and KV head). Nothing in
+    // this dispatch reads them from the cache (keys ≥ pos0 come from kn/vn).
+    let writer = g0 == 0u && n > 0u && first + n == n_all;
+#endif
+    // The queries (rotated under ROPE_KV) and, under OWN, the token's own K and V head rows
+    // (key4/val4 rotate and round them from kn/vn while `own` matches no key; the writer
+    // stores them in the cache from here too): one quad a thread, all loads in flight at once.
+    for (var i = lid; i < PROLOGUE; i += WG) {
+        if (i < GQ * KCH) {
+            let g = i / KCH;
+            var v = vec4<f32>(0.0);
+            for (var e = 0u; e < 4u; e++) {
+                let d = 4u * (i % KCH) + e;
+                if (g < ng && d < HEAD_DIM) {
+                    let b = (row0 + g) * HEAD_DIM;
+#ifdef ROPE_KV
+                    v[e] = roped(d, q[b + d], q[b + rope_other(d)], pos) * p.q_scale;
+#else
+                    v[e] = q[b + d];
+#endif
+                }
+            }
+            qs[i] = v;
+        }
+#ifdef OWN
+        else if (i < GQ * KCH + KCH) {
+            let ch = i - GQ * KCH;
+            let kq = key4(pos, 0u, kb, ch);
+            kown[ch] = kq;
+#ifdef KV_VEC
+            if (writer) {
+                kc[((pos * ks + kb) >> 2u) + ch] = kv_quad_pack(kq);
+            }
+#endif
+        } else {
+            let ch = i - GQ * KCH - KCH;
+            let vq = val4(pos, 0u, vb, ch);
+            vown[ch] = vq;
+#ifdef KV_VEC
+            if (writer) {
+                vc[((pos * vs + vb) >> 2u) + ch] = kv_quad_pack(vq);
+            }
+#endif
+        }
+#endif
+    }
 #ifdef ROPE_KV
 #ifdef OWN
-    // key4/val4 rotate and round the token's own rows from kn/vn while `own` matches no key.
-    for (var ch = lid; ch < KCH; ch += WG) {
-        kown[ch] = key4(pos, 0u, kb, ch);
-    }
-    for (var ch = lid; ch < VCH; ch += WG) {
-        vown[ch] = val4(pos, 0u, vb, ch);
-    }
     own = pos;
 #endif
-    // The token's K and V rows at `pos`, this head's part: written by the first chunk of heads
-    // in the split that ends at `pos` (one workgroup per token and KV head). Nothing in this
-    // dispatch reads them from the cache (keys ≥ pos0 come from kn/vn). Under OWN each thread
-    // reads the kown/vown quads it wrote itself just above (the same ch), before any barrier.
-    if (g0 == 0u && n > 0u && first + n == n_all) {
+    if (writer) {
 #ifdef KV_VEC
+#ifndef OWN
         // Whole quads: with head dims multiples of 4, a quad lies in one head.
         for (var ch = lid; ch < KCH; ch += WG) {
             kc[((pos * ks + kb) >> 2u) + ch] = kv_quad_pack(key4(pos, 0u, kb, ch));
@@ -356,6 +425,7 @@ fn attention(
         for (var ch = lid; ch < VCH; ch += WG) {
             vc[((pos * vs + vb) >> 2u) + ch] = kv_quad_pack(val4(pos, 0u, vb, ch));
         }
+#endif
 #else
         // The words whose first element lies in this head (an f16 word may end in the next
         // head, or in the pad of an odd row).
@@ -414,7 +484,16 @@ fn attention(
             for (var i = 0u; i < KW; i++) {
                 let ch = c + i * C;
                 if (ch < KCH) {
+#ifdef KV_VEC
+                    var kv: vec4<f32>;
+                    if (c0 == 0u && j0 == 0u && cached(key)) {
+                        kv = kv_quad_f32(kpre[i]);
+                    } else {
+                        kv = key4(key, kr, kb, ch);
+                    }
+#else
                     let kv = key4(key, kr, kb, ch);
+#endif
                     for (var g = 0u; g < GQ; g++) {
                         s[g] += dot(qs[g * KCH + ch], kv);
                     }
@@ -464,12 +543,18 @@ fn attention(
             }
 #endif
         }
-        // 2. The chunk max per head over the storing threads' maxima (key lane jj or lid).
+        // 2. The chunk max per head over the storing threads' maxima: each subgroup's (SG_K:
+        // WG / sg_size of them), else the BK storing threads'.
 #ifdef SG_K
-        if (c < GQ) {
-            mx[c * BK + jj] = mloc[c];
+        let nm = WG / sg_size;
+        for (var g = 0u; g < GQ; g++) {
+            let sm = subgroupMax(mloc[g]);
+            if (sg_id == 0u) {
+                mx[g * BK + lid / sg_size] = sm;
+            }
         }
 #else
+        let nm = BK;
         if (lid < BK) {
             for (var g = 0u; g < GQ; g++) {
                 mx[g * BK + lid] = mloc[g];
@@ -479,7 +564,7 @@ fn attention(
         workgroupBarrier();
         if (lid < GQ) {
             var mm = NEG;
-            for (var e = 0u; e < BK; e++) {
+            for (var e = 0u; e < nm; e++) {
                 mm = max(mm, mx[lid * BK + e]);
             }
             mg[lid] = mm;
@@ -505,7 +590,15 @@ fn attention(
                 var vv: array<vec4<f32>, 4>;
                 for (var u = 0u; u < 4u; u++) {
                     let key = base + select(0u, j + u * KL, j + u * KL < nc);
+#ifdef KV_VEC
+                    if (c0 == 0u && j == kl && cached(key)) {
+                        vv[u] = kv_quad_f32(vpre[u]);
+                    } else {
+                        vv[u] = val4(key, key * vs + vb, vb, col);
+                    }
+#else
                     vv[u] = val4(key, key * vs + vb, vb, col);
+#endif
                 }
                 for (var u = 0u; u < 4u; u++) {
                     let jx = j + u * KL;
@@ -584,6 +677,7 @@ fn attention(
 #ifdef COMBINE
 @group(0) @binding(1) var<storage, read> part: array<f32>;
 @group(0) @binding(2) var<storage, read_write> o: array<f32>;
+var<workgroup> red: array<vec4<f32>, CWG>;
 
 @compute @workgroup_size(CWG)
 fn attention_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -596,25 +690,69 @@ fn attention_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
 #endif
 
 // o row i (token · n_head + head) = Σ_s exp(m_s − M)·acc_s / Σ_s exp(m_s − M)·l_s over its
-// splits' partials, dims lid, lid + nt, …; empty splits have l = 0, acc = 0 and m = −3e38, so
-// they weigh nothing. For attention_combine and MERGE_LAST (both sections declare part and o).
+// splits' partials (empty splits have l = 0, acc = 0 and m = −3e38, so they weigh nothing), by
+// nt threads (at least ⌈head_dim_v / 4⌉, at most red's length) in uniform control flow:
+// thread (lane sl, quad qd) merges splits sl, sl + SL, … of 4 dims online, loading a split's m,
+// l and dims in one go (so ⌈n_splits / SL⌉ dependent loads, not a chain over every split), and
+// the SL lanes are merged through workgroup memory. For attention_combine and MERGE_LAST (both
+// sections declare part, o and red).
+const MERGE_SL: u32 = 8u;
+var<workgroup> mlw: array<vec2<f32>, MERGE_SL>;  // each lane's (max, Σ p)
+
 fn merge_row(i: u32, lid: u32, nt: u32) {
-    let stride = 2u + p.head_dim_v;
+    let dv = p.head_dim_v;
+    let stride = 2u + dv;
     let pb = i * p.n_splits * stride;
+    let nq = (dv + 3u) / 4u;
+    let sl_n = min(MERGE_SL, nt / nq);
+    let sl = lid / nq;
+    let qd = lid % nq;
     var m = -3.0e38;
-    for (var s = 0u; s < p.n_splits; s++) {
-        m = max(m, part[pb + s * stride]);
-    }
     var l = 0.0;
-    for (var s = 0u; s < p.n_splits; s++) {
-        l += part[pb + s * stride + 1u] * exp(part[pb + s * stride] - m);
-    }
-    let inv = 1.0 / l;
-    for (var d = lid; d < p.head_dim_v; d += nt) {
-        var a = 0.0;
-        for (var s = 0u; s < p.n_splits; s++) {
-            a += part[pb + s * stride + 2u + d] * exp(part[pb + s * stride] - m);
+    var a = vec4<f32>(0.0);
+    if (sl < sl_n) {
+        for (var s = sl; s < p.n_splits; s += sl_n) {
+            let b = pb + s * stride;
+            let ms = part[b];
+            let ls = part[b + 1u];
+            var v = vec4<f32>(0.0);
+            for (var e = 0u; e < 4u; e++) {
+                let d = 4u * qd + e;
+                if (d < dv) {
+                    v[e] = part[b + 2u + d];
+                }
+            }
+            let mn = max(m, ms);
+            let c_old = exp(m - mn);
+            let c_new = exp(ms - mn);
+            a = a * c_old + v * c_new;
+            l = l * c_old + ls * c_new;
+            m = mn;
         }
-        o[i * p.head_dim_v + d] = a * inv;
+        red[lid] = a;
+        if (qd == 0u) {
+            mlw[sl] = vec2<f32>(m, l);
+        }
     }
+    workgroupBarrier();
+    if (lid < nq) {
+        var mm = -3.0e38;
+        for (var j = 0u; j < sl_n; j++) {
+            mm = max(mm, mlw[j].x);
+        }
+        var ll = 0.0;
+        var aa = vec4<f32>(0.0);
+        for (var j = 0u; j < sl_n; j++) {
+            let wj = exp(mlw[j].x - mm);
+            ll += mlw[j].y * wj;
+            aa += red[j * nq + lid] * wj;
+        }
+        for (var e = 0u; e < 4u; e++) {
+            let d = 4u * lid + e;
+            if (d < dv) {
+                o[i * dv + d] = aa[e] / ll;
+            }
+        }
+    }
+    workgroupBarrier();
 }

@@ -231,10 +231,12 @@ const ATTN_BK: usize = ATTN_WG / ATTN_C;
 const ATTN_MAX_GQ: usize = 8;
 /// Visible keys up to which a decode step serves one query head per workgroup.
 const ATTN_SHORT_CACHE: usize = 2048;
-/// Keys per split when splitting: one scores pass (32 keys). A decode step's few (KV head)
-/// workgroups fill the GPU only when cut this fine (H100, BitNet-2B at 512-2048 positions: 3%
-/// faster decoding than 64-key splits; SmolLM2 and Llama-1B unchanged).
-const ATTN_MIN_SPLIT: usize = 32;
+/// K elements of a head per split when splitting (keys × head_dim), and at least one scores
+/// pass of keys: 32 keys of 128 dims, 64 of 64. A decode step's few (KV head) workgroups fill
+/// the GPU only when cut this fine, and every split costs its merge. H200, decoding 1,024
+/// tokens, 32- against 64-key splits: BitNet-2B (128 dims) 521 against 512 tok/s (and 570
+/// against 544 over 128 tokens), Llama-1B (64 dims) 582 against 622 (676 against 672-674 over 128).
+const ATTN_SPLIT_ELEMS: usize = 4096;
 /// Visible keys up to which there is one split all the same: the merge dispatch a second split
 /// needs costs more than it saves (H100, `tests/gpu_bench_attn.rs`: BitNet-2B's 20/5 × 128
 /// heads at 48 keys 13.6 → 11.4 µs; Llama-1B decoding positions 0-64: 557 → 565-569 tok/s).
@@ -292,7 +294,7 @@ pub fn attention_plan(tokens: usize, pos0: usize, p: &AttnParams) -> AttnPlan {
     let want = if wgs >= ATTN_ENOUGH_WG || n_max <= ATTN_ONE_SPLIT_MAX {
         1
     } else {
-        n_max.div_ceil(ATTN_MIN_SPLIT)
+        n_max.div_ceil((ATTN_SPLIT_ELEMS / p.head_dim.max(1)).max(ATTN_BK))
     };
     let split_len = n_max.div_ceil(want.min(cap)).next_multiple_of(ATTN_BK);
     let n_splits = n_max.div_ceil(split_len);
@@ -327,9 +329,10 @@ fn attention_kernel(ctx: &GpuContext, p: &AttnParams, gq: usize, rope_kv: bool) 
     let (kch, vch) = (p.head_dim.div_ceil(4), p.head_dim_v.div_ceil(4));
     // Largest power of two with KL·VCH ≤ WG, at most BK (the l sums reuse [GQ][BK] floats).
     let kl = (1usize << (ATTN_WG / vch).ilog2()).min(ATTN_BK);
-    // f32s: qs GQ·4·KCH, sc GQ·CHUNK, red 4·WG, mx GQ·BK, mg GQ, and under ROPE_KV with `OWN`
-    // the token's own K/V head rows, 4·(KCH + VCH), where a chunk of BK keys still fits beside.
-    let free = ATTN_WG_MEMORY / 4 - 4 * ATTN_WG;
+    // f32s: qs GQ·4·KCH, sc GQ·CHUNK, red 4·WG, mx GQ·BK, mg GQ, merge_row's 2·8 and
+    // `merging`, and under ROPE_KV with `OWN` the token's own K/V head rows, 4·(KCH + VCH),
+    // where a chunk of BK keys still fits beside.
+    let free = ATTN_WG_MEMORY / 4 - 4 * ATTN_WG - 2 * 8 - 1;
     let chunk_in = |free: usize| (free / gq - 4 * kch - ATTN_BK - 1) / ATTN_BK * ATTN_BK;
     let own = rope_kv && chunk_in(free - 4 * (kch + vch)) >= ATTN_BK;
     let chunk = chunk_in(if own { free - 4 * (kch + vch) } else { free });
