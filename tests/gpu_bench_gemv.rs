@@ -9,6 +9,8 @@
 //! at best save).
 //! Two references first: a chain of one-element dispatches (the fixed cost of a dependent
 //! dispatch) and a streaming `add` over 256 MB (the bandwidth a plain WGSL kernel reaches).
+//! `chain_handoff_timing`: dependent phases as one dispatch each against one dispatch that
+//! orders them itself (`CHAIN_PHASES`, `CHAIN_GROUPS` workgroups a phase).
 //! Ignored by default; on a GPU machine:
 //! `cargo test --release --test gpu_bench_gemv -- --ignored --nocapture` (`--test-threads 1`).
 
@@ -210,4 +212,194 @@ fn gemm_prefill_timing() {
             2.0 * (k * rows * tokens) as f64 / t / 1e12
         );
     }
+}
+
+/// Chained phases: one workgroup step of `PHASES` dependent phases of `groups` workgroups each
+/// (every workgroup reads words that four workgroups of the previous phase wrote), run as one
+/// dispatch per phase (wgpu's barrier between them) and as one dispatch whose workgroups take
+/// their phase from an atomic ticket, in order, and wait for the previous phase's count
+/// (deadlock-free while running workgroups progress: a workgroup only waits on tickets taken
+/// before its own, by running workgroups; WGSL promises no such progress, so this is a native
+/// measurement only). Prints the cost per phase of each; the two must leave the same words and
+/// the chained dispatch must leave its counters at 0.
+#[test]
+#[ignore]
+fn chain_handoff_timing() {
+    const SRC: &str = r#"
+struct P { phases: u32, groups: u32, phase: u32, pad: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> data: array<u32>;  // [phases + 1][groups · 256]
+@group(0) @binding(2) var<storage, read_write> ctr: array<atomic<u32>>;  // ticket, done[phase]
+var<workgroup> tk: u32;
+
+fn work(ph: u32, g: u32, lid: u32) {
+    let n = p.groups * 256u;
+    var s = 0u;
+    for (var i = 0u; i < 4u; i++) {
+        s += data[ph * n + ((g + 7u * i + 1u) % p.groups) * 256u + (lid + 37u * i) % 256u];
+    }
+    data[(ph + 1u) * n + g * 256u + lid] = s * 2654435761u + ph;
+}
+
+@compute @workgroup_size(256)
+fn step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    work(p.phase, wg.x, lid);
+}
+
+@compute @workgroup_size(256)
+fn chain(@builtin(local_invocation_index) lid: u32) {
+    if (lid == 0u) {
+        tk = atomicAdd(&ctr[0], 1u);
+    }
+    let t = workgroupUniformLoad(&tk);
+    let ph = t / p.groups;
+    if (ph > 0u) {
+        if (lid == 0u) {
+            loop {
+                if (atomicLoad(&ctr[ph]) >= p.groups) {
+                    break;
+                }
+            }
+        }
+        storageBarrier();
+    }
+    work(ph, t % p.groups, lid);
+    storageBarrier();
+    if (lid == 0u) {
+        let done = atomicAdd(&ctr[1u + ph], 1u) + 1u;
+        if (ph + 1u == p.phases && done == p.groups) {
+            for (var i = 0u; i <= p.phases; i++) {
+                atomicStore(&ctr[i], 0u);
+            }
+        }
+    }
+}
+"#;
+    let ctx = ctx();
+    let env = |k: &str, d: u32| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (phases, groups) = (env("CHAIN_PHASES", 30), env("CHAIN_GROUPS", 80));
+    eprintln!(
+        "adapter {}: {phases} phases × {groups} workgroups",
+        ctx.adapter.name
+    );
+    let dev = &ctx.device;
+    let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("chain"),
+        source: wgpu::ShaderSource::Wgsl(SRC.into()),
+    });
+    let entry = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    };
+    let rw = wgpu::BufferBindingType::Storage { read_only: false };
+    let bgl = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some("chain"),
+        entries: &[
+            entry(0, wgpu::BufferBindingType::Uniform),
+            entry(1, rw),
+            entry(2, rw),
+        ],
+    });
+    let layout = dev.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some("chain"),
+        bind_group_layouts: &[Some(&bgl)],
+        immediate_size: 0,
+    });
+    let pipe = |entry: &str| {
+        dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(&layout),
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        })
+    };
+    let (step, chain) = (pipe("step"), pipe("chain"));
+    let words = (phases as usize + 1) * groups as usize * 256;
+    let init: Vec<u32> = (0..words as u32)
+        .map(|i| i.wrapping_mul(2246822519))
+        .collect();
+    let data = ctx.storage_init("data", bytemuck::cast_slice(&init));
+    let ctr = ctx.storage_init("ctr", &vec![0u8; 4 * (phases as usize + 1)]);
+    let group = |phase: u32| {
+        let uni = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("p"),
+            size: 16,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.queue
+            .write_buffer(&uni, 0, bytemuck::cast_slice(&[phases, groups, phase, 0]));
+        let entries = [&uni, &data, &ctr]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect::<Vec<_>>();
+        dev.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &bgl,
+            entries: &entries,
+        })
+    };
+    let step_groups: Vec<_> = (0..phases).map(group).collect();
+    let chain_group = group(0);
+    let by_steps = |e: &mut Recorder| {
+        for bg in &step_groups {
+            let pass = e.pass();
+            pass.set_pipeline(&step);
+            pass.set_bind_group(0, bg, &[]);
+            pass.dispatch_workgroups(groups, 1, 1);
+        }
+    };
+    let chained = |e: &mut Recorder| {
+        let pass = e.pass();
+        pass.set_pipeline(&chain);
+        pass.set_bind_group(0, &chain_group, &[]);
+        pass.dispatch_workgroups(phases * groups, 1, 1);
+    };
+    // The same words either way, from the same start.
+    let last = |record: &dyn Fn(&mut Recorder)| {
+        ctx.write(&data, 0, bytemuck::cast_slice(&init));
+        let mut e = encoder(&ctx);
+        record(&mut e);
+        let n = groups as usize * 256;
+        let got = ctx
+            .read_f32_blocking(Some(e), &data, (4 * phases as usize * n) as u64, n)
+            .unwrap();
+        got.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+    };
+    let (a, b) = (last(&by_steps), last(&chained));
+    assert_eq!(
+        a, b,
+        "chained phases left other words than dispatches per phase"
+    );
+    let counters = ctx
+        .read_f32_blocking(None, &ctr, 0, phases as usize + 1)
+        .unwrap();
+    assert!(
+        counters.iter().all(|c| c.to_bits() == 0),
+        "counters not reset"
+    );
+    let t_steps = gpu_seconds_per_call(&ctx, 20, &by_steps) / phases as f64;
+    let t_chain = gpu_seconds_per_call(&ctx, 20, &chained) / phases as f64;
+    eprintln!(
+        "per phase: dispatch each {:6.2} µs, chained in one dispatch {:6.2} µs",
+        t_steps * 1e6,
+        t_chain * 1e6
+    );
 }
