@@ -73,7 +73,17 @@ const KW: u32 = (KCH + C - 1u) / C;      // … per lane
 const VCH: u32 = (HEAD_DIM_V + 3u) / 4u; // 4-element chunks of a V head row
 const R4: u32 = (GQ + 3u) / 4u;          // rounds of 4 heads (workgroup reduction of the scores)
 const NEG: f32 = -3.0e38;                // "no key yet": finite, so exp(NEG − m) = 0, never NaN
+// OWN_QUADS: the prologue also builds the token's own K/V head rows, a quad a thread (for kown/vown
+// under OWN, for the KV write under KV_VEC).
+#ifdef ROPE_KV
 #ifdef OWN
+#define OWN_QUADS 1
+#endif
+#ifdef KV_VEC
+#define OWN_QUADS 1
+#endif
+#endif
+#ifdef OWN_QUADS
 const PROLOGUE: u32 = GQ * KCH + KCH + VCH;  // quads of the queries and the own K/V rows
 #else
 const PROLOGUE: u32 = GQ * KCH;
@@ -389,11 +399,13 @@ fn attention(
             }
             qs[i] = v;
         }
-#ifdef OWN
+#ifdef OWN_QUADS
         else if (i < GQ * KCH + KCH) {
             let ch = i - GQ * KCH;
             let kq = key4(pos, 0u, kb, ch);
+#ifdef OWN
             kown[ch] = kq;
+#endif
 #ifdef KV_VEC
             if (writer) {
                 kc[((pos * ks + kb) >> 2u) + ch] = kv_quad_pack(kq);
@@ -402,7 +414,9 @@ fn attention(
         } else {
             let ch = i - GQ * KCH - KCH;
             let vq = val4(pos, 0u, vb, ch);
+#ifdef OWN
             vown[ch] = vq;
+#endif
 #ifdef KV_VEC
             if (writer) {
                 vc[((pos * vs + vb) >> 2u) + ch] = kv_quad_pack(vq);
@@ -415,18 +429,9 @@ fn attention(
 #ifdef OWN
     own = pos;
 #endif
+#ifndef KV_VEC
+    // Without KV_VEC the writer stores words (KV_VEC: whole quads, in the prologue).
     if (writer) {
-#ifdef KV_VEC
-#ifndef OWN
-        // Whole quads: with head dims multiples of 4, a quad lies in one head.
-        for (var ch = lid; ch < KCH; ch += WG) {
-            kc[((pos * ks + kb) >> 2u) + ch] = kv_quad_pack(key4(pos, 0u, kb, ch));
-        }
-        for (var ch = lid; ch < VCH; ch += WG) {
-            vc[((pos * vs + vb) >> 2u) + ch] = kv_quad_pack(val4(pos, 0u, vb, ch));
-        }
-#endif
-#else
         // The words whose first element lies in this head (an f16 word may end in the next
         // head, or in the pad of an odd row).
         for (var w = (kb + KV_PER_WORD - 1u) / KV_PER_WORD + lid;
@@ -449,8 +454,8 @@ fn attention(
 #endif
             vc[pos * kv_words(p.v_row) + w] = kv_pack(e);
         }
-#endif
     }
+#endif
 #endif
     workgroupBarrier();
     let c = lid % C;           // scores: lane of a key

@@ -203,22 +203,6 @@ impl GpuModel {
     }
 }
 
-/// The buffer kept in `slot`, replaced by a larger one when it holds fewer than `bytes`.
-fn reusable(
-    ctx: &GpuContext,
-    slot: &Mutex<Option<wgpu::Buffer>>,
-    label: &str,
-    bytes: u64,
-) -> wgpu::Buffer {
-    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-    match slot.as_ref().filter(|b| b.size() >= bytes) {
-        Some(b) => b.clone(),
-        None => slot
-            .insert(ctx.storage(label, bytes.next_multiple_of(1024)))
-            .clone(),
-    }
-}
-
 /// The GPU copy of a cache (`KvCache::prepare_gpu` makes it before every GPU forward).
 fn gpu_kv(cache: &KvCache) -> Result<&GpuKv> {
     cache
@@ -454,7 +438,8 @@ impl Backend for GpuBackend<'_> {
         let idb = match &self.gpu_ids {
             Some(b) => b.clone(),
             None => {
-                let b = reusable(self.ctx(), &self.m.ids, "ids", (ids.len() * 4) as u64);
+                let bytes = (ids.len() as u64 * 4).next_multiple_of(1024);
+                let b = self.ctx().slot_buffer(&self.m.ids, "ids", bytes);
                 self.ctx().write(&b, 0, bytemuck::cast_slice(ids));
                 b
             }

@@ -325,10 +325,20 @@ impl GpuContext {
     /// too small. Every op that uses it writes it before reading it, and the GPU runs the ops
     /// in recording and submission order, so they never see each other's data.
     pub fn scratch(&self, bytes: u64) -> wgpu::Buffer {
-        let mut s = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        self.slot_buffer(&self.scratch, "scratch", bytes)
+    }
+
+    /// The buffer kept in `slot`, replaced by a new (zeroed) one of `bytes` when it is smaller.
+    pub(super) fn slot_buffer(
+        &self,
+        slot: &Mutex<Option<wgpu::Buffer>>,
+        label: &str,
+        bytes: u64,
+    ) -> wgpu::Buffer {
+        let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
         match &*s {
             Some(b) if b.size() >= bytes => b.clone(),
-            _ => s.insert(self.storage("scratch", bytes)).clone(),
+            _ => s.insert(self.storage(label, bytes)).clone(),
         }
     }
 
@@ -336,11 +346,7 @@ impl GpuContext {
     /// it (decode attention's arrivals of splits) sets each counter back to 0 before it ends.
     /// One per device; a larger one replaces it when too small (new buffers are zeroed).
     pub fn arrivals(&self, n: usize) -> wgpu::Buffer {
-        let mut s = self.arrivals.lock().unwrap_or_else(|p| p.into_inner());
-        match &*s {
-            Some(b) if b.size() >= 4 * n as u64 => b.clone(),
-            _ => s.insert(self.storage("arrivals", 4 * n as u64)).clone(),
-        }
+        self.slot_buffer(&self.arrivals, "arrivals", 4 * n as u64)
     }
 
     /// A storage buffer holding `data` (padded to 4 bytes).
