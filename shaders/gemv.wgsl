@@ -9,9 +9,10 @@
 // used for the four rows; no value lives in a per-thread array (those spill to local memory).
 // Types without a section of their own take dequant.wgsl's `dq` one group at a time (GENERIC4 for
 // the plain types, whose rows may end inside a vec4: XSCALAR; GENERIC16 for the rest).
-// Q8X (ternary rows): the workgroup first quantizes x to int8 in workgroup memory (quantize_x) and
-// the units are int8 dot products (dot4I8Packed) against it; XQ_SG (one known subgroup size): a
-// subgroup quantizes a whole 256-value block, without barriers.
+// Q8X (ternary rows and Q6_K LM heads: ops::gemv_quantizes_x): the workgroup first quantizes x to
+// int8 in workgroup memory (quantize_x) and the units are int8 dot products (dot4I8Packed) against
+// it, their words loaded by unit_words (the first two units' before quantize_x); XQ_SG (one
+// known subgroup size): a subgroup quantizes a whole 256-value block, without barriers.
 
 #include "common"
 
@@ -68,6 +69,7 @@ var<workgroup> part: array<vec4<f32>, WG>;
 // engine quantize it for ternary weights — d = max|x| / 127, q = round_half_even(x / d) — once
 // per workgroup, then read from here as packed int8.
 var<workgroup> xq: array<u32, XQ_N>;
+const ONES: u32 = 0x01010101u;
 var<workgroup> xd: array<f32, XQ_N / 64u>;
 // xq[c] = x vec4 c (v) quantized with its block's max |x| (amax).
 fn store_q(c: u32, v: vec4<f32>, amax: f32) {
@@ -468,6 +470,56 @@ fn k6_dot(row: u32, u: u32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec
                       dot(q6(a >> 4u, qh >> 4u), x2), dot(q6(c >> 4u, qh >> 6u), x3));
     return half_of(w[b + 52u], false) * dot(sc, t - 32.0 * sx);
 }
+#ifdef Q8X
+// x quantized in workgroup memory (quantize_x): sub-block s of the unit meets x word i + 8s as
+// int8 (6-bit codes are non-negative bytes). Σ sc·(q - 32)·d·xd·xq = d·xd·Σ sc·(Σ q·xq - 32·Σ xq).
+struct UnitWords {
+    a: vec4<u32>,
+    c: vec4<u32>,
+    qh: vec4<u32>,
+    s01: vec4<u32>,
+    s23: vec4<u32>,
+    d: vec4<u32>,
+}
+fn unit_words(rows: vec4<u32>, u: u32) -> UnitWords {
+    let h = (u % 16u) / 8u;
+    let b = rows * p.row_words + vec4<u32>((u / 16u) * BW);
+    let ia = 16u * h + u % 8u;
+    let ic = ia + 8u;
+    let iq = 32u + 8u * h + u % 8u;
+    let is = 48u + 2u * h;
+    var r: UnitWords;
+    r.a = vec4<u32>(w[b.x + ia], w[b.y + ia], w[b.z + ia], w[b.w + ia]);
+    r.c = vec4<u32>(w[b.x + ic], w[b.y + ic], w[b.z + ic], w[b.w + ic]);
+    r.qh = vec4<u32>(w[b.x + iq], w[b.y + iq], w[b.z + iq], w[b.w + iq]);
+    r.s01 = vec4<u32>(w[b.x + is], w[b.y + is], w[b.z + is], w[b.w + is]);
+    r.s23 = vec4<u32>(w[b.x + is + 1u], w[b.y + is + 1u], w[b.z + is + 1u], w[b.w + is + 1u]);
+    r.d = vec4<u32>(w[b.x + 52u], w[b.y + 52u], w[b.z + 52u], w[b.w + 52u]);
+    return r;
+}
+fn q6b(lo: u32, hi: u32) -> u32 {
+    return (lo & 0x0f0f0f0fu) | ((hi & 0x03030303u) << 4u);
+}
+fn k6_q8(a: u32, c: u32, qh: u32, s01: u32, s23: u32, d: u32, k: u32, x: vec4<u32>, sx: vec4<i32>) -> f32 {
+    let sc = vec4<f32>(i8_of(s01, k), i8_of(s01, k + 2u), i8_of(s23, k), i8_of(s23, k + 2u));
+    let t = vec4<i32>(dot4I8Packed(q6b(a, qh), x.x), dot4I8Packed(q6b(c, qh >> 2u), x.y),
+                      dot4I8Packed(q6b(a >> 4u, qh >> 4u), x.z), dot4I8Packed(q6b(c >> 4u, qh >> 6u), x.w)) - sx;
+    return half_of(d, false) * dot(sc, vec4<f32>(t));
+}
+fn unit_dot4w(rows: vec4<u32>, u: u32, q: UnitWords) -> vec4<f32> {
+    let i = 64u * (u / 16u) + 32u * ((u % 16u) / 8u) + u % 8u;
+    let x = vec4<u32>(xq[i], xq[i + 8u], xq[i + 16u], xq[i + 24u]);
+    let sx = 32 * vec4<i32>(dot4I8Packed(x.x, ONES), dot4I8Packed(x.y, ONES), dot4I8Packed(x.z, ONES), dot4I8Packed(x.w, ONES));
+    let k = (u % 8u) / 4u;
+    return xd[u / 16u] * vec4<f32>(k6_q8(q.a.x, q.c.x, q.qh.x, q.s01.x, q.s23.x, q.d.x, k, x, sx),
+                                   k6_q8(q.a.y, q.c.y, q.qh.y, q.s01.y, q.s23.y, q.d.y, k, x, sx),
+                                   k6_q8(q.a.z, q.c.z, q.qh.z, q.s01.z, q.s23.z, q.d.z, k, x, sx),
+                                   k6_q8(q.a.w, q.c.w, q.qh.w, q.s01.w, q.s23.w, q.d.w, k, x, sx));
+}
+fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
+    return unit_dot4w(rows, u, unit_words(rows, u));
+}
+#else
 fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
     let i = 64u * (u / 16u) + 32u * ((u % 16u) / 8u) + u % 8u;
     let x0 = xv(i);
@@ -478,6 +530,7 @@ fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
     return vec4<f32>(k6_dot(rows.x, u, x0, x1, x2, x3, sx), k6_dot(rows.y, u, x0, x1, x2, x3, sx),
                      k6_dot(rows.z, u, x0, x1, x2, x3, sx), k6_dot(rows.w, u, x0, x1, x2, x3, sx));
 }
+#endif
 #endif
 
 // T2R: a unit is one code word; word u holds columns 128q + 32l + 4j + k (q = u / 8, j = u % 8)
@@ -492,7 +545,6 @@ fn t2r_scale(row: u32, u: u32) -> f32 {
 // x quantized in workgroup memory (quantize_x): the field-l codes of word u, as four bytes, meet
 // x word 32q + 8l + j in an int8 dot product. Σ (code - 1)·s·d·q = s·d·(Σ code·q - Σ q).
 const UE: u32 = 16u;
-const ONES: u32 = 0x01010101u;
 fn t2r_q8(row: u32, u: u32, q: u32, x0: u32, x1: u32, x2: u32, x3: u32, sq: i32) -> f32 {
     let s = t2r_scale(row, u);
     let m = 0x03030303u;
@@ -501,12 +553,13 @@ fn t2r_q8(row: u32, u: u32, q: u32, x0: u32, x1: u32, x2: u32, x3: u32, sq: i32)
     return s * f32(t - sq);
 }
 // The code words of unit u of the four rows.
-fn words4(rows: vec4<u32>, u: u32) -> vec4<u32> {
+alias UnitWords = vec4<u32>;
+fn unit_words(rows: vec4<u32>, u: u32) -> UnitWords {
     let rw = p.row_words;
     return vec4<u32>(w[rows.x * rw + u], w[rows.y * rw + u], w[rows.z * rw + u], w[rows.w * rw + u]);
 }
 // Unit u of the four rows, given their code words q.
-fn unit_dot4w(rows: vec4<u32>, u: u32, q: vec4<u32>) -> vec4<f32> {
+fn unit_dot4w(rows: vec4<u32>, u: u32, q: UnitWords) -> vec4<f32> {
     let i = 32u * (u / 8u) + u % 8u;
     let x0 = xq[i];
     let x1 = xq[i + 8u];
@@ -517,7 +570,7 @@ fn unit_dot4w(rows: vec4<u32>, u: u32, q: vec4<u32>) -> vec4<f32> {
                                    t2r_q8(rows.z, u, q.z, x0, x1, x2, x3, sq), t2r_q8(rows.w, u, q.w, x0, x1, x2, x3, sq));
 }
 fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
-    return unit_dot4w(rows, u, words4(rows, u));
+    return unit_dot4w(rows, u, unit_words(rows, u));
 }
 #else
 const UE: u32 = 16u;
@@ -574,8 +627,8 @@ fn gemv(
 #ifdef Q8X
     // The code words of this thread's first two units are loaded before x is quantized, so that
     // their memory latency overlaps that work (clamped loads stay inside the row; unused past it).
-    let pre0 = words4(rows, min(u, n_units - 1u));
-    let pre1 = words4(rows, min(u + TPR, n_units - 1u));
+    let pre0 = unit_words(rows, min(u, n_units - 1u));
+    let pre1 = unit_words(rows, min(u + TPR, n_units - 1u));
     quantize_x(lid);
     const NORM_N: u32 = WG;
     if (o < p.rows) {

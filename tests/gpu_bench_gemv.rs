@@ -11,6 +11,7 @@
 //! dispatch) and a streaming `add` over 256 MB (the bandwidth a plain WGSL kernel reaches).
 //! `chain_handoff_timing`: dependent phases as one dispatch each against one dispatch that
 //! orders them itself (`CHAIN_PHASES`, `CHAIN_GROUPS` workgroups a phase).
+//! `stream_read_timing`: a read-only stream over 256 MiB by grid size and load width.
 //! Ignored by default; on a GPU machine:
 //! `cargo test --release --test gpu_bench_gemv -- --ignored --nocapture` (`--test-threads 1`).
 
@@ -288,45 +289,9 @@ fn chain(@builtin(local_invocation_index) lid: u32) {
         ctx.adapter.name
     );
     let dev = &ctx.device;
-    let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("chain"),
-        source: wgpu::ShaderSource::Wgsl(SRC.into()),
-    });
-    let entry = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty,
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        },
-        count: None,
-    };
     let rw = wgpu::BufferBindingType::Storage { read_only: false };
-    let bgl = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-        label: Some("chain"),
-        entries: &[
-            entry(0, wgpu::BufferBindingType::Uniform),
-            entry(1, rw),
-            entry(2, rw),
-        ],
-    });
-    let layout = dev.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-        label: Some("chain"),
-        bind_group_layouts: &[Some(&bgl)],
-        immediate_size: 0,
-    });
-    let pipe = |entry: &str| {
-        dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: Some(&layout),
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: Default::default(),
-            cache: None,
-        })
-    };
-    let (step, chain) = (pipe("step"), pipe("chain"));
+    let sh = Inline::new(&ctx, SRC, &[wgpu::BufferBindingType::Uniform, rw, rw]);
+    let (step, chain) = (sh.pipeline("step"), sh.pipeline("chain"));
     let words = (phases as usize + 1) * groups as usize * 256;
     let init: Vec<u32> = (0..words as u32)
         .map(|i| i.wrapping_mul(2246822519))
@@ -342,19 +307,7 @@ fn chain(@builtin(local_invocation_index) lid: u32) {
         });
         ctx.queue
             .write_buffer(&uni, 0, bytemuck::cast_slice(&[phases, groups, phase, 0]));
-        let entries = [&uni, &data, &ctr]
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: b.as_entire_binding(),
-            })
-            .collect::<Vec<_>>();
-        dev.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &bgl,
-            entries: &entries,
-        })
+        sh.bind_group(&[&uni, &data, &ctr])
     };
     let step_groups: Vec<_> = (0..phases).map(group).collect();
     let chain_group = group(0);
@@ -402,4 +355,161 @@ fn chain(@builtin(local_invocation_index) lid: u32) {
         t_steps * 1e6,
         t_chain * 1e6
     );
+}
+
+/// Read-only streaming over 256 MiB (or the binding limit; the bound of a GEMV that reads each weight once): 16- or
+/// 4-byte loads, four in flight per thread, grid-stride over `STREAM_GROUPS` workgroups (a list;
+/// each thread keeps a sum so that no load is dead).
+#[test]
+#[ignore]
+fn stream_read_timing() {
+    const SRC: &str = r#"
+struct P { n: u32, pad0: u32, pad1: u32, pad2: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> a4: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> a1: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out: array<u32>;
+
+@compute @workgroup_size(256)
+fn read4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let st = nwg.x * 256u;
+    var s = vec4<u32>(0u);
+    var i = gid.x;
+    for (; i + 3u * st < p.n / 4u; i += 4u * st) {
+        s += (a4[i] ^ a4[i + st]) + (a4[i + 2u * st] ^ a4[i + 3u * st]);
+    }
+    for (; i < p.n / 4u; i += st) {
+        s += a4[i];
+    }
+    out[gid.x] = (s.x + s.y) ^ (s.z + s.w);
+}
+
+@compute @workgroup_size(256)
+fn read1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let st = nwg.x * 256u;
+    var s = 0u;
+    var i = gid.x;
+    for (; i + 3u * st < p.n; i += 4u * st) {
+        s += (a1[i] ^ a1[i + st]) + (a1[i + 2u * st] ^ a1[i + 3u * st]);
+    }
+    for (; i < p.n; i += st) {
+        s += a1[i];
+    }
+    out[gid.x] = s;
+}
+"#;
+    use wgpu::BufferBindingType as B;
+    let ctx = ctx();
+    let ro = B::Storage { read_only: true };
+    let sh = Inline::new(&ctx, SRC, &[B::Uniform, ro, ro, B::Storage { read_only: false }]);
+    let words = (1usize << 26).min(ctx.limits.max_storage_buffer_binding_size as usize / 4);
+    let a = ctx.storage("a", 4 * words as u64);
+    let groups: Vec<u32> = std::env::var("STREAM_GROUPS")
+        .unwrap_or("264,528,1056,2112,4224,16384".into())
+        .split(',')
+        .filter_map(|g| g.parse().ok())
+        .collect();
+    let out = ctx.storage("out", 4 * 256 * *groups.iter().max().unwrap_or(&1) as u64);
+    let uni = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("p"),
+        size: 16,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    ctx.queue
+        .write_buffer(&uni, 0, bytemuck::cast_slice(&[words as u32, 0, 0, 0]));
+    let bg = sh.bind_group(&[&uni, &a, &a, &out]);
+    eprintln!("adapter {}: {} MiB read", ctx.adapter.name, (4 * words) >> 20);
+    for entry in ["read4", "read1"] {
+        let pipe = sh.pipeline(entry);
+        for &g in &groups {
+            let t = gpu_seconds_per_call(&ctx, 20, &|e| {
+                let pass = e.pass();
+                pass.set_pipeline(&pipe);
+                pass.set_bind_group(0, &bg, &[]);
+                pass.dispatch_workgroups(g, 1, 1);
+            });
+            eprintln!(
+                "{entry} {g:6} workgroups: {:7.1} µs, {:6.0} GB/s",
+                t * 1e6,
+                (4 * words) as f64 / t / 1e9
+            );
+        }
+    }
+}
+
+/// A WGSL source of this file's own benches, its bind group layout (the buffer types of
+/// bindings 0, 1, … of group 0) and its pipelines.
+struct Inline<'a> {
+    ctx: &'a GpuContext,
+    module: wgpu::ShaderModule,
+    bgl: wgpu::BindGroupLayout,
+    layout: wgpu::PipelineLayout,
+}
+
+impl<'a> Inline<'a> {
+    fn new(ctx: &'a GpuContext, src: &str, bindings: &[wgpu::BufferBindingType]) -> Inline<'a> {
+        let dev = &ctx.device;
+        let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("bench"),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        });
+        let entries: Vec<_> = bindings
+            .iter()
+            .enumerate()
+            .map(|(i, &ty)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty,
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let bgl = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("bench"),
+            entries: &entries,
+        });
+        let layout = dev.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("bench"),
+            bind_group_layouts: &[Some(&bgl)],
+            immediate_size: 0,
+        });
+        Inline {
+            ctx,
+            module,
+            bgl,
+            layout,
+        }
+    }
+
+    fn pipeline(&self, entry: &str) -> wgpu::ComputePipeline {
+        let dev = &self.ctx.device;
+        dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(&self.layout),
+            module: &self.module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        })
+    }
+
+    fn bind_group(&self, bufs: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        let entries: Vec<_> = bufs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &self.bgl,
+            entries: &entries,
+        })
+    }
 }

@@ -38,6 +38,9 @@ async fn matmul_k_quants() {
         &[(256, 5), (768, 7), (256, 301), (9216, 3)],
     )
     .await;
+    // An LM head's row count: one token takes x as int8 (ops::gemv_quantizes_x), in the head's
+    // workgroup shape; 16,411 rows end inside a workgroup.
+    run(&[Q6_K], &[(768, 16411)]).await;
 }
 
 #[gpu_test]

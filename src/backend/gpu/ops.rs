@@ -357,12 +357,27 @@ const Q8X_SG_WG: u32 = 512;
 /// The longest rows gemv.wgsl quantizes x for (its packed copy lives in workgroup memory).
 const Q8X_MAX_COLS: usize = 8192;
 
-/// Whether a one-token product with `w` quantizes x to int8 (gemv.wgsl's `Q8X`): ternary rows
-/// of whole 256-value blocks up to [`Q8X_MAX_COLS`], x quantized per 256 values as ggml's Q8_K
-/// (the scheme llama.cpp and the CPU engine use for ternary weights) and dotted by packed int8
-/// dot products, instead of every weight code converted to f32.
+/// Matrices of more rows than this are LM heads to gemv_kernel (a decode layer's have fewer).
+const HEAD_ROWS: usize = 16384;
+
+/// `Q8X` LM heads: workgroup size and threads per row group (H200, tests/gpu_bench_gemv.rs,
+/// Q6_K heads of BitNet-2B / Llama-1B: 137 / 102 µs with f32 x in 64-thread workgroups, 98 / 78
+/// µs with x as int8 in 256-thread workgroups of 8-thread row groups; 16- and 32-thread groups
+/// and 512- or 1024-thread workgroups were between).
+const Q8X_HEAD_WG: u32 = 256;
+const Q8X_HEAD_TPR: u32 = 8;
+
+/// Whether a one-token product with `w` quantizes x to int8 (gemv.wgsl's `Q8X`), per 256 values
+/// as ggml's Q8_K, and dots it with packed int8 dot products instead of converting every weight
+/// to f32: ternary rows, and Q6_K LM heads, of whole 256-value blocks up to [`Q8X_MAX_COLS`].
+/// It is the scheme llama.cpp's CPU backend and the CPU engine use for both (`vec_dot_tq*_q8_K`,
+/// `vec_dot_q6_K_q8_K`; backend::cpu::q8). A head streams hundreds of MB, for which int8 x halves
+/// the time per row; a layer's Q6_K matrices were slower this way (Llama-1B's down).
 pub fn gemv_quantizes_x(w: &GpuWeight) -> bool {
-    w.define() == "TYPE_T2R" && w.cols.is_multiple_of(256) && w.cols <= Q8X_MAX_COLS
+    let ty = w.define();
+    (ty == "TYPE_T2R" || (ty == "TYPE_Q6_K" && w.rows > HEAD_ROWS))
+        && w.cols.is_multiple_of(256)
+        && w.cols <= Q8X_MAX_COLS
 }
 
 /// The subgroup size by which a `Q8X` product quantizes x on this device (gemv.wgsl `XQ_SG`: a
@@ -395,7 +410,8 @@ fn gemv_kernel(
     // Measured on an H100 (tests/gpu_bench_gemv.rs sweeps): a decode matrix of up to ~16k rows
     // runs fastest spread thin — a whole 64-thread group per row group (32 under GLU), even
     // where that leaves threads idle — so that more workgroups keep more loads in flight; an
-    // LM head has rows enough to fill the GPU with about half a row's units per group.
+    // LM head has rows enough to fill the GPU with about half a row's units per group, and
+    // under Q8X (int8 x, quantized once per workgroup) with Q8X_HEAD_TPR threads per group.
     let glu = defines.get("GLU").is_some();
     let q8x = gemv_quantizes_x(w);
     // Q8X by subgroups (XQ_SG) in workgroups of Q8X_SG_WG threads where the limits allow
@@ -404,7 +420,10 @@ fn gemv_kernel(
     let sg_wg_fits = ctx.limits.max_compute_invocations_per_workgroup >= Q8X_SG_WG
         && ctx.limits.max_compute_workgroup_storage_size as usize
             >= 16 * Q8X_SG_WG as usize + w.cols + w.cols / 64;
-    let (wg, tpr) = if q8x || w.rows <= 16384 {
+    let head = w.rows > HEAD_ROWS;
+    let (wg, tpr) = if q8x && head {
+        (Q8X_HEAD_WG, Q8X_HEAD_TPR)
+    } else if q8x || !head {
         let wg = match (q8x, xq_sg.is_some() && sg_wg_fits) {
             (true, true) => Q8X_SG_WG,
             (true, false) => Q8X_WG,
