@@ -477,44 +477,41 @@ struct UnitWords {
     a: vec4<u32>,
     c: vec4<u32>,
     qh: vec4<u32>,
-    s01: vec4<u32>,
-    s23: vec4<u32>,
-    d: vec4<u32>,
 }
+// The code words only: the scales and d (words the row group's threads share, cached) are loaded
+// where they are used, which keeps the prefetched units' registers few.
 fn unit_words(rows: vec4<u32>, u: u32) -> UnitWords {
     let h = (u % 16u) / 8u;
     let b = rows * p.row_words + vec4<u32>((u / 16u) * BW);
     let ia = 16u * h + u % 8u;
     let ic = ia + 8u;
     let iq = 32u + 8u * h + u % 8u;
-    let is = 48u + 2u * h;
     var r: UnitWords;
     r.a = vec4<u32>(w[b.x + ia], w[b.y + ia], w[b.z + ia], w[b.w + ia]);
     r.c = vec4<u32>(w[b.x + ic], w[b.y + ic], w[b.z + ic], w[b.w + ic]);
     r.qh = vec4<u32>(w[b.x + iq], w[b.y + iq], w[b.z + iq], w[b.w + iq]);
-    r.s01 = vec4<u32>(w[b.x + is], w[b.y + is], w[b.z + is], w[b.w + is]);
-    r.s23 = vec4<u32>(w[b.x + is + 1u], w[b.y + is + 1u], w[b.z + is + 1u], w[b.w + is + 1u]);
-    r.d = vec4<u32>(w[b.x + 52u], w[b.y + 52u], w[b.z + 52u], w[b.w + 52u]);
     return r;
 }
 fn q6b(lo: u32, hi: u32) -> u32 {
     return (lo & 0x0f0f0f0fu) | ((hi & 0x03030303u) << 4u);
 }
-fn k6_q8(a: u32, c: u32, qh: u32, s01: u32, s23: u32, d: u32, k: u32, x: vec4<u32>, sx: vec4<i32>) -> f32 {
+fn k6_q8(row: u32, u: u32, a: u32, c: u32, qh: u32, x: vec4<u32>, sx: vec4<i32>) -> f32 {
+    let b = row * p.row_words + (u / 16u) * BW;
+    let is = b + 48u + 2u * ((u % 16u) / 8u);
+    let s01 = w[is];
+    let s23 = w[is + 1u];
+    let k = (u % 8u) / 4u;
     let sc = vec4<f32>(i8_of(s01, k), i8_of(s01, k + 2u), i8_of(s23, k), i8_of(s23, k + 2u));
     let t = vec4<i32>(dot4I8Packed(q6b(a, qh), x.x), dot4I8Packed(q6b(c, qh >> 2u), x.y),
                       dot4I8Packed(q6b(a >> 4u, qh >> 4u), x.z), dot4I8Packed(q6b(c >> 4u, qh >> 6u), x.w)) - sx;
-    return half_of(d, false) * dot(sc, vec4<f32>(t));
+    return half_of(w[b + 52u], false) * dot(sc, vec4<f32>(t));
 }
 fn unit_dot4w(rows: vec4<u32>, u: u32, q: UnitWords) -> vec4<f32> {
     let i = 64u * (u / 16u) + 32u * ((u % 16u) / 8u) + u % 8u;
     let x = vec4<u32>(xq[i], xq[i + 8u], xq[i + 16u], xq[i + 24u]);
     let sx = 32 * vec4<i32>(dot4I8Packed(x.x, ONES), dot4I8Packed(x.y, ONES), dot4I8Packed(x.z, ONES), dot4I8Packed(x.w, ONES));
-    let k = (u % 8u) / 4u;
-    return xd[u / 16u] * vec4<f32>(k6_q8(q.a.x, q.c.x, q.qh.x, q.s01.x, q.s23.x, q.d.x, k, x, sx),
-                                   k6_q8(q.a.y, q.c.y, q.qh.y, q.s01.y, q.s23.y, q.d.y, k, x, sx),
-                                   k6_q8(q.a.z, q.c.z, q.qh.z, q.s01.z, q.s23.z, q.d.z, k, x, sx),
-                                   k6_q8(q.a.w, q.c.w, q.qh.w, q.s01.w, q.s23.w, q.d.w, k, x, sx));
+    return xd[u / 16u] * vec4<f32>(k6_q8(rows.x, u, q.a.x, q.c.x, q.qh.x, x, sx), k6_q8(rows.y, u, q.a.y, q.c.y, q.qh.y, x, sx),
+                                   k6_q8(rows.z, u, q.a.z, q.c.z, q.qh.z, x, sx), k6_q8(rows.w, u, q.a.w, q.c.w, q.qh.w, x, sx));
 }
 fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
     return unit_dot4w(rows, u, unit_words(rows, u));
@@ -643,15 +640,9 @@ fn gemv(
 #else
     const NORM_N: u32 = TPR;
 #endif
-    // Several units per step, so that each thread has all their loads in flight: four (UNROLL4,
-    // for rows of at least four units per thread), then two, then one.
+    // Two units per step, so that each thread has their loads in flight together, then one.
+    // (Four a step was slower: H200, Llama-1B's Q6_K down, decode 677 -> 737 tok/s without.)
     if (o < p.rows) {
-#ifdef UNROLL4
-        for (; u + 3u * TPR < n_units; u += 4u * TPR) {
-            acc += (unit_dot4(rows, u) + unit_dot4(rows, u + TPR))
-                 + (unit_dot4(rows, u + 2u * TPR) + unit_dot4(rows, u + 3u * TPR));
-        }
-#endif
         for (; u + TPR < n_units; u += 2u * TPR) {
             acc += unit_dot4(rows, u) + unit_dot4(rows, u + TPR);
         }

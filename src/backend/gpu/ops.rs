@@ -391,8 +391,8 @@ pub fn gemv_subgroup_quantize(ctx: &GpuContext) -> Option<u32> {
 
 /// gemv.wgsl for `w` with `defines` (the type and fusions of matmul) and its row groups per
 /// workgroup: the type's unit (elements per thread step, the shader's `UE`) and section, the
-/// workgroup size (`WGS`) and threads per row group (`TPR`), `Q8X` for ternary rows, and
-/// `UNROLL4` where a thread has four units or more.
+/// workgroup size (`WGS`) and threads per row group (`TPR`), and `Q8X` where
+/// [`gemv_quantizes_x`].
 fn gemv_kernel(
     ctx: &GpuContext,
     w: &GpuWeight,
@@ -452,10 +452,6 @@ fn gemv_kernel(
         if let Some(sg) = xq_sg {
             k = k.def("XQ_SG", format!("{sg}u"));
         }
-    }
-    // Four units in flight per thread where rows are long (a bigger shader: only there).
-    if units >= 4 * tpr {
-        k = k.def("UNROLL4", 1);
     }
     (k, wg / tpr)
 }
