@@ -401,7 +401,11 @@ fn read1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
     use wgpu::BufferBindingType as B;
     let ctx = ctx();
     let ro = B::Storage { read_only: true };
-    let sh = Inline::new(&ctx, SRC, &[B::Uniform, ro, ro, B::Storage { read_only: false }]);
+    let sh = Inline::new(
+        &ctx,
+        SRC,
+        &[B::Uniform, ro, ro, B::Storage { read_only: false }],
+    );
     let words = (1usize << 26).min(ctx.limits.max_storage_buffer_binding_size as usize / 4);
     let a = ctx.storage("a", 4 * words as u64);
     let groups: Vec<u32> = std::env::var("STREAM_GROUPS")
@@ -419,7 +423,11 @@ fn read1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
     ctx.queue
         .write_buffer(&uni, 0, bytemuck::cast_slice(&[words as u32, 0, 0, 0]));
     let bg = sh.bind_group(&[&uni, &a, &a, &out]);
-    eprintln!("adapter {}: {} MiB read", ctx.adapter.name, (4 * words) >> 20);
+    eprintln!(
+        "adapter {}: {} MiB read",
+        ctx.adapter.name,
+        (4 * words) >> 20
+    );
     for entry in ["read4", "read1"] {
         let pipe = sh.pipeline(entry);
         for &g in &groups {
@@ -506,10 +514,12 @@ impl<'a> Inline<'a> {
                 resource: b.as_entire_binding(),
             })
             .collect();
-        self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &self.bgl,
-            entries: &entries,
-        })
+        self.ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &self.bgl,
+                entries: &entries,
+            })
     }
 }
