@@ -622,10 +622,14 @@ fn gemv(
     var u = t;
     var acc = vec4<f32>(0.0);
 #ifdef Q8X
-    // The code words of this thread's first two units are loaded before x is quantized, so that
-    // their memory latency overlaps that work (clamped loads stay inside the row; unused past it).
+    // The code words of this thread's first two units (three under PRE3, where those are all of
+    // its units) are loaded before x is quantized, so that their memory latency overlaps that
+    // work (clamped loads stay inside the row; unused past it).
     let pre0 = unit_words(rows, min(u, n_units - 1u));
     let pre1 = unit_words(rows, min(u + TPR, n_units - 1u));
+#ifdef PRE3
+    let pre2 = unit_words(rows, min(u + 2u * TPR, n_units - 1u));
+#endif
     quantize_x(lid);
     const NORM_N: u32 = WG;
     if (o < p.rows) {
@@ -635,8 +639,17 @@ fn gemv(
         if (u + TPR < n_units) {
             acc += unit_dot4w(rows, u + TPR, pre1);
         }
+#ifdef PRE3
+        if (u + 2u * TPR < n_units) {
+            acc += unit_dot4w(rows, u + 2u * TPR, pre2);
+        }
+#endif
     }
+#ifdef PRE3
+    u += 3u * TPR;
+#else
     u += 2u * TPR;
+#endif
 #else
     const NORM_N: u32 = TPR;
 #endif

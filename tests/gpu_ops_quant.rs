@@ -60,7 +60,15 @@ async fn matmul_ternary() {
     }
     run(
         &[TQ1_0, TQ2_0],
-        &[(256, 5), (768, 7), (768, 301), (4864, 3), (9216, 3)],
+        // 2560 columns: three units a thread in the one-token product (gemv.wgsl PRE3).
+        &[
+            (256, 5),
+            (768, 7),
+            (2560, 5),
+            (768, 301),
+            (4864, 3),
+            (9216, 3),
+        ],
     )
     .await;
     // I2_S rows are whole 128-column chunks; K % 256 = 128 leaves a pad chunk in T2R.
