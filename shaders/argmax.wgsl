@@ -8,7 +8,7 @@
 
 const WG: u32 = 256u;
 
-const PER: u32 = 16u;
+const PER: u32 = 16u;  // values a thread: argmax_part's four load4
 const CHUNK: u32 = WG * PER;  // ops::ARGMAX_CHUNK
 
 struct Params {
@@ -61,28 +61,45 @@ fn reduce(bv: f32, bi: u32, lid: u32) {
 }
 
 #ifdef PART
+var<private> bv: f32 = 0.0;
+var<private> bi: u32 = NONE;
+
+// Row r's values at columns c, c + WG, c + 2·WG, c + 3·WG (0 past the row: never taken).
+fn load4(r: u32, c: u32) -> vec4<f32> {
+    let b = r * p.cols;
+    let e = p.cols - 1u;
+    return vec4<f32>(x[b + min(c, e)], x[b + min(c + WG, e)], x[b + min(c + 2u * WG, e)],
+                     x[b + min(c + 3u * WG, e)]);
+}
+
+// The four values of load4(r, c), taken in index order.
+fn take4(v: vec4<f32>, c: u32) {
+    for (var k = 0u; k < 4u; k++) {
+        let ck = c + k * WG;
+        if (ck < p.cols && beats(v[k], ck, bv, bi)) {
+            bv = v[k];
+            bi = ck;
+        }
+    }
+}
+
 @compute @workgroup_size(WG)
 fn argmax_part(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let wi = flat_group(wg, p.groups_x);
     let live = wi < p.rows * p.chunks;
     let r = wi / p.chunks;
-    let c0 = (wi % p.chunks) * CHUNK;
-    var bv = 0.0;
-    var bi = NONE;
+    let c = (wi % p.chunks) * CHUNK + lid;
     if (live) {
-        // Load all PER values first (independent loads), then compare in index order.
-        var v: array<f32, PER>;
-        for (var k = 0u; k < PER; k++) {
-            let c = c0 + k * WG + lid;
-            v[k] = select(0.0, x[r * p.cols + min(c, p.cols - 1u)], c < p.cols);
-        }
-        for (var k = 0u; k < PER; k++) {
-            let c = c0 + k * WG + lid;
-            if (c < p.cols && beats(v[k], c, bv, bi)) {
-                bv = v[k];
-                bi = c;
-            }
-        }
+        // All PER (16) values loaded first, into variables (independent loads), then compared
+        // in index order.
+        let a = load4(r, c);
+        let b = load4(r, c + 4u * WG);
+        let d = load4(r, c + 8u * WG);
+        let e = load4(r, c + 12u * WG);
+        take4(a, c);
+        take4(b, c + 4u * WG);
+        take4(d, c + 8u * WG);
+        take4(e, c + 12u * WG);
     }
     reduce(bv, bi, lid);
     if (live && lid == 0u) {

@@ -23,7 +23,8 @@ struct Params {
     mult: f32,       // tensor multiplier (T2R from I2_S), else 1
     eps: f32,        // NORM
     act: u32,        // GLU: common.wgsl activation kind
-    w_row0: u32,     // first row of the part used (rows past it form the output)
+    w_row0: u32,     // first row of the part used (rows past it form the output); embed:
+                     // workgroups a token
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -183,23 +184,31 @@ fn matmul(
 @group(0) @binding(2) var<storage, read> ids: array<u32>;      // [tokens] (rows of this part, already offset)
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;  // [tokens, cols]
 
-// One workgroup per token; ids outside this part's rows are left to the other parts.
+// Workgroups t·ch … t·ch + ch − 1 (ch = p.w_row0, ceil(groups / WG)) gather token t's row, a
+// dequantization group a thread, so that all of a row's loads are in flight at once; ids outside this part's
+// rows are left to the other parts.
 @compute @workgroup_size(WG)
 fn embed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let t = flat_group(wg, p.groups_x);
+    let f = flat_group(wg, p.groups_x);
+    let t = f / p.w_row0;
     if (t >= p.tokens) {
         return;
     }
     let id = ids[t];
-    if (id < p.row0 || id >= p.row0 + p.rows) {
+    let g = (f % p.w_row0) * WG + lid;
+    let k0 = g * G;
+    if (id < p.row0 || id >= p.row0 + p.rows || k0 >= p.cols) {
         return;
     }
-    let n_groups = (p.cols + G - 1u) / G;
-    for (var g = lid; g < n_groups; g += WG) {
-        let v = dq(id - p.row0, g);
-        let k0 = g * G;
-        for (var e = 0u; e < min(G, p.cols - k0); e++) {
-            y[t * p.cols + k0 + e] = v[e] * p.mult;
+    let v = dq(id - p.row0, g);
+    let o = t * p.cols + k0;
+    if (k0 + G <= p.cols) {
+        for (var e = 0u; e < G; e++) {
+            y[o + e] = v[e] * p.mult;
+        }
+    } else {
+        for (var e = 0u; e < p.cols - k0; e++) {
+            y[o + e] = v[e] * p.mult;
         }
     }
 }

@@ -186,6 +186,18 @@ pub(super) fn weight_params(
 /// Tokens per matmul workgroup (matmul.wgsl `TT`).
 const MATMUL_TT: u32 = 4;
 
+/// Threads per matmul.wgsl workgroup (its `WG`).
+const MATMUL_WG: usize = 64;
+
+/// Elements of `w` dequant.wgsl's `dq` returns at a time (its `G`).
+fn dequant_group(w: &GpuWeight) -> usize {
+    use crate::quant::GgmlType as T;
+    match w.ty {
+        T::F32 | T::F16 | T::BF16 => 4,
+        _ => 16,
+    }
+}
+
 /// What a matmul does besides `W·x` (matmul.wgsl's NORM, GLU and RESIDUAL).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Fuse<'a> {
@@ -474,10 +486,13 @@ pub fn embed(
     let k = Kernel::new("matmul", "embed")
         .def("EMBED", 1)
         .def(w.define(), 1);
-    let grid = ctx.grid(tokens as u32);
+    // Workgroups a token (matmul.wgsl: WG threads, a dequant group each), in the w_row0 field.
+    let per_token = w.cols.div_ceil(dequant_group(w) * MATMUL_WG);
+    let grid = ctx.grid((tokens * per_token) as u32);
     for part in &w.parts {
         let p = weight_params(
-            w, part, part.rows, tokens, grid[0], part.row0, w.cols, [0; 5],
+            w, part, part.rows, tokens, grid[0], part.row0, w.cols,
+            [0, 0, per_token as u32, 0, 0],
         );
         let bufs = [
             part.buf.as_entire_binding(),
