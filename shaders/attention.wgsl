@@ -285,6 +285,49 @@ fn val4(key: u32, vr: u32, vb: u32, ch: u32) -> vec4<f32> {
     return v4(vr, ch);
 }
 
+#ifdef KV_VEC
+// Lane lid's K quad i of the first scores pass (row quad offset kq), if inside the head row.
+fn kpre_load(kq: u32, i: u32, lid: u32) -> kv_quad {
+    let ch = lid % C + i * C;
+    if (i < KW && ch < KCH) {
+        return kc[kq + ch];
+    }
+    return kv_quad();
+}
+
+// Lane lid's V quad of key u of the first P·V step, if that key is in the cache.
+fn vpre_load(lo: u32, nc0: u32, vs: u32, vb: u32, u: u32, lid: u32) -> kv_quad {
+    let j = lid % KL + u * KL;
+    let key = lo + select(0u, j, j < nc0);
+    if (cached(key)) {
+        return vc[((key * vs + vb) >> 2u) + lid / KL];
+    }
+    return kv_quad();
+}
+
+fn pick4(a: kv_quad, b: kv_quad, c: kv_quad, d: kv_quad, i: u32) -> kv_quad {
+    return select(select(a, b, i == 1u), select(c, d, i == 3u), i >= 2u);
+}
+
+// pv_val, or on the first step `pre` (loaded ahead) where the key is in the cache.
+fn pv_load(base: u32, j: u32, nc: u32, first: bool, pre: kv_quad, vs: u32, vb: u32, col: u32) -> vec4<f32> {
+    if (first && cached(base + select(0u, j, j < nc))) {
+        return kv_quad_f32(pre);
+    }
+    return pv_val(base, j, nc, vs, vb, col);
+}
+#endif
+
+// P·V: the V quad `col` of the chunk's key j (past nc: its first key, finite).
+fn pv_val(base: u32, j: u32, nc: u32, vs: u32, vb: u32, col: u32) -> vec4<f32> {
+    let key = base + select(0u, j, j < nc);
+    return val4(key, key * vs + vb, vb, col);
+}
+
+// The weight exp(s − m) of head g's key j of the chunk (0 past nc).
+fn pv_weight(g: u32, j: u32, nc: u32) -> f32 {
+    return select(0.0, sc[g * CHUNK + min(j, CHUNK - 1u)], j < nc);
+}
 // Writes dims 4·col … of query row `row` (token · n_head + head): the output, or this split's partial.
 fn emit(row: u32, split: u32, col: u32, a: vec4<f32>, l: f32, m: f32) {
     if (p.n_splits == 1u) {
@@ -353,24 +396,35 @@ fn attention(
     // overlaps its; raw, converted where used. Keys not in the cache are left to key4/val4.
     let nc0 = min(CHUNK, n);
     let key_k = lo + select(0u, lid / C, lid / C < nc0);
+    // In variables, not arrays: a private array indexed in a loop may live in local memory.
+    var kp0: kv_quad;
+    var kp1: kv_quad;
+    var kp2: kv_quad;
+    var kp3: kv_quad;
+    if (n > 0u && cached(key_k)) {
+        let kq = (key_k * ks + kb) >> 2u;
+        kp0 = kpre_load(kq, 0u, lid);
+        kp1 = kpre_load(kq, 1u, lid);
+        kp2 = kpre_load(kq, 2u, lid);
+        kp3 = kpre_load(kq, 3u, lid);
+    }
+#ifdef KW_WIDE
     var kpre: array<kv_quad, KW>;
     if (n > 0u && cached(key_k)) {
-        for (var i = 0u; i < KW; i++) {
-            let ch = lid % C + i * C;
-            if (ch < KCH) {
-                kpre[i] = kc[((key_k * ks + kb) >> 2u) + ch];
-            }
+        for (var i = 4u; i < KW; i++) {
+            kpre[i] = kpre_load((key_k * ks + kb) >> 2u, i, lid);
         }
     }
-    var vpre: array<kv_quad, 4>;
+#endif
+    var vp0: kv_quad;
+    var vp1: kv_quad;
+    var vp2: kv_quad;
+    var vp3: kv_quad;
     if (n > 0u && lid / KL < VCH) {
-        for (var u = 0u; u < 4u; u++) {
-            let j = lid % KL + u * KL;
-            let key = lo + select(0u, j, j < nc0);
-            if (cached(key)) {
-                vpre[u] = vc[((key * vs + vb) >> 2u) + lid / KL];
-            }
-        }
+        vp0 = vpre_load(lo, nc0, vs, vb, 0u, lid);
+        vp1 = vpre_load(lo, nc0, vs, vb, 1u, lid);
+        vp2 = vpre_load(lo, nc0, vs, vb, 2u, lid);
+        vp3 = vpre_load(lo, nc0, vs, vb, 3u, lid);
     }
 #endif
 #ifdef ROPE_KV
@@ -492,7 +546,15 @@ fn attention(
 #ifdef KV_VEC
                     var kv: vec4<f32>;
                     if (c0 == 0u && j0 == 0u && cached(key)) {
-                        kv = kv_quad_f32(kpre[i]);
+#ifdef KW_WIDE
+                        if (i >= 4u) {
+                            kv = kv_quad_f32(kpre[i]);
+                        } else {
+                            kv = kv_quad_f32(pick4(kp0, kp1, kp2, kp3, i));
+                        }
+#else
+                        kv = kv_quad_f32(pick4(kp0, kp1, kp2, kp3, i));
+#endif
                     } else {
                         kv = key4(key, kr, kb, ch);
                     }
@@ -592,28 +654,33 @@ fn attention(
         // row (finite) with weight 0.
         if (col < VCH) {
             for (var j = kl; j < nc; j += 4u * KL) {
-                var vv: array<vec4<f32>, 4>;
-                for (var u = 0u; u < 4u; u++) {
-                    let key = base + select(0u, j + u * KL, j + u * KL < nc);
+                // The step's four V quads in variables (their loads in flight together).
 #ifdef KV_VEC
-                    if (c0 == 0u && j == kl && cached(key)) {
-                        vv[u] = kv_quad_f32(vpre[u]);
-                    } else {
-                        vv[u] = val4(key, key * vs + vb, vb, col);
-                    }
+                let first = c0 == 0u && j == kl;
+                let v0 = pv_load(base, j, nc, first, vp0, vs, vb, col);
+                let v1 = pv_load(base, j + KL, nc, first, vp1, vs, vb, col);
+                let v2 = pv_load(base, j + 2u * KL, nc, first, vp2, vs, vb, col);
+                let v3 = pv_load(base, j + 3u * KL, nc, first, vp3, vs, vb, col);
 #else
-                    vv[u] = val4(key, key * vs + vb, vb, col);
+                let v0 = pv_val(base, j, nc, vs, vb, col);
+                let v1 = pv_val(base, j + KL, nc, vs, vb, col);
+                let v2 = pv_val(base, j + 2u * KL, nc, vs, vb, col);
+                let v3 = pv_val(base, j + 3u * KL, nc, vs, vb, col);
 #endif
-                }
-                for (var u = 0u; u < 4u; u++) {
-                    let jx = j + u * KL;
-                    if (jx < nc) {
-                        for (var g = 0u; g < GQ; g++) {
-                            let w = sc[g * CHUNK + jx];
-                            acc[g] = fma(vec4<f32>(w), vv[u], acc[g]);
-                            ls[g] += w;
-                        }
-                    }
+                // Keys past the chunk weigh 0 (their V rows are finite): acc and ls unchanged.
+                for (var g = 0u; g < GQ; g++) {
+                    let w0 = pv_weight(g, j, nc);
+                    let w1 = pv_weight(g, j + KL, nc);
+                    let w2 = pv_weight(g, j + 2u * KL, nc);
+                    let w3 = pv_weight(g, j + 3u * KL, nc);
+                    acc[g] = fma(vec4<f32>(w0), v0, acc[g]);
+                    ls[g] += w0;
+                    acc[g] = fma(vec4<f32>(w1), v1, acc[g]);
+                    ls[g] += w1;
+                    acc[g] = fma(vec4<f32>(w2), v2, acc[g]);
+                    ls[g] += w2;
+                    acc[g] = fma(vec4<f32>(w3), v3, acc[g]);
+                    ls[g] += w3;
                 }
             }
         }

@@ -349,6 +349,10 @@ fn attention_kernel(ctx: &GpuContext, p: &AttnParams, gq: usize, rope_kv: bool) 
         .def("CHUNK", format!("{}u", chunk.min(512)));
     if p.head_dim.is_multiple_of(4) && p.head_dim_v.is_multiple_of(4) {
         k = k.def("KV_VEC", 1);
+        // More than four K quads a lane in the first scores pass: those past four in an array.
+        if kch > 4 * ATTN_C {
+            k = k.def("KW_WIDE", 1);
+        }
     }
     if rope_kv {
         k = k.def("ROPE_KV", 1);
