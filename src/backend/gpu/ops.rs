@@ -491,7 +491,13 @@ pub fn embed(
     let grid = ctx.grid((tokens * per_token) as u32);
     for part in &w.parts {
         let p = weight_params(
-            w, part, part.rows, tokens, grid[0], part.row0, w.cols,
+            w,
+            part,
+            part.rows,
+            tokens,
+            grid[0],
+            part.row0,
+            w.cols,
             [0, 0, per_token as u32, 0, 0],
         );
         let bufs = [
