@@ -82,23 +82,65 @@ fn abs_max4(v: vec4<f32>) -> f32 {
 }
 
 #ifdef XQ_SG
-// The subgroup size is XQ_SG on this device (its smallest and largest: ops::gemv_subgroup_quantize) and
-// divides 64: a subgroup quantizes a whole 256-value block at a time (PER vec4 a lane), its max
+// The subgroup size is XQ_SG on this device (its smallest and largest:
+// ops::gemv_subgroup_quantize) and divides 64: a subgroup quantizes a whole 256-value block at a time (PER vec4 a lane), its max
 // by subgroupMax, with no barrier until the end, and the next block's loads are issued before
 // this one is quantized, so that their latencies overlap.
 const PER: u32 = 64u / XQ_SG;
 const NSUB: u32 = WG / XQ_SG;
 const NB: u32 = XQ_N / 64u;
 
+// A lane's PER (1 to 8) vec4s of a block, in variables: a private array indexed in a loop may
+// live in local memory (NVIDIA). Those past PER stay 0.
+struct XBlock {
+    v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>,
+    v4: vec4<f32>, v5: vec4<f32>, v6: vec4<f32>, v7: vec4<f32>,
+}
+
 // Lane sgi's vec4s of block b (zeros past the last block: nothing loaded, nothing added to ssq).
-fn load_block(b: u32) -> array<vec4<f32>, PER> {
-    var v: array<vec4<f32>, PER>;
+fn load_block(b: u32) -> XBlock {
+    var v: XBlock;
     if (b < NB) {
-        for (var i = 0u; i < PER; i++) {
-            v[i] = xv(64u * b + i * XQ_SG + sgi);
+        let c = 64u * b + sgi;
+        v.v0 = xv(c);
+        if (PER > 1u) {
+            v.v1 = xv(c + XQ_SG);
+        }
+        if (PER > 2u) {
+            v.v2 = xv(c + 2u * XQ_SG);
+            v.v3 = xv(c + 3u * XQ_SG);
+        }
+        if (PER > 4u) {
+            v.v4 = xv(c + 4u * XQ_SG);
+            v.v5 = xv(c + 5u * XQ_SG);
+            v.v6 = xv(c + 6u * XQ_SG);
+            v.v7 = xv(c + 7u * XQ_SG);
         }
     }
     return v;
+}
+
+fn block_abs_max(v: XBlock) -> f32 {
+    return max(max(max(abs_max4(v.v0), abs_max4(v.v1)), max(abs_max4(v.v2), abs_max4(v.v3))),
+               max(max(abs_max4(v.v4), abs_max4(v.v5)), max(abs_max4(v.v6), abs_max4(v.v7))));
+}
+
+fn store_block(b: u32, v: XBlock, amax: f32) {
+    let c = 64u * b + sgi;
+    store_q(c, v.v0, amax);
+    if (PER > 1u) {
+        store_q(c + XQ_SG, v.v1, amax);
+    }
+    if (PER > 2u) {
+        store_q(c + 2u * XQ_SG, v.v2, amax);
+        store_q(c + 3u * XQ_SG, v.v3, amax);
+    }
+    if (PER > 4u) {
+        store_q(c + 4u * XQ_SG, v.v4, amax);
+        store_q(c + 5u * XQ_SG, v.v5, amax);
+        store_q(c + 6u * XQ_SG, v.v6, amax);
+        store_q(c + 7u * XQ_SG, v.v7, amax);
+    }
 }
 
 fn quantize_x(lid: u32) {
@@ -108,15 +150,9 @@ fn quantize_x(lid: u32) {
     for (var b0 = 0u; b0 < NB; b0 += NSUB) {
         let b = b0 + sub;
         let nxt = load_block(b + NSUB);
-        var m = 0.0;
-        for (var i = 0u; i < PER; i++) {
-            m = max(m, abs_max4(cur[i]));
-        }
-        let amax = subgroupMax(m);
+        let amax = subgroupMax(block_abs_max(cur));
         if (b < NB) {
-            for (var i = 0u; i < PER; i++) {
-                store_q(64u * b + i * XQ_SG + sgi, cur[i], amax);
-            }
+            store_block(b, cur, amax);
             if (sgi == 0u) {
                 xd[b] = amax / 127.0;
             }
