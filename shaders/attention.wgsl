@@ -328,6 +328,18 @@ fn pv_val(base: u32, j: u32, nc: u32, vs: u32, vb: u32, col: u32) -> vec4<f32> {
 fn pv_weight(g: u32, j: u32, nc: u32) -> f32 {
     return select(0.0, sc[g * CHUNK + min(j, CHUNK - 1u)], j < nc);
 }
+// Dim d of the query row at b (rotated and scaled under ROPE_KV; 0 past the head or when not live).
+fn q_dim(b: u32, d: u32, live: bool, pos: u32) -> f32 {
+    if (!live || d >= HEAD_DIM) {
+        return 0.0;
+    }
+#ifdef ROPE_KV
+    return roped(d, q[b + d], q[b + rope_other(d)], pos) * p.q_scale;
+#else
+    return q[b + d];
+#endif
+}
+
 // Writes dims 4·col … of query row `row` (token · n_head + head): the output, or this split's partial.
 fn emit(row: u32, split: u32, col: u32, a: vec4<f32>, l: f32, m: f32) {
     if (p.n_splits == 1u) {
@@ -439,19 +451,11 @@ fn attention(
     for (var i = lid; i < PROLOGUE; i += WG) {
         if (i < GQ * KCH) {
             let g = i / KCH;
-            var v = vec4<f32>(0.0);
-            for (var e = 0u; e < 4u; e++) {
-                let d = 4u * (i % KCH) + e;
-                if (g < ng && d < HEAD_DIM) {
-                    let b = (row0 + g) * HEAD_DIM;
-#ifdef ROPE_KV
-                    v[e] = roped(d, q[b + d], q[b + rope_other(d)], pos) * p.q_scale;
-#else
-                    v[e] = q[b + d];
-#endif
-                }
-            }
-            qs[i] = v;
+            let b = (row0 + g) * HEAD_DIM;
+            let d = 4u * (i % KCH);
+            let live = g < ng;
+            qs[i] = vec4<f32>(q_dim(b, d, live, pos), q_dim(b, d + 1u, live, pos),
+                              q_dim(b, d + 2u, live, pos), q_dim(b, d + 3u, live, pos));
         }
 #ifdef OWN_QUADS
         else if (i < GQ * KCH + KCH) {
@@ -771,6 +775,12 @@ fn attention_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
 const MERGE_SL: u32 = 8u;
 var<workgroup> mlw: array<vec2<f32>, MERGE_SL>;  // each lane's (max, Σ p)
 
+// Dim d of the partial at b (0 past dv). Built into a vec4 from values, not by writing its
+// components in a loop (a vector indexed so may live in local memory).
+fn part_dim(b: u32, d: u32, dv: u32) -> f32 {
+    return select(0.0, part[b + 2u + min(d, dv - 1u)], d < dv);
+}
+
 fn merge_row(i: u32, lid: u32, nt: u32) {
     let dv = p.head_dim_v;
     let stride = 2u + dv;
@@ -787,13 +797,9 @@ fn merge_row(i: u32, lid: u32, nt: u32) {
             let b = pb + s * stride;
             let ms = part[b];
             let ls = part[b + 1u];
-            var v = vec4<f32>(0.0);
-            for (var e = 0u; e < 4u; e++) {
-                let d = 4u * qd + e;
-                if (d < dv) {
-                    v[e] = part[b + 2u + d];
-                }
-            }
+            let d = 4u * qd;
+            let v = vec4<f32>(part_dim(b, d, dv), part_dim(b, d + 1u, dv), part_dim(b, d + 2u, dv),
+                              part_dim(b, d + 3u, dv));
             let mn = max(m, ms);
             let c_old = exp(m - mn);
             let c_new = exp(ms - mn);
