@@ -69,8 +69,8 @@ var<workgroup> part: array<vec4<f32>, WG>;
 // engine quantize it for ternary weights — d = max|x| / 127, q = round_half_even(x / d) — once
 // per workgroup, then read from here as packed int8.
 var<workgroup> xq: array<u32, XQ_N>;
-const ONES: u32 = 0x01010101u;
 var<workgroup> xd: array<f32, XQ_N / 64u>;
+const ONES: u32 = 0x01010101u;  // dot4I8Packed(q, ONES) = Σ of q's four int8
 // xq[c] = x vec4 c (v) quantized with its block's max |x| (amax).
 fn store_q(c: u32, v: vec4<f32>, amax: f32) {
     let id = select(0.0, 127.0 / amax, amax > 0.0);
@@ -83,9 +83,9 @@ fn abs_max4(v: vec4<f32>) -> f32 {
 
 #ifdef XQ_SG
 // The subgroup size is XQ_SG on this device (its smallest and largest:
-// ops::gemv_subgroup_quantize) and divides 64: a subgroup quantizes a whole 256-value block at a time (PER vec4 a lane), its max
-// by subgroupMax, with no barrier until the end, and the next block's loads are issued before
-// this one is quantized, so that their latencies overlap.
+// ops::gemv_subgroup_quantize) and divides 64: a subgroup quantizes a whole 256-value block at a
+// time (PER vec4 a lane), its max by subgroupMax, with no barrier until the end, and the next
+// block's loads are issued before this one is quantized, so that their latencies overlap.
 const PER: u32 = 64u / XQ_SG;
 const NSUB: u32 = WG / XQ_SG;
 const NB: u32 = XQ_N / 64u;

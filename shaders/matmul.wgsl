@@ -185,8 +185,8 @@ fn matmul(
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;  // [tokens, cols]
 
 // Workgroups t·ch … t·ch + ch − 1 (ch = p.w_row0, ceil(groups / WG)) gather token t's row, a
-// dequantization group a thread, so that all of a row's loads are in flight at once; ids outside this part's
-// rows are left to the other parts.
+// dequantization group a thread, so that all of a row's loads are in flight at once; ids outside
+// this part's rows are left to the other parts.
 @compute @workgroup_size(WG)
 fn embed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let f = flat_group(wg, p.groups_x);
