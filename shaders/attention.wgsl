@@ -328,6 +328,7 @@ fn pv_val(base: u32, j: u32, nc: u32, vs: u32, vb: u32, col: u32) -> vec4<f32> {
 fn pv_weight(g: u32, j: u32, nc: u32) -> f32 {
     return select(0.0, sc[g * CHUNK + min(j, CHUNK - 1u)], j < nc);
 }
+
 // Dim d of the query row at b (rotated and scaled under ROPE_KV; 0 past the head or when not live).
 fn q_dim(b: u32, d: u32, live: bool, pos: u32) -> f32 {
     if (!live || d >= HEAD_DIM) {

@@ -288,7 +288,6 @@ fn chain(@builtin(local_invocation_index) lid: u32) {
         "adapter {}: {phases} phases × {groups} workgroups",
         ctx.adapter.name
     );
-    let dev = &ctx.device;
     let rw = wgpu::BufferBindingType::Storage { read_only: false };
     let sh = Inline::new(&ctx, SRC, &[wgpu::BufferBindingType::Uniform, rw, rw]);
     let (step, chain) = (sh.pipeline("step"), sh.pipeline("chain"));
@@ -299,14 +298,7 @@ fn chain(@builtin(local_invocation_index) lid: u32) {
     let data = ctx.storage_init("data", bytemuck::cast_slice(&init));
     let ctr = ctx.storage_init("ctr", &vec![0u8; 4 * (phases as usize + 1)]);
     let group = |phase: u32| {
-        let uni = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("p"),
-            size: 16,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        ctx.queue
-            .write_buffer(&uni, 0, bytemuck::cast_slice(&[phases, groups, phase, 0]));
+        let uni = sh.uniform([phases, groups, phase, 0]);
         sh.bind_group(&[&uni, &data, &ctr])
     };
     let step_groups: Vec<_> = (0..phases).map(group).collect();
@@ -357,9 +349,9 @@ fn chain(@builtin(local_invocation_index) lid: u32) {
     );
 }
 
-/// Read-only streaming over 256 MiB (or the binding limit; the bound of a GEMV that reads each weight once): 16- or
-/// 4-byte loads, four in flight per thread, grid-stride over `STREAM_GROUPS` workgroups (a list;
-/// each thread keeps a sum so that no load is dead).
+/// Read-only streaming over 256 MiB (or the binding limit): the bound of a GEMV that reads each
+/// weight once. 16- or 4-byte loads, four in flight per thread, grid-stride over
+/// `STREAM_GROUPS` workgroups (a list; each thread keeps a sum so that no load is dead).
 #[test]
 #[ignore]
 fn stream_read_timing() {
@@ -414,14 +406,7 @@ fn read1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
         .filter_map(|g| g.parse().ok())
         .collect();
     let out = ctx.storage("out", 4 * 256 * *groups.iter().max().unwrap_or(&1) as u64);
-    let uni = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("p"),
-        size: 16,
-        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    ctx.queue
-        .write_buffer(&uni, 0, bytemuck::cast_slice(&[words as u32, 0, 0, 0]));
+    let uni = sh.uniform([words as u32, 0, 0, 0]);
     let bg = sh.bind_group(&[&uni, &a, &a, &out]);
     eprintln!(
         "adapter {}: {} MiB read",
@@ -503,6 +488,20 @@ impl<'a> Inline<'a> {
             compilation_options: Default::default(),
             cache: None,
         })
+    }
+
+    /// A 16-byte uniform block holding `words`.
+    fn uniform(&self, words: [u32; 4]) -> wgpu::Buffer {
+        let uni = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("p"),
+            size: 16,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.ctx
+            .queue
+            .write_buffer(&uni, 0, bytemuck::cast_slice(&words));
+        uni
     }
 
     fn bind_group(&self, bufs: &[&wgpu::Buffer]) -> wgpu::BindGroup {
