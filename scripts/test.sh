@@ -60,7 +60,8 @@ step "wasm tests under node (the browser's CPU fallback)"
 cargo test --locked --target wasm32-unknown-unknown --no-default-features --test wasm_node --test session_wasm
 
 step "GPU backend in headless Chromium: WebGPU on SwiftShader (webdriver.json has the flags)"
-# The kernel harness and the greedy decode of tests/gpu_ops*.rs and tests/gpu_decode.rs, awaited
+# The kernel harness, the greedy decode and the async sessions of tests/gpu_ops*.rs,
+# tests/gpu_decode.rs and tests/session_async.rs, awaited
 # in the browser; the runner's default 20 s limit is for the whole run (several minutes here:
 # SwiftShader compiles each pipeline on the CPU).
 CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=900 \

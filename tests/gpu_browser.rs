@@ -1,9 +1,11 @@
 //! The GPU backend in headless Chromium on WebGPU (SwiftShader: no `shader-f16`, and wgpu's web
 //! backend exposes no subgroups, so every kernel takes its f32 workgroup-reduction path). The
 //! same test files as natively, compiled for wasm32 with `gpu_test` = `#[wasm_bindgen_test]`
-//! (tests/gpu_util): the kernel harness against the CPU references (tests/gpu_ops*.rs) and the
-//! greedy decode of committed synthetic models with llama.cpp's ids (tests/gpu_decode.rs). The
-//! prefill GEMM's file takes a reduced case set here (tests/gpu_ops_gemm.rs `BROWSER`).
+//! (tests/gpu_util): the kernel harness against the CPU references (tests/gpu_ops*.rs), the
+//! greedy decode of committed synthetic models with llama.cpp's ids (tests/gpu_decode.rs) and
+//! sessions driven through their async API, greedy and sampled, on the GPU and the wasm CPU
+//! engine (tests/session_async.rs). The prefill GEMM's file takes a reduced case set here
+//! (tests/gpu_ops_gemm.rs `BROWSER`).
 //! Every readback is awaited; nothing blocks.
 //!
 //! Run (scripts/test.sh; the browser and its flags are in webdriver.json):
@@ -30,6 +32,8 @@ mod gpu_ops_gemm;
 mod gpu_ops_quant;
 #[path = "gpu_ops_topk.rs"]
 mod gpu_ops_topk;
+#[path = "session_async.rs"]
+mod session_async;
 
 use ternlm::backend::gpu::{GpuContext, GpuOptions};
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};

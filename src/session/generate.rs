@@ -3,8 +3,9 @@
 //! sample → stop check → detokenize and emit → decode, one token per step.
 //!
 //! The loop is a state machine ([`Generation`]) that a caller drives one step at a time
-//! ([`Generation::next`]), so an async JS wrapper can yield between tokens; [`Generate`] wraps it
-//! as an `Iterator`. The first step runs the prefill.
+//! ([`Generation::next`], or [`Generation::next_async`], which awaits the GPU's readbacks as the
+//! browser must), so an async JS wrapper can yield between tokens; [`Generate`] wraps it as an
+//! `Iterator`. The first step runs the prefill.
 //!
 //! Events: one [`Event::Token`] per generated token, an [`Event::Text`] when text held back at the
 //! end (a partial stop string or incomplete UTF-8 that turned out not to be one) is released, then
@@ -17,6 +18,7 @@
 
 use super::sampler::{LogprobRequest, LogprobSource, SamplerParams, TokenLogprob};
 use super::{Engine, Session};
+use crate::backend::gpu::block_on;
 use crate::error::{ModelError, Result, SessionError};
 use crate::tokenizer::chat::ChatMessage;
 use crate::tokenizer::stream::{StopStep, TextStream};
@@ -323,9 +325,19 @@ impl Session {
         input: impl Into<Input>,
         params: GenerateParams,
     ) -> Result<Completion> {
+        block_on(self.complete_async(input, params))
+    }
+
+    /// [`Session::complete`], awaited.
+    pub async fn complete_async(
+        &mut self,
+        input: impl Into<Input>,
+        params: GenerateParams,
+    ) -> Result<Completion> {
         let mut text = String::new();
         let mut tokens = Vec::new();
-        for ev in self.generate(input, params)? {
+        let mut gen = self.start(input, params)?;
+        while let Some(ev) = gen.next_async(self).await {
             match ev? {
                 Event::Token { id, text_delta, .. } => {
                     tokens.push(id);
@@ -359,6 +371,12 @@ impl Generation {
     /// forward (the first: the prompt's prefill). The session must not be changed between calls
     /// (that is reported as [`SessionError::BadState`]).
     pub fn next(&mut self, s: &mut Session) -> Option<Result<Event>> {
+        block_on(async { Ok(self.next_async(s).await) }).unwrap_or_else(|e| Some(Err(e)))
+    }
+
+    /// [`Generation::next`], awaited (on the GPU the step's readback is awaited: the browser's
+    /// way to generate).
+    pub async fn next_async(&mut self, s: &mut Session) -> Option<Result<Event>> {
         if let Some(e) = self.queue.pop_front() {
             return Some(Ok(e));
         }
@@ -372,7 +390,7 @@ impl Generation {
             )
             .into()));
         }
-        if let Err(e) = self.step(s) {
+        if let Err(e) = self.step(s).await {
             self.phase = Phase::Done;
             self.queue.clear();
             return Some(Err(e));
@@ -399,7 +417,7 @@ impl Generation {
             .filter(|&k| 2 * k < s.engine.n_vocab())
     }
 
-    fn step(&mut self, s: &mut Session) -> Result<()> {
+    async fn step(&mut self, s: &mut Session) -> Result<()> {
         let mut top = None;
         if self
             .cancel
@@ -412,16 +430,16 @@ impl Generation {
         match self.phase {
             Phase::Prefill => {
                 let t0 = s.clock.now_ms();
-                self.n_cached = s.feed_prompt(&self.prompt)?;
+                self.n_cached = s.feed_prompt_async(&self.prompt).await?;
                 self.prefill_ms = s.clock.now_ms() - t0;
                 self.phase = Phase::Decode;
             }
             Phase::Decode => {
                 if let Some(t) = self.pending.take() {
                     top = match self.top_candidates(s, t) {
-                        Some(k) => Some(s.decode_top_k(t, k)?),
+                        Some(k) => Some(s.decode_top_k_async(t, k).await?),
                         None => {
-                            s.decode(t)?;
+                            s.decode_async(t).await?;
                             None
                         }
                     };

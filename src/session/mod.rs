@@ -15,10 +15,14 @@
 //! truncation is exact), so a session is never left half-advanced.
 //!
 //! Generation ([`generate`]): [`Session::generate`] is an iterator of [`Event`]s; the same loop is
-//! driveable one step at a time ([`Session::start`] + [`Generation::next`]) for an async JS
-//! wrapper.
+//! driveable one step at a time ([`Session::start`] + [`Generation::next`], or
+//! [`Generation::next_async`] where GPU readbacks must be awaited, as in the browser).
 //!
-//! Out of scope here: GPU KV buffers, recurrent state and checkpoints (§3.3; for attention-only
+//! Every primitive that runs the model has an `_async` twin ([`Session::eval_async`],
+//! [`Session::decode_async`], [`Session::feed_prompt_async`], [`Session::complete_async`], …);
+//! the synchronous one is its twin driven by [`block_on`], so the two share one implementation.
+//!
+//! Out of scope here: recurrent state and checkpoints (§3.3; for attention-only
 //! models a snapshot or prefix reuse covers them), multiple sequences, embeddings.
 
 // On wasm32 the model's GPU objects are not Send (single-threaded); the Arc only shares.
@@ -37,6 +41,7 @@ pub use sampler::{
     LogprobRequest, LogprobSource, Sampled, Sampler, SamplerParams, SamplerState, TokenLogprob,
 };
 
+use crate::backend::gpu::block_on;
 use crate::error::{Error, ModelError, Result, SessionError, StateError, TokenizerError};
 use crate::model::{KvCache, LogitsFor, Model};
 use crate::tokenizer::chat::{ChatMessage, ChatTemplate};
@@ -428,6 +433,12 @@ impl Session {
     /// the requested logits rows `[n × n_vocab]` (`Last`: only the final chunk computes its last
     /// row). On error the session is as before the call.
     pub fn eval(&mut self, tokens: &[u32], logits: LogitsFor) -> Result<Vec<f32>> {
+        block_on(self.eval_async(tokens, logits))
+    }
+
+    /// [`Session::eval`], awaited: on the GPU each chunk's readback is awaited (the browser's
+    /// way); the synchronous primitives are these futures driven by [`block_on`].
+    pub async fn eval_async(&mut self, tokens: &[u32], logits: LogitsFor) -> Result<Vec<f32>> {
         if tokens.is_empty() {
             return match logits {
                 LogitsFor::None => Ok(Vec::new()),
@@ -452,7 +463,7 @@ impl Session {
                 LogitsFor::Last if i + 1 == n_chunks => LogitsFor::Last,
                 _ => LogitsFor::None,
             };
-            match model.forward(&mut self.cache, chunk, want) {
+            match model.forward_async(&mut self.cache, chunk, want).await {
                 Ok(l) => out.extend_from_slice(&l),
                 Err(e) => {
                     self.cache.truncate(start);
@@ -483,11 +494,21 @@ impl Session {
         self.eval(&[token], LogitsFor::Last)
     }
 
+    /// [`Session::decode`], awaited.
+    pub async fn decode_async(&mut self, token: u32) -> Result<Vec<f32>> {
+        self.eval_async(&[token], LogitsFor::Last).await
+    }
+
     /// Appends one token and returns only its `k` largest logits with their ids, best first
     /// ([`Model::forward_top_k`]: on the GPU they are selected there and `8·k` bytes come back,
     /// not the row). [`Session::logits`] is `None` afterwards. On error the session is as before
     /// the call.
     pub fn decode_top_k(&mut self, token: u32, k: usize) -> Result<Vec<(u32, f32)>> {
+        block_on(self.decode_top_k_async(token, k))
+    }
+
+    /// [`Session::decode_top_k`], awaited.
+    pub async fn decode_top_k_async(&mut self, token: u32, k: usize) -> Result<Vec<(u32, f32)>> {
         if self.len() + 1 > self.n_ctx() {
             return Err(SessionError::ContextOverflow {
                 n_prompt: self.len() + 1,
@@ -498,7 +519,10 @@ impl Session {
         }
         let start = self.len();
         let model = Arc::clone(self.engine.model());
-        let top = match model.forward_top_k(&mut self.cache, &[token], k) {
+        let top = match model
+            .forward_top_k_async(&mut self.cache, &[token], k)
+            .await
+        {
             Ok(t) => t,
             Err(e) => {
                 self.cache.truncate(start);
@@ -565,6 +589,11 @@ impl Session {
     /// nothing when their logits are at hand; otherwise at least one token is re-fed. Returns
     /// the number of reused tokens.
     pub fn feed_prompt(&mut self, prompt: &[u32]) -> Result<usize> {
+        block_on(self.feed_prompt_async(prompt))
+    }
+
+    /// [`Session::feed_prompt`], awaited.
+    pub async fn feed_prompt_async(&mut self, prompt: &[u32]) -> Result<usize> {
         if prompt.is_empty() {
             return Err(ModelError::EmptyInput.into());
         }
@@ -592,7 +621,7 @@ impl Session {
             return Err(ModelError::TokenOutOfRange { id, n_vocab }.into());
         }
         self.truncate(keep);
-        self.prefill(&prompt[keep..])?;
+        self.eval_async(&prompt[keep..], LogitsFor::Last).await?;
         Ok(keep)
     }
 
