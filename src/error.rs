@@ -226,6 +226,10 @@ pub enum ModelError {
     TokenOutOfRange { id: u32, n_vocab: usize },
     #[error("no tokens to run")]
     EmptyInput,
+    #[error("the model's weights are on the GPU only (it was streamed there): load it again to run on the CPU")]
+    GpuOnly,
+    #[error("the model load failed earlier: {0}")]
+    LoadFailed(String),
 }
 
 impl ModelError {
@@ -237,6 +241,8 @@ impl ModelError {
             ModelError::Mismatch(_) => "model_mismatch",
             ModelError::TokenOutOfRange { .. } => "model_token_range",
             ModelError::EmptyInput => "model_empty_input",
+            ModelError::GpuOnly => "model_gpu_only",
+            ModelError::LoadFailed(_) => "model_load_failed",
         }
     }
 }

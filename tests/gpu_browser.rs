@@ -2,9 +2,10 @@
 //! backend exposes no subgroups, so every kernel takes its f32 workgroup-reduction path). The
 //! same test files as natively, compiled for wasm32 with `gpu_test` = `#[wasm_bindgen_test]`
 //! (tests/gpu_util): the kernel harness against the CPU references (tests/gpu_ops*.rs), the
-//! greedy decode of committed synthetic models with llama.cpp's ids (tests/gpu_decode.rs) and
-//! sessions driven through their async API, greedy and sampled, on the GPU and the wasm CPU
-//! engine (tests/session_async.rs). The prefill GEMM's file takes a reduced case set here
+//! greedy decode of committed synthetic models with llama.cpp's ids (tests/gpu_decode.rs), the
+//! same models streamed to the GPU in chunks (tests/gpu_stream_load.rs) and sessions driven
+//! through their async API, greedy and sampled, on the GPU and the wasm CPU engine
+//! (tests/session_async.rs). The prefill GEMM's file takes a reduced case set here
 //! (tests/gpu_ops_gemm.rs `BROWSER`).
 //! Every readback is awaited; nothing blocks.
 //!
@@ -32,6 +33,8 @@ mod gpu_ops_gemm;
 mod gpu_ops_quant;
 #[path = "gpu_ops_topk.rs"]
 mod gpu_ops_topk;
+#[path = "gpu_stream_load.rs"]
+mod gpu_stream_load;
 #[path = "session_async.rs"]
 mod session_async;
 

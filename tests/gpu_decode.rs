@@ -11,34 +11,6 @@ use ternlm::backend::gpu::GpuOptions;
 use ternlm::model::{LogitsFor, Model};
 use ternlm::session::sampler::argmax;
 
-/// A model and its greedy continuation.
-struct DecodeCase {
-    name: &'static str,
-    bytes: &'static [u8],
-    prompt: &'static [u32],
-    want: &'static [u32],
-}
-
-/// llama.cpp's prompt and 16 greedy ids for each model (tests/data/golden/logits).
-const CASES: &[DecodeCase] = &[
-    DecodeCase {
-        name: "tiny-llama-q8_0",
-        bytes: include_bytes!("data/models/tiny-llama-q8_0.gguf"),
-        prompt: &[72, 101, 108, 108, 111, 259],
-        want: &[
-            90, 17, 135, 135, 31, 205, 135, 31, 205, 135, 31, 24, 24, 24, 24, 24,
-        ],
-    },
-    DecodeCase {
-        name: "tiny-bitnet-tq2_0",
-        bytes: include_bytes!("data/models/tiny-bitnet-tq2_0.gguf"),
-        prompt: &[72, 101, 108, 108, 111, 259],
-        want: &[
-            146, 146, 146, 146, 146, 146, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60,
-        ],
-    },
-];
-
 /// The prompt in one call, then one token per call, each step's argmax fed back; then the whole
 /// sequence again in one call with every position's logits, whose argmaxes must be the same
 /// ids (the logits readback and a multi-token chunk).
@@ -85,14 +57,14 @@ fn load(c: &DecodeCase) -> Model {
 
 #[gpu_test]
 async fn greedy_ids_on_cpu() {
-    for c in CASES {
+    for c in DECODE_CASES {
         assert_eq!(decode(&load(c), c).await, c.want, "{} on the CPU", c.name);
     }
 }
 
 #[gpu_test]
 async fn greedy_ids_on_gpu() {
-    for c in CASES {
+    for c in DECODE_CASES {
         let mut m = load(c);
         m.use_gpu_async(&GpuOptions::default())
             .await

@@ -16,35 +16,8 @@ use ternlm::session::{
     Completion, Engine, FinishReason, GenerateParams, SamplerParams, Session, SessionOptions,
 };
 
-/// A committed synthetic model, a prompt and llama.cpp's 16 greedy ids after it.
-struct Case {
-    name: &'static str,
-    bytes: &'static [u8],
-    prompt: &'static [u32],
-    greedy: &'static [u32],
-}
-
-const CASES: &[Case] = &[
-    Case {
-        name: "tiny-llama-q8_0",
-        bytes: include_bytes!("data/models/tiny-llama-q8_0.gguf"),
-        prompt: &[72, 101, 108, 108, 111, 259],
-        greedy: &[
-            90, 17, 135, 135, 31, 205, 135, 31, 205, 135, 31, 24, 24, 24, 24, 24,
-        ],
-    },
-    Case {
-        name: "tiny-bitnet-tq2_0",
-        bytes: include_bytes!("data/models/tiny-bitnet-tq2_0.gguf"),
-        prompt: &[72, 101, 108, 108, 111, 259],
-        greedy: &[
-            146, 146, 146, 146, 146, 146, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60,
-        ],
-    },
-];
-
 /// The case's engine on the CPU, or on the GPU with `opts`.
-async fn engine(c: &Case, gpu: Option<&GpuOptions>) -> Engine {
+async fn engine(c: &DecodeCase, gpu: Option<&GpuOptions>) -> Engine {
     let mut m = Model::from_bytes(c.bytes.to_vec()).unwrap_or_else(|e| panic!("{}: {e}", c.name));
     if let Some(o) = gpu {
         m.use_gpu_async(o)
@@ -81,11 +54,11 @@ async fn complete(s: &mut Session, prompt: &[u32], p: GenerateParams) -> Complet
 /// Greedy generation, prefix reuse, a snapshot restored, a saved state loaded into a new session
 /// and a cancelled generation; returns every generated id in order, and checks each step
 /// against what the CPU engine must also give.
-async fn script(c: &Case, e: &Engine) -> Vec<u32> {
+async fn script(c: &DecodeCase, e: &Engine) -> Vec<u32> {
     let greedy = || params(SamplerParams::greedy(), 16);
     let mut s = session(e);
     let a = complete(&mut s, c.prompt, greedy()).await;
-    assert_eq!(a.tokens, c.greedy, "{}: llama.cpp's greedy ids", c.name);
+    assert_eq!(a.tokens, c.want, "{}: llama.cpp's greedy ids", c.name);
     assert_eq!(a.stats.finish_reason, FinishReason::Length);
     // the last id is not fed: the session holds the prompt and 15 ids
     assert_eq!(s.len(), c.prompt.len() + 15);
@@ -122,18 +95,14 @@ async fn script(c: &Case, e: &Engine) -> Vec<u32> {
     assert_eq!(x.stats.finish_reason, FinishReason::Cancelled);
     assert!(x.tokens.is_empty());
     let y = complete(&mut t, c.prompt, greedy()).await;
-    assert_eq!(
-        y.tokens, c.greedy,
-        "{}: after a cancelled generation",
-        c.name
-    );
+    assert_eq!(y.tokens, c.want, "{}: after a cancelled generation", c.name);
 
     [a.tokens, b.tokens].concat()
 }
 
 #[gpu_test]
 async fn session_script_async_on_cpu_and_gpu() {
-    for c in CASES {
+    for c in DECODE_CASES {
         let cpu = script(c, &engine(c, None).await).await;
         let gpu = script(c, &engine(c, Some(&GpuOptions::default())).await).await;
         assert_eq!(gpu, cpu, "{}: GPU against CPU", c.name);
@@ -173,13 +142,13 @@ async fn sampled_generation_async_same_on_cpu_and_gpu() {
         kv_f32: true,
         ..Default::default()
     };
-    let prompt = &CASES[0].prompt;
+    let prompt = DECODE_CASES[0].prompt;
     for (name, bytes) in models {
-        let c = Case {
+        let c = DecodeCase {
             name,
             bytes,
             prompt,
-            greedy: &[],
+            want: &[],
         };
         let run = |e: Engine, sp: SamplerParams| async move {
             complete(&mut session(&e), prompt, params(sp, 24)).await

@@ -88,6 +88,11 @@ impl HeaderStream {
         }
     }
 
+    /// The file's length, when known (given, or the stream's once finished).
+    pub fn file_len(&self) -> Option<u64> {
+        self.file_len
+    }
+
     /// Everything received so far as `(file offset, bytes)`: after the header is complete, route
     /// it with [`TensorRouter::route`] before the chunks that follow.
     pub fn leftover(&self) -> (u64, &[u8]) {

@@ -13,22 +13,26 @@ pub mod arch;
 mod decoder;
 pub mod kv;
 pub mod spec;
+pub mod stream;
 pub mod tap;
 pub mod weights;
 
 pub use arch::ArchSpec;
 pub use kv::KvCache;
 pub use spec::{LayerSpec, ModelSpec, RopeScaling, RopeSpec};
+pub use stream::GpuLoader;
 pub use tap::{TapEvent, TapFilter};
 pub use weights::{LayerWeights, Qkv, Scales, Vector, Weight, Weights};
 
 use crate::backend::cpu::{pool, CpuBackend, Kernel, Pool};
-use crate::backend::gpu::{block_on, GpuBackend, GpuContext, GpuModel, GpuOptions};
+use crate::backend::gpu::{block_on, GpuBackend, GpuContext, GpuModel, GpuOptions, Uploads};
 use crate::backend::{Backend, BatchOrder};
 use crate::error::{ModelError, Result};
+use crate::gguf::split::SplitPart;
 use crate::gguf::{GgufHeader, Limits, Metadata, SplitSet};
+use std::collections::HashMap;
 use std::path::Path;
-use weights::Table;
+use weights::{Source, Table};
 
 /// Tokens per internal forward chunk: bounds the scratch (activations are `[chunk × n_ff]`).
 /// Chunking never changes results beyond f32 rounding (tested).
@@ -96,6 +100,28 @@ impl std::fmt::Debug for Model {
     }
 }
 
+/// The spec and the weights of a validated file set, the tensors' bytes read from `src` (the
+/// small ones decoded, the matrices checked).
+fn spec_and_weights(set: &SplitSet, src: &Source) -> Result<(ModelSpec, Weights)> {
+    let table = Table::new(
+        &set.parts
+            .iter()
+            .map(|p| (p.header.tensors.as_slice(), p.header.data_offset))
+            .collect::<Vec<_>>(),
+    );
+    let md = set.metadata();
+    let rope_freqs = match table.shape("rope_freqs.weight") {
+        Some(ne) => {
+            let n = ne.first().copied().unwrap_or(0) as usize;
+            Some(src.dequantize(&table.req("rope_freqs.weight", &[n])?)?)
+        }
+        None => None,
+    };
+    let spec = ModelSpec::build(md, &table, rope_freqs.as_deref())?;
+    let weights = Weights::load(&spec, &table, src)?;
+    Ok((spec, weights))
+}
+
 impl Model {
     /// Parses and validates a whole GGUF file held in memory, builds the spec and checks every
     /// tensor the architecture needs.
@@ -109,40 +135,50 @@ impl Model {
         for bytes in &files {
             let header = GgufHeader::parse(bytes, bytes.len() as u64, Limits::default())?;
             header.validate_data((bytes.len() as u64).saturating_sub(header.data_offset))?;
-            parts.push(crate::gguf::split::SplitPart {
+            parts.push(SplitPart {
                 header,
                 file_len: bytes.len() as u64,
             });
         }
         let set = SplitSet::from_parts(parts)?;
         let slices: Vec<&[u8]> = files.iter().map(|f| f.as_slice()).collect();
-        let (spec, weights) = {
-            let table = Table::new(
-                &set.parts
-                    .iter()
-                    .map(|p| (p.header.tensors.as_slice(), p.header.data_offset))
-                    .collect::<Vec<_>>(),
-            );
-            let md = set.metadata();
-            let rope_freqs = match table.shape("rope_freqs.weight") {
-                Some(ne) => {
-                    let n = ne.first().copied().unwrap_or(0) as usize;
-                    let w = table.req("rope_freqs.weight", &[n])?;
-                    Some(w.view(slices[w.part])?.dequantize()?)
-                }
-                None => None,
-            };
-            let spec = ModelSpec::build(md, &table, rope_freqs.as_deref())?;
-            let weights = Weights::load(&spec, &table, &slices)?;
-            (spec, weights)
+        let (spec, weights) = spec_and_weights(&set, &Source::Files(&slices))?;
+        Ok(Model::assemble(files, set, spec, weights, None))
+    }
+
+    /// A model whose matrices were streamed to the GPU ([`GpuLoader`]): `host` holds the bytes of
+    /// its small tensors by name, `uploads` the matrices.
+    fn from_stream(
+        part: SplitPart,
+        host: &HashMap<String, Vec<u8>>,
+        uploads: Uploads,
+        ctx: GpuContext,
+    ) -> Result<Model> {
+        let set = SplitSet::from_parts(vec![part])?;
+        let on_gpu = |name: &str| uploads.has(name);
+        let src = Source::Streamed {
+            host,
+            on_gpu: &on_gpu,
         };
+        let (spec, weights) = spec_and_weights(&set, &src)?;
+        let gpu = GpuModel::from_uploads(ctx, &weights, uploads)?;
+        Ok(Model::assemble(Vec::new(), set, spec, weights, Some(gpu)))
+    }
+
+    fn assemble(
+        files: Vec<Vec<u8>>,
+        set: SplitSet,
+        spec: ModelSpec,
+        weights: Weights,
+        gpu: Option<GpuModel>,
+    ) -> Model {
         let metadata = set
             .parts
             .into_iter()
             .next()
             .map(|p| p.header.metadata)
             .unwrap_or_default();
-        Ok(Model {
+        Model {
             files,
             metadata,
             spec,
@@ -151,8 +187,8 @@ impl Model {
             kernel: Kernel::default(),
             tap_env: TapFilter::from_env(),
             batch_order: BatchOrder::default(),
-            gpu: None,
-        })
+            gpu,
+        }
     }
 
     /// Reads a model file, or every file of a split set when `path` is named like one.
@@ -178,9 +214,9 @@ impl Model {
         &self.weights
     }
 
-    /// The bytes of file `part` (0 for single files).
+    /// The bytes of file `part` (0 for single files; empty for a model streamed to the GPU).
     pub fn file_bytes(&self, part: usize) -> &[u8] {
-        &self.files[part]
+        self.files.get(part).map_or(&[], |f| f.as_slice())
     }
 
     /// The CPU matmul kernel (default [`Kernel::Fast`]; [`Kernel::Reference`] is the f32 oracle).
@@ -202,6 +238,9 @@ impl Model {
     /// results ([`Model::forward_async`], [`Model::forward_argmax_async`]); the synchronous
     /// ones are the error `gpu_readback` there.
     pub fn attach_gpu(&mut self, ctx: GpuContext) -> Result<()> {
+        if !self.has_host_weights() {
+            return Err(ModelError::GpuOnly.into());
+        }
         let files: Vec<&[u8]> = self.files.iter().map(|f| f.as_slice()).collect();
         self.gpu = Some(GpuModel::new(ctx, &self.weights, &files)?);
         Ok(())
@@ -218,7 +257,8 @@ impl Model {
         self.attach_gpu(GpuContext::new(opts).await?)
     }
 
-    /// Back to the CPU backend (frees the GPU weights).
+    /// Back to the CPU backend (frees the GPU weights; a model streamed to the GPU then has no
+    /// weights left: its forwards are [`ModelError::GpuOnly`]).
     pub fn detach_gpu(&mut self) {
         self.gpu = None;
     }
@@ -469,6 +509,7 @@ impl Model {
         // upload or one readback, of the missing rows only).
         match &self.gpu {
             Some(g) => cache.prepare_gpu(&g.ctx).await?,
+            None if !self.has_host_weights() => return Err(ModelError::GpuOnly.into()),
             None => cache.sync_host_async().await?,
         }
         let cpu = CpuBackend::new(

@@ -130,12 +130,48 @@ pub struct Vector {
     pub data: Vec<f32>,
 }
 
-fn decode_vector(w: &Weight, parts: &[&[u8]]) -> Result<Vector> {
-    let file = parts.get(w.part).copied().unwrap_or(&[]);
-    let data = w.view(file)?.dequantize()?;
+/// Where the tensors' bytes are while a model loads.
+pub(crate) enum Source<'a> {
+    /// The files, in memory.
+    Files(&'a [&'a [u8]]),
+    /// A model streamed to the GPU ([`super::GpuLoader`]): the small tensors' bytes kept on the
+    /// host by name; the matrices named by `on_gpu` were uploaded (and checked) as they came.
+    Streamed {
+        host: &'a HashMap<String, Vec<u8>>,
+        on_gpu: &'a dyn Fn(&str) -> bool,
+    },
+}
+
+impl Source<'_> {
+    /// A checked view of `w`'s bytes, or `None` when they are on the GPU only.
+    pub fn view<'b>(&'b self, w: &'b Weight) -> Result<Option<TensorView<'b>>> {
+        match self {
+            Source::Files(parts) => w.view(parts.get(w.part).copied().unwrap_or(&[])).map(Some),
+            Source::Streamed { host, on_gpu } => match host.get(&w.name) {
+                Some(b) => TensorView::new(&w.name, w.ty, &w.ne, b).map(Some),
+                None if on_gpu(&w.name) => Ok(None),
+                None => Err(ModelError::MissingTensor(w.name.clone()).into()),
+            },
+        }
+    }
+
+    /// `w` decoded to f32 (a small tensor: its bytes must be at hand).
+    pub fn dequantize(&self, w: &Weight) -> Result<Vec<f32>> {
+        match self.view(w)? {
+            Some(v) => v.dequantize(),
+            None => Err(ModelError::Mismatch(format!(
+                "tensor '{}' is read on the host but was uploaded to the GPU",
+                w.name
+            ))
+            .into()),
+        }
+    }
+}
+
+fn decode_vector(w: &Weight, src: &Source) -> Result<Vector> {
     Ok(Vector {
         name: w.name.clone(),
-        data,
+        data: src.dequantize(w)?,
     })
 }
 
@@ -222,24 +258,21 @@ impl Weights {
     }
 
     /// Binds and checks every tensor the spec needs.
-    pub(crate) fn load(spec: &ModelSpec, table: &Table, parts: &[&[u8]]) -> Result<Weights> {
+    pub(crate) fn load(spec: &ModelSpec, table: &Table, src: &Source) -> Result<Weights> {
         let (d, v) = (spec.n_embd, spec.n_vocab);
         let (hd, hdv) = (spec.head_dim, spec.head_dim_v);
         let (nq, nk, nv) = (spec.n_head * hd, spec.n_head_kv * hd, spec.n_head_kv * hdv);
         let arch = spec.arch;
         let vector = |name: &str, len: usize| -> Result<Vector> {
-            decode_vector(&table.req(name, &[len])?, parts)
+            decode_vector(&table.req(name, &[len])?, src)
         };
         let opt_vector = |name: &str, len: usize| -> Result<Option<Vector>> {
             table
                 .opt(name, &[len])?
-                .map(|w| decode_vector(&w, parts))
+                .map(|w| decode_vector(&w, src))
                 .transpose()
         };
-        let check_view = |w: &Weight| -> Result<()> {
-            w.view(parts.get(w.part).copied().unwrap_or(&[]))
-                .map(|_| ())
-        };
+        let check_view = |w: &Weight| -> Result<()> { src.view(w).map(|_| ()) };
 
         let token_embd = table.req("token_embd.weight", &[d, v])?;
         check_view(&token_embd)?;

@@ -436,3 +436,33 @@ pub fn gpu_seconds_per_call(ctx: &GpuContext, calls: usize, record: &dyn Fn(&mut
     let best = (0..3).map(|_| run(calls)).fold(f64::INFINITY, f64::min);
     (best - base) / calls as f64
 }
+
+/// A committed synthetic model, a prompt and llama.cpp's 16 greedy ids after it
+/// (`greedy.generated_ids` of tests/data/golden/logits/<model>.json).
+pub struct DecodeCase {
+    pub name: &'static str,
+    pub bytes: &'static [u8],
+    pub prompt: &'static [u32],
+    pub want: &'static [u32],
+}
+
+/// The greedy-decode cases of the GPU tests (tests/gpu_decode.rs, session_async.rs,
+/// gpu_stream_load.rs): a block-quantized llama and a ternary BitNet.
+pub const DECODE_CASES: &[DecodeCase] = &[
+    DecodeCase {
+        name: "tiny-llama-q8_0",
+        bytes: include_bytes!("../data/models/tiny-llama-q8_0.gguf"),
+        prompt: &[72, 101, 108, 108, 111, 259],
+        want: &[
+            90, 17, 135, 135, 31, 205, 135, 31, 205, 135, 31, 24, 24, 24, 24, 24,
+        ],
+    },
+    DecodeCase {
+        name: "tiny-bitnet-tq2_0",
+        bytes: include_bytes!("../data/models/tiny-bitnet-tq2_0.gguf"),
+        prompt: &[72, 101, 108, 108, 111, 259],
+        want: &[
+            146, 146, 146, 146, 146, 146, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60,
+        ],
+    },
+];

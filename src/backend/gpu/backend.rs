@@ -13,7 +13,7 @@ use super::context::{block_on, GpuContext, Recorder};
 use super::layout::{upload, GpuWeight};
 use super::ops::{self, Fuse};
 use crate::backend::{AttnParams, Backend, RopeFreqs, RopeParams};
-use crate::error::{GpuError, Result};
+use crate::error::{GpuError, ModelError, Result};
 use crate::model::arch::Activation;
 use crate::model::kv::GpuKv;
 use crate::model::{KvCache, Qkv, Vector, Weight, Weights};
@@ -50,20 +50,110 @@ pub struct GpuModel {
     ids: Mutex<Option<wgpu::Buffer>>,
 }
 
+/// Matrices on the GPU by name, and the names of those uploaded inside a joined weight (a layer's
+/// gate+up, or q+k+v) → (the joined weight, first row, rows).
+#[derive(Default)]
+pub struct Uploads {
+    weights: HashMap<String, GpuWeight>,
+    halves: HashMap<String, (String, usize, usize)>,
+}
+
+impl Uploads {
+    /// Uploads one group of matrices (see [`matrix_groups`]): as one weight where they join —
+    /// the same type (not I2_S, which carries a tensor scale each), the same columns, one
+    /// binding — else each alone. The one-token `norm_matmul` (q/k/v) and `norm_glu` then run
+    /// one dispatch.
+    pub fn add_group(&mut self, ctx: &GpuContext, views: &[TensorView]) -> Result<()> {
+        let Some(v0) = views.first() else {
+            return Ok(());
+        };
+        let ty = v0.ty();
+        let joinable = views.len() > 1
+            && ty != GgmlType::I2_S
+            && views
+                .iter()
+                .all(|v| v.ty() == ty && v.ncols() == v0.ncols() && v.ne().len() == 2);
+        let joined = if joinable {
+            let bytes = views.iter().map(|v| v.data()).collect::<Vec<_>>().concat();
+            let rows: usize = views.iter().map(|v| v.nrows()).sum();
+            let ne = [v0.ncols() as u64, rows as u64];
+            let name = format!("{}+{}", v0.name(), views.len());
+            Some(upload(ctx, &TensorView::new(&name, ty, &ne, &bytes)?)?)
+                .filter(|w| w.parts.len() == 1)
+        } else {
+            None
+        };
+        match joined {
+            Some(jw) => {
+                let mut first = 0;
+                for v in views {
+                    let rows = v.nrows();
+                    self.halves
+                        .insert(v.name().into(), (jw.name.clone(), first, rows));
+                    first += rows;
+                }
+                self.weights.insert(jw.name.clone(), jw);
+            }
+            None => {
+                for v in views {
+                    self.weights.insert(v.name().into(), upload(ctx, v)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether matrix `name` is on the GPU.
+    pub fn has(&self, name: &str) -> bool {
+        self.weights.contains_key(name) || self.halves.contains_key(name)
+    }
+}
+
+/// The matrices of `w` as they are uploaded: alone, or a layer's gate and up (and q, k and v
+/// when separate) as a group that [`Uploads::add_group`] joins where it can.
+pub fn matrix_groups(w: &Weights) -> Vec<Vec<&Weight>> {
+    let mut g: Vec<Vec<&Weight>> = vec![vec![&w.token_embd]];
+    g.extend(w.output.iter().map(|o| vec![o]));
+    for l in &w.layers {
+        match &l.qkv {
+            Qkv::Fused(m) => g.push(vec![m]),
+            Qkv::Separate { q, k, v } => g.push(vec![q, k, v]),
+        }
+        g.extend([vec![&l.wo], vec![&l.ffn_down], vec![&l.ffn_gate, &l.ffn_up]]);
+    }
+    g
+}
+
 impl GpuModel {
     /// Uploads every matrix and vector of `w` (`files[i]` = bytes of file `i`).
+    pub fn new(ctx: GpuContext, w: &Weights, files: &[&[u8]]) -> Result<GpuModel> {
+        let file = |m: &Weight| files.get(m.part).copied().unwrap_or(&[]);
+        let mut up = Uploads::default();
+        for ms in matrix_groups(w) {
+            let views = ms
+                .iter()
+                .map(|m| m.view(file(m)))
+                .collect::<Result<Vec<_>>>()?;
+            up.add_group(&ctx, &views)?;
+        }
+        GpuModel::from_uploads(ctx, w, up)
+    }
+
+    /// The model on `ctx` from its matrices already uploaded (every one of `w`'s must be in
+    /// `up`: else [`ModelError::MissingTensor`]); uploads the vectors.
     // wgpu's browser types are neither Send nor Sync; the browser runs this on one thread.
     #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
-    pub fn new(ctx: GpuContext, w: &Weights, files: &[&[u8]]) -> Result<GpuModel> {
-        let mut mats: Vec<&Weight> = vec![&w.token_embd];
-        mats.extend(&w.output);
+    pub fn from_uploads(ctx: GpuContext, w: &Weights, up: Uploads) -> Result<GpuModel> {
+        if let Some(m) = matrix_groups(w)
+            .into_iter()
+            .flatten()
+            .find(|m| !up.has(&m.name))
+        {
+            return Err(ModelError::MissingTensor(m.name.clone()).into());
+        }
         let mut vecs: Vec<&Vector> = vec![&w.output_norm];
         vecs.extend(&w.output_bias);
         for l in &w.layers {
-            if let Qkv::Fused(m) = &l.qkv {
-                mats.push(m);
-            }
-            mats.extend([&l.wo, &l.ffn_down]);
             vecs.extend([&l.attn_norm, &l.ffn_norm]);
             for v in [
                 &l.q_bias,
@@ -83,56 +173,6 @@ impl GpuModel {
                 vecs.extend(v);
             }
         }
-        let file = |m: &Weight| files.get(m.part).copied().unwrap_or(&[]);
-        let (mut weights, mut halves) = (HashMap::new(), HashMap::new());
-        for m in mats {
-            weights.insert(m.name.clone(), upload(&ctx, &m.view(file(m))?)?);
-        }
-        // Gate and up rows in one weight, and q, k and v rows in one, where they fit one binding
-        // (`norm_glu` and a one-token `norm_matmul` then run one dispatch), else apart.
-        for l in &w.layers {
-            let mut groups = vec![vec![&l.ffn_gate, &l.ffn_up]];
-            if let Qkv::Separate { q, k, v } = &l.qkv {
-                groups.push(vec![q, k, v]);
-            }
-            for ms in groups {
-                let views = ms
-                    .iter()
-                    .map(|m| m.view(file(m)))
-                    .collect::<Result<Vec<_>>>()?;
-                // I2_S carries a tensor scale: two such tensors do not concatenate.
-                let (m0, ty) = (ms[0], ms[0].ty);
-                let joinable = ty != GgmlType::I2_S
-                    && ms
-                        .iter()
-                        .all(|m| m.ty == ty && m.ne[0] == m0.ne[0] && m.ne.len() == 2);
-                let joined = if joinable {
-                    let bytes = views.iter().map(|v| v.data()).collect::<Vec<_>>().concat();
-                    let rows: usize = ms.iter().map(|m| m.rows).sum();
-                    let ne = [m0.ne[0], rows as u64];
-                    let name = joined_name(&ms);
-                    Some(upload(&ctx, &TensorView::new(&name, ty, &ne, &bytes)?)?)
-                        .filter(|w| w.parts.len() == 1)
-                } else {
-                    None
-                };
-                match joined {
-                    Some(jw) => {
-                        let mut first = 0;
-                        for m in &ms {
-                            halves.insert(m.name.clone(), (jw.name.clone(), first, m.rows));
-                            first += m.rows;
-                        }
-                        weights.insert(jw.name.clone(), jw);
-                    }
-                    None => {
-                        for (m, v) in ms.iter().zip(&views) {
-                            weights.insert(m.name.clone(), upload(&ctx, v)?);
-                        }
-                    }
-                }
-            }
-        }
         let vectors = vecs
             .into_iter()
             .map(|v| {
@@ -143,8 +183,8 @@ impl GpuModel {
         ctx.check()?;
         Ok(GpuModel {
             ctx: Arc::new(ctx),
-            weights,
-            halves,
+            weights: up.weights,
+            halves: up.halves,
             vectors,
             rope: Mutex::new(Vec::new()),
             acts: ActPool::default(),
@@ -213,10 +253,6 @@ fn gpu_kv(cache: &KvCache) -> Result<&GpuKv> {
 }
 
 /// The name of a joined weight (`<first>+<n>`: `blk.0.ffn_gate.weight+2`).
-fn joined_name(ms: &[&Weight]) -> String {
-    format!("{}+{}", ms[0].name, ms.len())
-}
-
 /// A `[rows × cols]` f32 matrix on the GPU (its buffer goes back to the model's pool on drop).
 pub struct GpuTensor {
     pub buf: wgpu::Buffer,
@@ -665,7 +701,10 @@ impl Backend for GpuBackend<'_> {
         norm: (&Vector, f32),
         act: Activation,
     ) -> Result<GpuTensor> {
-        let joined = self.m.weights.get(&joined_name(&[gate, up]));
+        let joined = match (self.m.halves.get(&gate.name), self.m.halves.get(&up.name)) {
+            (Some((j, 0, _)), Some((k, _, _))) if j == k => self.m.weights.get(j),
+            _ => None,
+        };
         let Some(gw) = joined.filter(|gw| gate.rows == up.rows && gw.rows == 2 * gate.rows) else {
             // Gate and up were uploaded apart.
             let mut gu = self.norm_matmul(&[gate, up], x, norm)?;

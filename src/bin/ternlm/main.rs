@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 use ternlm::backend::gpu::{GpuContext, GpuOptions};
 use ternlm::gguf::SplitSet;
-use ternlm::model::{LogitsFor, Model};
+use ternlm::model::{GpuLoader, LogitsFor, Model};
 use ternlm::session::{
     Engine, Event, GenerateParams, Input, SamplerParams, Session, SessionOptions, Stats,
 };
@@ -163,40 +163,53 @@ impl ModelArgs {
         })
     }
 
-    /// Loads the model and moves it to the backend asked for: `gpu` fails when there is no
-    /// adapter or the upload fails; `auto` uses a hardware GPU when one works, else the CPU
-    /// (saying why on stderr).
+    /// Loads the model on the backend asked for: `gpu` streams the file to the GPU (the host
+    /// holds a tensor at a time, not the file; a split set is read whole first) and fails when
+    /// there is no adapter or the upload fails; `auto` does the same on a hardware GPU when
+    /// one works, else loads for the CPU (saying why on stderr).
     fn load(&self) -> ternlm::Result<Model> {
-        let mut model = Model::from_file(&self.path()?)?;
-        if let Some(t) = self.threads {
-            model.set_threads(t.max(1));
-        }
+        let path = self.path()?;
         // TERNLM_GPU_PROFILE: time every GPU dispatch (bench reports the totals per kernel).
         let opts = GpuOptions {
             profile: std::env::var_os("TERNLM_GPU_PROFILE").is_some(),
             ..Default::default()
         };
-        match self.backend {
-            Backend::Cpu => {}
-            Backend::Gpu => model.use_gpu(&opts)?,
+        let on_gpu = |ctx: GpuContext| -> ternlm::Result<Model> {
+            if ternlm::gguf::split::split_paths(&path).is_some() {
+                let mut m = Model::from_file(&path)?;
+                m.attach_gpu(ctx)?;
+                return Ok(m);
+            }
+            GpuLoader::load_file(ctx, &path)
+        };
+        let model = match self.backend {
+            Backend::Cpu => Model::from_file(&path)?,
+            Backend::Gpu => on_gpu(GpuContext::new_blocking(&opts)?)?,
             // A software adapter (lavapipe, SwiftShader) is far slower than the CPU backend:
             // `auto` takes hardware GPUs only.
-            Backend::Auto => match GpuContext::new_blocking(&opts) {
-                Ok(ctx) if ctx.adapter.device_type == "Cpu" => {
-                    eprintln!(
-                        "ternlm: running on the CPU (the GPU adapter {} is software)",
-                        ctx.adapter.name
-                    );
-                }
-                Ok(ctx) => {
-                    if let Err(e) = model.attach_gpu(ctx) {
-                        eprintln!("ternlm: running on the CPU ({e})");
+            Backend::Auto => {
+                let why = match GpuContext::new_blocking(&opts) {
+                    Ok(ctx) if ctx.adapter.device_type == "Cpu" => {
+                        format!("the GPU adapter {} is software", ctx.adapter.name)
                     }
-                }
-                Err(e) => eprintln!("ternlm: running on the CPU ({e})"),
-            },
+                    Ok(ctx) => match on_gpu(ctx) {
+                        Ok(m) => return Ok(self.with_threads(m)),
+                        Err(e) => e.to_string(),
+                    },
+                    Err(e) => e.to_string(),
+                };
+                eprintln!("ternlm: running on the CPU ({why})");
+                Model::from_file(&path)?
+            }
+        };
+        Ok(self.with_threads(model))
+    }
+
+    fn with_threads(&self, mut m: Model) -> Model {
+        if let Some(t) = self.threads {
+            m.set_threads(t.max(1));
         }
-        Ok(model)
+        m
     }
 }
 

@@ -1,0 +1,143 @@
+//! Models streamed straight to the GPU (`GpuLoader`, issue #5 item 2): the file's bytes pushed
+//! in chunks that straddle tensors, never held whole; the model decodes llama.cpp's greedy ids
+//! (tests/gpu_util `DECODE_CASES`), with weights split by rows too, holds no host weights (a CPU
+//! forward is `model_gpu_only`), and bad streams are typed errors that leave the loader's device
+//! usable. Natively (lavapipe in CI) and in headless Chromium (tests/gpu_browser.rs includes
+//! this file).
+
+mod gpu_util;
+
+use gpu_util::*;
+use ternlm::backend::gpu::GpuOptions;
+use ternlm::model::{GpuLoader, LogitsFor, Model};
+
+/// `bytes` pushed `chunk` bytes at a time (`file_len` told or not): the model and the most
+/// bytes the loader held at once.
+async fn stream(bytes: &[u8], chunk: usize, tell_len: bool, opts: &GpuOptions) -> (Model, u64) {
+    let ctx = ctx_with_async(opts).await;
+    let mut l = GpuLoader::new(ctx, tell_len.then_some(bytes.len() as u64));
+    for c in bytes.chunks(chunk) {
+        l.push(c).unwrap_or_else(|e| panic!("push: {e}"));
+    }
+    let peak = l.peak_bytes();
+    (l.finish().unwrap_or_else(|e| panic!("finish: {e}")), peak)
+}
+
+async fn greedy_ids(m: &Model, c: &DecodeCase) -> Vec<u32> {
+    let mut cache = m.new_cache(c.prompt.len() + c.want.len());
+    let first = m
+        .forward_argmax_async(&mut cache, c.prompt)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+    let mut ids = vec![first];
+    let rest = m
+        .greedy_async(&mut cache, first, c.want.len() - 1, |_| true)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+    ids.extend(rest);
+    ids
+}
+
+#[gpu_test]
+async fn streamed_models_decode_llama_cpp_ids() {
+    let split = GpuOptions {
+        max_binding_size: Some(16 << 10),
+        ..Default::default()
+    };
+    for c in DECODE_CASES {
+        let mut in_memory = Model::from_bytes(c.bytes.to_vec()).unwrap();
+        in_memory
+            .use_gpu_async(&GpuOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("no GPU adapter: {e}"));
+        let gpu_bytes = in_memory.gpu().expect("attached").weight_bytes();
+        // chunks of an odd size (every tensor boundary falls inside one), the whole file at
+        // once, an unknown length, and weights split by rows
+        for (chunk, tell_len, opts) in [
+            (4093, true, &GpuOptions::default()),
+            (c.bytes.len(), true, &GpuOptions::default()),
+            (1000, false, &GpuOptions::default()),
+            (4093, true, &split),
+        ] {
+            let what = format!("{}: {chunk}-byte chunks, length told {tell_len}", c.name);
+            let (m, peak) = stream(c.bytes, chunk, tell_len, opts).await;
+            assert!(!m.has_host_weights(), "{what}");
+            let gw = m.gpu().expect("on the GPU");
+            if opts.max_binding_size.is_none() {
+                // the same uploads as from memory (gate+up and q+k+v joined alike)
+                assert_eq!(gw.weight_bytes(), gpu_bytes, "{what}: weight bytes");
+            }
+            assert_eq!(greedy_ids(&m, c).await, c.want, "{what}: greedy ids");
+            if chunk < c.bytes.len() {
+                // a tensor (or group) at a time, never the file
+                assert!(
+                    peak < c.bytes.len() as u64 / 2,
+                    "{what}: held {peak} of {} bytes at once",
+                    c.bytes.len()
+                );
+            }
+            eprintln!("{what}: held at most {peak} of {} bytes", c.bytes.len());
+        }
+    }
+}
+
+/// A streamed model has no host weights: the CPU cannot run it, and it cannot move to another
+/// device; its GPU forwards still work after those errors.
+#[gpu_test]
+async fn streamed_model_is_gpu_only() {
+    let c = &DECODE_CASES[1];
+    let (mut m, _) = stream(c.bytes, 1 << 16, true, &GpuOptions::default()).await;
+    let ctx = ctx_async().await;
+    assert_eq!(m.attach_gpu(ctx).unwrap_err().code(), "model_gpu_only");
+    assert_eq!(greedy_ids(&m, c).await, c.want);
+    m.detach_gpu();
+    let mut cache = m.new_cache(8);
+    let e = m
+        .forward_async(&mut cache, c.prompt, LogitsFor::Last)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "model_gpu_only");
+}
+
+/// Truncated, corrupt and overlong streams are typed errors; after one, the loader refuses
+/// more bytes (`model_load_failed`), and a new loader on the same adapter works.
+#[gpu_test]
+async fn bad_streams_are_typed_errors() {
+    let c = &DECODE_CASES[0];
+    let b = c.bytes;
+    let opts = GpuOptions::default();
+
+    // ends inside the tensor data
+    let mut l = GpuLoader::new(ctx_async().await, None);
+    l.push(&b[..b.len() * 2 / 3]).unwrap();
+    assert_eq!(l.finish().unwrap_err().code(), "gguf_truncated");
+
+    // ends inside the header
+    let mut l = GpuLoader::new(ctx_async().await, None);
+    l.push(&b[..40]).unwrap();
+    assert_eq!(l.finish().unwrap_err().code(), "gguf_truncated");
+
+    // not a GGUF file; then every call fails
+    let mut l = GpuLoader::new(ctx_async().await, None);
+    let e = l.push(b"NOPE and then some bytes").unwrap_err();
+    assert_eq!(e.code(), "gguf_bad_magic");
+    assert_eq!(l.push(b).unwrap_err().code(), "model_load_failed");
+    assert_eq!(l.finish().unwrap_err().code(), "model_load_failed");
+
+    // more bytes than the length told
+    let mut l = GpuLoader::new(ctx_async().await, Some(b.len() as u64));
+    l.push(b).unwrap();
+    let e = l.push(&[0; 16]).unwrap_err();
+    assert_eq!(e.code(), "gguf_too_large", "{e}");
+
+    // a tensor table the told length cannot hold
+    let mut l = GpuLoader::new(ctx_async().await, Some(b.len() as u64 / 2));
+    let e = b
+        .chunks(4096)
+        .try_for_each(|ch| l.push(ch))
+        .expect_err("the header promises more data than the file holds");
+    assert!(e.code().starts_with("gguf_"), "{e}");
+
+    let (m, _) = stream(b, 4093, true, &opts).await;
+    assert_eq!(greedy_ids(&m, c).await, c.want, "after the failed loads");
+}
