@@ -545,7 +545,9 @@ fn run(cli: Cli) -> ternlm::Result<()> {
             n_prompt,
             n_gen,
         } => {
+            let t_load = Instant::now();
             let m = model.load()?;
+            let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
             let n_vocab = m.spec().n_vocab;
             let prompt = bench_tokens(n_prompt.max(1), n_vocab);
             let capacity = (n_prompt + n_gen).max(prompt.len() + 2);
@@ -588,7 +590,7 @@ fn run(cli: Cli) -> ternlm::Result<()> {
                 "model": model.path()?.display().to_string(), "backend": backend_name(&m), "threads": m.threads(),
                 "n_prompt": prompt.len(), "n_gen": n_gen,
                 "prefill_tok_s": prompt.len() as f64 / prefill, "decode_tok_s": n_gen as f64 / decode,
-                "prefill_ms": prefill * 1e3, "decode_ms": decode * 1e3,
+                "prefill_ms": prefill * 1e3, "decode_ms": decode * 1e3, "load_ms": load_ms,
             });
             if let Some(g) = m.gpu() {
                 // Dispatches of the decode steps only; every step reads every weight once.
