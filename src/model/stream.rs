@@ -305,6 +305,7 @@ impl Routing {
                         })
                         .collect::<Result<Vec<_>>>()?;
                     self.uploads.add_group(ctx, &views)?;
+                    ctx.flush_writes();
                     ctx.check()?;
                 }
             }

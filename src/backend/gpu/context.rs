@@ -367,6 +367,15 @@ impl GpuContext {
         }
     }
 
+    /// Hands the writes so far to the GPU and lets wgpu reclaim the staging memory of those
+    /// done (natively it holds every written byte until a submission carries it; a load
+    /// calls this after each tensor so that the host never holds the whole model).
+    pub fn flush_writes(&self) {
+        self.queue.submit(std::iter::empty());
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = self.device.poll(wgpu::PollType::Poll);
+    }
+
     /// The pipeline of kernel `k`, created on first use.
     fn pipeline(&self, k: &Kernel) -> Result<wgpu::ComputePipeline> {
         let h = {

@@ -113,6 +113,9 @@ fn pack_rows(v: &TensorView, rows: std::ops::Range<usize>, rw: usize) -> Vec<u32
     out
 }
 
+/// Bytes of packed rows written at a time by [`upload`].
+const UPLOAD_BATCH: usize = 8 << 20;
+
 /// Uploads a tensor, split into parts of at most `ctx.max_binding` bytes.
 pub fn upload(ctx: &GpuContext, v: &TensorView) -> Result<GpuWeight> {
     let ty = v.ty();
@@ -149,24 +152,39 @@ pub fn upload(ctx: &GpuContext, v: &TensorView) -> Result<GpuWeight> {
     let mut row0 = 0;
     while row0 < rows {
         let n = per_part.min(rows - row0);
-        let (words, aux) = match &t2r {
+        let (buf, aux) = match &t2r {
             Some(t) => {
-                let mut w = t.codes[row0 * rw..(row0 + n) * rw].to_vec();
-                let aux = w.len() as u32;
+                let codes = &t.codes[row0 * rw..(row0 + n) * rw];
                 let bpr = t.blocks_per_row();
-                let s16: Vec<u16> = (row0..row0 + n)
-                    .flat_map(|r| (0..bpr).map(move |b| (r, b)))
-                    .map(|(r, b)| t.scale_bits(r, b))
+                let scales: Vec<u32> = (row0..row0 + n)
+                    .flat_map(|r| (0..bpr).map(move |b| t.scale_bits(r, b)))
+                    .collect::<Vec<u16>>()
+                    .chunks(2)
+                    .map(|c| c[0] as u32 | (c.get(1).copied().unwrap_or(0) as u32) << 16)
                     .collect();
-                w.extend(
-                    s16.chunks(2)
-                        .map(|c| c[0] as u32 | (c.get(1).copied().unwrap_or(0) as u32) << 16),
-                );
-                (w, aux)
+                let buf = ctx.storage(v.name(), ((codes.len() + scales.len()) * 4) as u64);
+                ctx.write(&buf, 0, bytemuck::cast_slice(codes));
+                ctx.write(&buf, codes.len() as u64 * 4, bytemuck::cast_slice(&scales));
+                (buf, codes.len() as u32)
             }
-            None => (pack_rows(v, row0..row0 + n, rw), 0),
+            None => {
+                // packed and written a batch of rows at a time (UPLOAD_BATCH bytes, or half a
+                // binding, so that tests with a small binding limit write parts in pieces): no
+                // copy of the whole part
+                let buf = ctx.storage(v.name(), (n * rw * 4) as u64);
+                let batch_bytes = UPLOAD_BATCH.min(ctx.max_binding as usize / 2);
+                let batch = (batch_bytes / (rw * 4)).max(1);
+                for r in (row0..row0 + n).step_by(batch) {
+                    let words = pack_rows(v, r..(r + batch).min(row0 + n), rw);
+                    ctx.write(
+                        &buf,
+                        ((r - row0) * rw * 4) as u64,
+                        bytemuck::cast_slice(&words),
+                    );
+                }
+                (buf, 0)
+            }
         };
-        let buf = ctx.storage_init(v.name(), bytemuck::cast_slice(&words));
         parts.push(WeightPart {
             buf,
             row0,
