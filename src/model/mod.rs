@@ -214,6 +214,12 @@ impl Model {
         &self.weights
     }
 
+    /// Whether the model has its weights on the host (a model made by [`GpuLoader`] has them
+    /// on the GPU only).
+    pub fn has_host_weights(&self) -> bool {
+        !self.files.is_empty()
+    }
+
     /// The bytes of file `part` (0 for single files; empty for a model streamed to the GPU).
     pub fn file_bytes(&self, part: usize) -> &[u8] {
         self.files.get(part).map_or(&[], |f| f.as_slice())

@@ -62,7 +62,7 @@ fn is_matrix_name(name: &str) -> bool {
         || (name.starts_with("blk.") && name.ends_with(".weight"))
 }
 
-/// A group's members by their place in it: (tensor index, bytes once complete).
+/// A group's members: (place in the group, tensor index, bytes once complete), by place.
 type Group = Vec<(usize, usize, Option<Vec<u8>>)>;
 
 /// After the header: where each tensor goes and what has arrived.
@@ -90,7 +90,6 @@ pub struct GpuLoader {
     pos: u64,
     /// The first error, as text: every later call fails with it.
     failed: Option<String>,
-    held: u64,
     peak: u64,
 }
 
@@ -104,7 +103,6 @@ impl GpuLoader {
             routing: None,
             pos: 0,
             failed: None,
-            held: 0,
             peak: 0,
         }
     }
@@ -130,8 +128,7 @@ impl GpuLoader {
     fn push_inner(&mut self, chunk: &[u8]) -> Result<()> {
         if let Some(head) = &mut self.head {
             let Some(header) = head.push(chunk)? else {
-                self.held = head.leftover().1.len() as u64;
-                self.peak = self.peak.max(self.held);
+                self.peak = self.peak.max(head.leftover().1.len() as u64);
                 return Ok(());
             };
             let head = self.head.take().expect("the header stream");
@@ -161,8 +158,7 @@ impl GpuLoader {
         for c in pieces {
             r.take(&self.ctx, c)?;
         }
-        self.held = r.held();
-        self.peak = self.peak.max(self.held);
+        self.peak = self.peak.max(r.held());
         Ok(())
     }
 
@@ -176,12 +172,10 @@ impl GpuLoader {
     pub fn finish(mut self) -> Result<Model> {
         self.check_live()?;
         if let Some(mut head) = self.head.take() {
-            // the stream ended inside the header (or an empty file: no tensors)
+            // the header was never known complete: the stream ends here (a short file)
             let header = head.finish()?;
-            let len = head.leftover().1.len();
-            self.routing = Some(Routing::new(header, Some(len as u64)));
-            let bytes = head.leftover().1.to_vec();
-            self.route(0, &bytes)?;
+            self.routing = Some(Routing::new(header, head.file_len()));
+            self.route(0, head.leftover().1)?;
         }
         let r = self.routing.take().expect("routing after the header");
         if let Some(i) = (0..r.roles.len()).find(|&i| r.roles[i] != Role::Skip && !r.done[i]) {
@@ -333,13 +327,5 @@ impl GpuLoader {
             }
             loader.push(&buf[..n])?;
         }
-    }
-}
-
-impl Model {
-    /// Whether the model has its weights on the host (a model made by [`GpuLoader`] has them
-    /// on the GPU only).
-    pub fn has_host_weights(&self) -> bool {
-        !self.files.is_empty()
     }
 }

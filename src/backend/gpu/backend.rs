@@ -252,7 +252,6 @@ fn gpu_kv(cache: &KvCache) -> Result<&GpuKv> {
         .ok_or_else(|| GpuError::Validation("KV cache not on the GPU".into()).into())
 }
 
-/// The name of a joined weight (`<first>+<n>`: `blk.0.ffn_gate.weight+2`).
 /// A `[rows × cols]` f32 matrix on the GPU (its buffer goes back to the model's pool on drop).
 pub struct GpuTensor {
     pub buf: wgpu::Buffer,

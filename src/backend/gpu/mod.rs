@@ -17,6 +17,6 @@ pub mod layout;
 pub mod ops;
 pub mod wgsl;
 
-pub use backend::{matrix_groups, GpuBackend, GpuModel, GpuTensor, Uploads};
+pub use backend::{GpuBackend, GpuModel, GpuTensor, Uploads};
 pub use context::{block_on, GpuContext, GpuOptions, Kernel, Recorder};
 pub use layout::{upload, GpuWeight};
