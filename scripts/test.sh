@@ -60,8 +60,9 @@ step "wasm tests under node (the browser's CPU fallback)"
 cargo test --locked --target wasm32-unknown-unknown --no-default-features --test wasm_node --test session_wasm
 
 step "GPU backend in headless Chromium: WebGPU on SwiftShader (webdriver.json has the flags)"
-# The kernel harness, the greedy decode and the async sessions of tests/gpu_ops*.rs,
-# tests/gpu_decode.rs and tests/session_async.rs, awaited
+# The kernel harness, greedy decode, streamed loading, device loss and async sessions of
+# tests/gpu_ops*.rs,
+# tests/gpu_decode.rs, gpu_stream_load.rs, gpu_device_lost.rs and session_async.rs, awaited
 # in the browser; the runner's default 20 s limit is for the whole run (several minutes here:
 # SwiftShader compiles each pipeline on the CPU).
 CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=900 \

@@ -3,10 +3,10 @@
 //! same test files as natively, compiled for wasm32 with `gpu_test` = `#[wasm_bindgen_test]`
 //! (tests/gpu_util): the kernel harness against the CPU references (tests/gpu_ops*.rs), the
 //! greedy decode of committed synthetic models with llama.cpp's ids (tests/gpu_decode.rs), the
-//! same models streamed to the GPU in chunks (tests/gpu_stream_load.rs) and sessions driven
-//! through their async API, greedy and sampled, on the GPU and the wasm CPU engine
-//! (tests/session_async.rs). The prefill GEMM's file takes a reduced case set here
-//! (tests/gpu_ops_gemm.rs `BROWSER`).
+//! same models streamed to the GPU in chunks (tests/gpu_stream_load.rs), a lost device
+//! (tests/gpu_device_lost.rs) and sessions driven through their async API, greedy and sampled,
+//! on the GPU and the wasm CPU engine (tests/session_async.rs). The prefill GEMM's file takes a
+//! reduced case set here (tests/gpu_ops_gemm.rs `BROWSER`).
 //! Every readback is awaited; nothing blocks.
 //!
 //! Run (scripts/test.sh; the browser and its flags are in webdriver.json):
@@ -21,6 +21,8 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 #[path = "gpu_decode.rs"]
 mod gpu_decode;
+#[path = "gpu_device_lost.rs"]
+mod gpu_device_lost;
 #[path = "gpu_ops.rs"]
 mod gpu_ops;
 #[path = "gpu_ops_attn.rs"]
