@@ -61,9 +61,8 @@ cargo test --locked --target wasm32-unknown-unknown --no-default-features --test
 
 step "GPU backend in headless Chromium: WebGPU on SwiftShader (webdriver.json has the flags)"
 # The kernel harness, greedy decode, streamed loading, device loss and async sessions of
-# tests/gpu_ops*.rs,
-# tests/gpu_decode.rs, gpu_stream_load.rs, gpu_device_lost.rs and session_async.rs, awaited
-# in the browser; the runner's default 20 s limit is for the whole run (several minutes here:
-# SwiftShader compiles each pipeline on the CPU).
+# tests/gpu_ops*.rs, gpu_decode.rs, gpu_stream_load.rs, gpu_device_lost.rs and
+# session_async.rs, awaited in the browser; the runner's default 20 s limit is for the whole run
+# (several minutes here: SwiftShader compiles each pipeline on the CPU).
 CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=900 \
     cargo test --locked --target wasm32-unknown-unknown --no-default-features --test gpu_browser
