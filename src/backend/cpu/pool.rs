@@ -8,7 +8,7 @@
 //!
 //! Soundness of the one `unsafe`: `run` erases the lifetime of `f` to hand it to the workers,
 //! and does not return (nor unwind) before every worker has finished with it: the
-//! [`WaitGuard`] waits in `Drop`, so a panic in the caller's share also waits. Panics in
+//! `WaitGuard` waits in `Drop`, so a panic in the caller's share also waits. Panics in
 //! workers are caught and re-raised in the caller.
 //!
 //! On wasm32 (no threads) and with one thread, `run` is a plain loop.

@@ -1,7 +1,7 @@
 //! The prefill GEMM (`shaders/gemm.wgsl`): `W·x` for many tokens with a register-tiled kernel
 //! (128 weight rows × 64 tokens per workgroup, the W tile dequantized into workgroup memory once
 //! per 16-column step), every weight type and every fusion of [`ops::matmul`] (NORM, GLU,
-//! RESIDUAL, row ranges, split weights); split along K when the tiles are few ([`split_k`]).
+//! RESIDUAL, row ranges, split weights); split along K when the tiles are few (`split_k`).
 //! [`ops::matmul`] sends multi-token work here from [`GEMM_MIN_TOKENS`] tokens on, and
 //! [`ops::matmul_split`] its q/k/v split ([`gemm_split`]); the CPU reference is
 //! `backend::cpu`'s matmul, tested by `tests/gpu_ops_gemm.rs`.

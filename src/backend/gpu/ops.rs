@@ -381,7 +381,7 @@ const Q8X_HEAD_TPR: u32 = 8;
 
 /// Whether a one-token product with `w` quantizes x to int8 (gemv.wgsl's `Q8X`), per 256 values
 /// as ggml's Q8_K, and dots it with packed int8 dot products instead of converting every weight
-/// to f32: ternary rows, and Q6_K LM heads, of whole 256-value blocks up to [`Q8X_MAX_COLS`].
+/// to f32: ternary rows, and Q6_K LM heads, of whole 256-value blocks up to `Q8X_MAX_COLS`.
 /// It is the scheme llama.cpp's CPU backend and the CPU engine use for both (`vec_dot_tq*_q8_K`,
 /// `vec_dot_q6_K_q8_K`; backend::cpu::q8). A head streams hundreds of MB, and int8 x took a
 /// third off its time (H200); a layer's Q6_K matrices were slower this way (Llama-1B's down).
