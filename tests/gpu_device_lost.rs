@@ -12,16 +12,6 @@ use gpu_util::*;
 use ternlm::backend::gpu::GpuOptions;
 use ternlm::model::{LogitsFor, Model};
 
-async fn greedy_ids(m: &Model, c: &DecodeCase) -> ternlm::Result<Vec<u32>> {
-    let mut cache = m.new_cache(c.prompt.len() + c.want.len());
-    let mut ids = vec![m.forward_argmax_async(&mut cache, c.prompt).await?];
-    while ids.len() < c.want.len() {
-        let last = *ids.last().expect("one id");
-        ids.push(m.forward_argmax_async(&mut cache, &[last]).await?);
-    }
-    Ok(ids)
-}
-
 #[gpu_test]
 async fn device_loss_is_a_typed_error_and_the_cpu_takes_over() {
     let c = &DECODE_CASES[1];

@@ -23,21 +23,6 @@ async fn stream(bytes: &[u8], chunk: usize, tell_len: bool, opts: &GpuOptions) -
     (l.finish().unwrap_or_else(|e| panic!("finish: {e}")), peak)
 }
 
-async fn greedy_ids(m: &Model, c: &DecodeCase) -> Vec<u32> {
-    let mut cache = m.new_cache(c.prompt.len() + c.want.len());
-    let first = m
-        .forward_argmax_async(&mut cache, c.prompt)
-        .await
-        .unwrap_or_else(|e| panic!("{}: {e}", c.name));
-    let mut ids = vec![first];
-    let rest = m
-        .greedy_async(&mut cache, first, c.want.len() - 1, |_| true)
-        .await
-        .unwrap_or_else(|e| panic!("{}: {e}", c.name));
-    ids.extend(rest);
-    ids
-}
-
 #[gpu_test]
 async fn streamed_models_decode_llama_cpp_ids() {
     let split = GpuOptions {
@@ -67,7 +52,11 @@ async fn streamed_models_decode_llama_cpp_ids() {
                 // the same uploads as from memory (gate+up and q+k+v joined alike)
                 assert_eq!(gw.weight_bytes(), gpu_bytes, "{what}: weight bytes");
             }
-            assert_eq!(greedy_ids(&m, c).await, c.want, "{what}: greedy ids");
+            assert_eq!(
+                greedy_ids(&m, c).await.unwrap(),
+                c.want,
+                "{what}: greedy ids"
+            );
             if chunk < c.bytes.len() {
                 // a tensor (or group) at a time, never the file
                 assert!(
@@ -89,7 +78,7 @@ async fn streamed_model_is_gpu_only() {
     let (mut m, _) = stream(c.bytes, 1 << 16, true, &GpuOptions::default()).await;
     let ctx = ctx_async().await;
     assert_eq!(m.attach_gpu(ctx).unwrap_err().code(), "model_gpu_only");
-    assert_eq!(greedy_ids(&m, c).await, c.want);
+    assert_eq!(greedy_ids(&m, c).await.unwrap(), c.want);
     m.detach_gpu();
     let mut cache = m.new_cache(8);
     let e = m
@@ -139,5 +128,9 @@ async fn bad_streams_are_typed_errors() {
     assert!(e.code().starts_with("gguf_"), "{e}");
 
     let (m, _) = stream(b, 4093, true, &opts).await;
-    assert_eq!(greedy_ids(&m, c).await, c.want, "after the failed loads");
+    assert_eq!(
+        greedy_ids(&m, c).await.unwrap(),
+        c.want,
+        "after the failed loads"
+    );
 }

@@ -447,7 +447,7 @@ pub struct DecodeCase {
 }
 
 /// The greedy-decode cases of the GPU tests (tests/gpu_decode.rs, session_async.rs,
-/// gpu_stream_load.rs): a block-quantized llama and a ternary BitNet.
+/// gpu_stream_load.rs, gpu_device_lost.rs): a block-quantized llama and a ternary BitNet.
 pub const DECODE_CASES: &[DecodeCase] = &[
     DecodeCase {
         name: "tiny-llama-q8_0",
@@ -466,3 +466,16 @@ pub const DECODE_CASES: &[DecodeCase] = &[
         ],
     },
 ];
+
+/// `c.want.len()` greedy ids after `c.prompt`: the prompt's argmax, then the pipelined
+/// `Model::greedy_async`.
+pub async fn greedy_ids(m: &ternlm::model::Model, c: &DecodeCase) -> ternlm::Result<Vec<u32>> {
+    let mut cache = m.new_cache(c.prompt.len() + c.want.len());
+    let first = m.forward_argmax_async(&mut cache, c.prompt).await?;
+    let mut ids = vec![first];
+    ids.extend(
+        m.greedy_async(&mut cache, first, c.want.len() - 1, |_| true)
+            .await?,
+    );
+    Ok(ids)
+}
