@@ -13,6 +13,8 @@
 // int8 in workgroup memory (quantize_x) and the units are int8 dot products (dot4I8Packed) against
 // it, their words loaded by unit_words (the first two units' before quantize_x); XQ_SG (one
 // known subgroup size): a subgroup quantizes a whole 256-value block, without barriers.
+// T2R_ROW_SCALE (Q8X over a T2R weight whose rows each have one scale: GpuWeight::row_scales):
+// a row's scale multiplies its sums once instead of each unit's.
 
 #include "common"
 
@@ -579,11 +581,14 @@ fn t2r_scale(row: u32, u: u32) -> f32 {
 // x word 32q + 8l + j in an int8 dot product. Σ (code - 1)·s·d·q = s·d·(Σ code·q - Σ q).
 const UE: u32 = 16u;
 fn t2r_q8(row: u32, u: u32, q: u32, x0: u32, x1: u32, x2: u32, x3: u32, sq: i32) -> f32 {
-    let s = t2r_scale(row, u);
     let m = 0x03030303u;
     let t = (dot4I8Packed(q & m, x0) + dot4I8Packed((q >> 2u) & m, x1))
           + (dot4I8Packed((q >> 4u) & m, x2) + dot4I8Packed((q >> 6u) & m, x3));
-    return s * f32(t - sq);
+#ifdef T2R_ROW_SCALE
+    return f32(t - sq);
+#else
+    return t2r_scale(row, u) * f32(t - sq);
+#endif
 }
 // The code words of unit u of the four rows.
 alias UnitWords = vec4<u32>;
@@ -657,6 +662,12 @@ fn gemv(
     let n_units = (p.cols + UE - 1u) / UE;
     var u = t;
     var acc = vec4<f32>(0.0);
+#ifdef T2R_ROW_SCALE
+    // Every block of a row has the row's scale (GpuWeight::row_scales): its first, loaded here
+    // with the first units and applied to the sums, instead of a scale load per unit and row
+    // after x is quantized.
+    let rs = vec4<f32>(t2r_scale(rows.x, 0u), t2r_scale(rows.y, 0u), t2r_scale(rows.z, 0u), t2r_scale(rows.w, 0u));
+#endif
 #ifdef Q8X
     // The code words of this thread's first two units (three under PRE3, where those are all of
     // its units) are loaded before x is quantized, so that their memory latency overlaps that
@@ -699,6 +710,9 @@ fn gemv(
             acc += unit_dot4(rows, u);
         }
     }
+#ifdef T2R_ROW_SCALE
+    acc *= rs;
+#endif
 #ifdef NORM
     let inv = 1.0 / sqrt(group_sum(vec4<f32>(ssq, 0.0, 0.0, 0.0), lid, NORM_N).x / f32(p.cols) + p.eps);
 #else

@@ -132,7 +132,7 @@ async fn rms_norm_plain_and_per_head() {
 async fn matmul_plain_types() {
     let shapes = [(1, 1), (7, 5), (64, 33), (577, 19), (2048, 9)];
     for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
-        matmul_cases(ty, &shapes, F32_BOUND).await;
+        matmul_cases(ty, &shapes, F32_BOUND, false).await;
     }
 }
 
@@ -164,18 +164,24 @@ async fn matmul_fusions_match_reference() {
 async fn matmul_fusions(ctx: &GpuContext) {
     let mut rng = Rng::new(21);
     const BOUND: f64 = 1e-7;
-    for (ty, cols, n) in [
-        (GgmlType::F32, 70, 9),
-        (GgmlType::Q4_0, 96, 13),
-        (GgmlType::Q4_K, 256, 5),
-        (GgmlType::Q8_0, 160, 6),
-        (GgmlType::Q5_K, 512, 5),
-        (GgmlType::Q6_K, 256, 9),
-        (GgmlType::TQ2_0, 512, 7),
+    // (type, K, rows / 2, one scale a row: gemv.wgsl T2R_ROW_SCALE)
+    for (ty, cols, n, row_scales) in [
+        (GgmlType::F32, 70, 9, false),
+        (GgmlType::Q4_0, 96, 13, false),
+        (GgmlType::Q4_K, 256, 5, false),
+        (GgmlType::Q8_0, 160, 6, false),
+        (GgmlType::Q5_K, 512, 5, false),
+        (GgmlType::Q6_K, 256, 9, false),
+        (GgmlType::TQ2_0, 512, 7, false),
+        (GgmlType::TQ2_0, 2560, 6, true),
     ] {
-        let bytes = random_tensor(&mut rng, ty, cols, 2 * n);
+        let mut bytes = random_tensor(&mut rng, ty, cols, 2 * n);
+        if row_scales {
+            share_row_scales(ty, &mut bytes, cols);
+        }
         let v = TensorView::new("w", ty, &[cols as u64, 2 * n as u64], &bytes).unwrap();
         let w = upload(ctx, &v).unwrap();
+        assert_eq!(w.row_scales, row_scales, "{ty:?} {cols}");
         let half = |i: usize| {
             let rb = bytes.len() / (2 * n);
             TensorView::new(

@@ -15,8 +15,13 @@ const BOUND: f64 = 1e-7;
 
 async fn run(types: &[GgmlType], shapes: &[(usize, usize)]) {
     for &ty in types {
-        let e = matmul_cases(ty, shapes, BOUND).await;
+        let e = matmul_cases(ty, shapes, BOUND, false).await;
         eprintln!("{ty:?}: worst matmul NMSE {e:.3e}");
+        if matches!(ty, GgmlType::TQ1_0 | GgmlType::TQ2_0) {
+            // One scale a row, as BitNet's tensors have (gemv.wgsl T2R_ROW_SCALE).
+            let e = matmul_cases(ty, shapes, BOUND, true).await;
+            eprintln!("{ty:?} with one scale a row: worst matmul NMSE {e:.3e}");
+        }
     }
 }
 

@@ -221,6 +221,22 @@ pub fn random_tensor(rng: &mut Rng, ty: GgmlType, cols: usize, rows: usize) -> V
     }
 }
 
+/// Makes every block of each row of a TQ1_0 / TQ2_0 tensor take the scale of the row's first
+/// block, as BitNet's one scale per tensor does (`GpuWeight::row_scales`).
+pub fn share_row_scales(ty: GgmlType, bytes: &mut [u8], cols: usize) {
+    let (bs, ts, at) = (
+        ty.block_size() as usize,
+        ty.type_size() as usize,
+        f16_fields(ty)[0],
+    );
+    for row in bytes.chunks_exact_mut(cols / bs * ts) {
+        let s = [row[at], row[at + 1]];
+        for blk in row.chunks_exact_mut(ts) {
+            blk[at..at + 2].copy_from_slice(&s);
+        }
+    }
+}
+
 /// `x` as the matmul of `w` over `tokens` rows uses it: a one-token product that quantizes x
 /// (`ops::gemv_quantizes_x`) sees x quantized per 256 values as the CPU engine's Q8_K scheme does
 /// it (`backend::cpu::q8`), dequantized here; anything else sees x itself.
@@ -260,13 +276,22 @@ pub fn reference_matmul(v: &TensorView, x: &[f32], tokens: usize) -> Vec<f32> {
 /// into row parts (a binding limit of a few rows, or of about 130 rows for shapes of 256 rows
 /// or more, so that parts are rounded down to multiples of 128 rows; that pass also without
 /// subgroup operations). matmul must be within
-/// `bound` (NMSE), embed bit-exact. Returns the largest matmul NMSE seen.
-pub async fn matmul_cases(ty: GgmlType, shapes: &[(usize, usize)], bound: f64) -> f64 {
+/// `bound` (NMSE), embed bit-exact. `row_scales` (TQ1_0, TQ2_0): one scale a row
+/// ([`share_row_scales`]), else random scales in every block. Returns the largest matmul NMSE seen.
+pub async fn matmul_cases(
+    ty: GgmlType,
+    shapes: &[(usize, usize)],
+    bound: f64,
+    row_scales: bool,
+) -> f64 {
     let mut rng = Rng::new(ty as u64 + 100);
     let mut worst = 0f64;
     for split in [false, true] {
         for &(cols, rows) in shapes {
-            let data = random_tensor(&mut rng, ty, cols, rows);
+            let mut data = random_tensor(&mut rng, ty, cols, rows);
+            if row_scales {
+                share_row_scales(ty, &mut data, cols);
+            }
             let ne = [cols as u64, rows as u64];
             let v = TensorView::new("w", ty, &ne, &data).unwrap();
             // The binding limit of the split path (at least 256 bytes); the GPU row is at most
@@ -282,6 +307,11 @@ pub async fn matmul_cases(ty: GgmlType, shapes: &[(usize, usize)], bound: f64) -
             };
             let ctx = ctx_with_async(&opts).await;
             let w = upload(&ctx, &v).unwrap();
+            // Random TQ block scales are one a row only where a row is one block; I2_S has unit
+            // block scales (its scale is the tensor's).
+            let one = ty == GgmlType::I2_S
+                || (matches!(ty, GgmlType::TQ1_0 | GgmlType::TQ2_0) && cols == 256);
+            assert_eq!(w.row_scales, row_scales || one, "{ty:?} {cols}x{rows}");
             if split && data.len() > limit {
                 assert!(w.parts.len() > 1, "{ty:?} {cols}x{rows}: split into parts");
                 if part_rows > 128 {

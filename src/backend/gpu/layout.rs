@@ -40,6 +40,9 @@ pub struct GpuWeight {
     pub row_words: usize,
     /// Multiplies every value (the I2_S tensor scale; 1 otherwise).
     pub mult: f32,
+    /// T2R whose every row has one scale in all its blocks (BitNet's per-tensor scales, I2_S):
+    /// the one-token product applies it once to a row's sums (gemv.wgsl `T2R_ROW_SCALE`).
+    pub row_scales: bool,
     pub parts: Vec<WeightPart>,
 }
 
@@ -130,6 +133,10 @@ pub fn upload(ctx: &GpuContext, v: &TensorView) -> Result<GpuWeight> {
         Some(t) => (t.row_words(), t.blocks_per_row(), t.tensor_mult),
         None => (row_words(ty, cols), 0, 1.0),
     };
+    let row_scales = t2r.as_ref().is_some_and(|t| {
+        (0..t.rows)
+            .all(|r| (1..t.blocks_per_row()).all(|b| t.scale_bits(r, b) == t.scale_bits(r, 0)))
+    });
     // Bytes per row in a part: codes plus (T2R) scales, counted as whole f16s.
     let row_bytes = (rw * 4 + scale_words_per_row * 2) as u64;
     let max_rows = (ctx.max_binding / row_bytes.max(1)) as usize;
@@ -200,6 +207,7 @@ pub fn upload(ctx: &GpuContext, v: &TensorView) -> Result<GpuWeight> {
         rows,
         row_words: rw,
         mult,
+        row_scales,
         parts,
     })
 }

@@ -470,6 +470,11 @@ fn gemv_kernel(
         if let Some(sg) = xq_sg {
             k = k.def("XQ_SG", format!("{sg}u"));
         }
+        // The row's scale once, not each unit's (H200 decode A/B, BitNet-2B TQ2_0: no scale
+        // loads at all 636.9/634.9 -> 702.8/702.8 tok/s, the bound this takes most of).
+        if w.row_scales {
+            k = k.def("T2R_ROW_SCALE", 1);
+        }
     }
     (k, wg / tpr)
 }
