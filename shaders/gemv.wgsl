@@ -13,8 +13,9 @@
 // int8 in workgroup memory (quantize_x) and the units are int8 dot products (dot4I8Packed) against
 // it, their words loaded by unit_words (the first two units' before quantize_x); XQ_SG (one
 // known subgroup size): a subgroup quantizes a whole 256-value block, without barriers.
-// T2R_ROW_SCALE (Q8X over a T2R weight whose rows each have one scale: GpuWeight::row_scales):
-// a row's scale multiplies its sums once instead of each unit's.
+// T2R_ROW_SCALE (Q8X over a T2R weight of at most three runs of rows of one scale:
+// GpuWeight::scale_runs): a row's scale, from the parameters, multiplies its sums once, instead
+// of a scale loaded for each unit.
 
 #include "common"
 
@@ -36,6 +37,9 @@ struct Params {
     w_row0: u32,     // first weight row used
     split1: u32,     // SPLIT: outputs [0, split1) go to y, [split1, split2) to y1, the rest to y2
     split2: u32,
+    run1: u32,       // T2R_ROW_SCALE: the rows where the second and third runs of one scale start
+    run2: u32,
+    run_s: vec3<f32>,  // … and the runs' scales
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -590,6 +594,12 @@ fn t2r_q8(row: u32, u: u32, q: u32, x0: u32, x1: u32, x2: u32, x3: u32, sq: i32)
     return t2r_scale(row, u) * f32(t - sq);
 #endif
 }
+#ifdef T2R_ROW_SCALE
+// The scale of every block of weight row r (its run's).
+fn run_scale(r: u32) -> f32 {
+    return select(select(p.run_s.z, p.run_s.y, r < p.run2), p.run_s.x, r < p.run1);
+}
+#endif
 // The code words of unit u of the four rows.
 alias UnitWords = vec4<u32>;
 fn unit_words(rows: vec4<u32>, u: u32) -> UnitWords {
@@ -663,10 +673,7 @@ fn gemv(
     var u = t;
     var acc = vec4<f32>(0.0);
 #ifdef T2R_ROW_SCALE
-    // Every block of a row has the row's scale (GpuWeight::row_scales): its first, loaded here
-    // with the first units and applied to the sums, instead of a scale load per unit and row
-    // after x is quantized.
-    let rs = vec4<f32>(t2r_scale(rows.x, 0u), t2r_scale(rows.y, 0u), t2r_scale(rows.z, 0u), t2r_scale(rows.w, 0u));
+    let rs = vec4<f32>(run_scale(rows.x), run_scale(rows.y), run_scale(rows.z), run_scale(rows.w));
 #endif
 #ifdef Q8X
     // The code words of this thread's first two units (three under PRE3, where those are all of

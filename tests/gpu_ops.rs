@@ -164,8 +164,8 @@ async fn matmul_fusions_match_reference() {
 async fn matmul_fusions(ctx: &GpuContext) {
     let mut rng = Rng::new(21);
     const BOUND: f64 = 1e-7;
-    // (type, K, rows / 2, one scale a row: gemv.wgsl T2R_ROW_SCALE)
-    for (ty, cols, n, row_scales) in [
+    // (type, K, rows / 2, three runs of rows of one scale: gemv.wgsl T2R_ROW_SCALE)
+    for (ty, cols, n, runs) in [
         (GgmlType::F32, 70, 9, false),
         (GgmlType::Q4_0, 96, 13, false),
         (GgmlType::Q4_K, 256, 5, false),
@@ -176,12 +176,16 @@ async fn matmul_fusions(ctx: &GpuContext) {
         (GgmlType::TQ2_0, 2560, 6, true),
     ] {
         let mut bytes = random_tensor(&mut rng, ty, cols, 2 * n);
-        if row_scales {
-            share_row_scales(ty, &mut bytes, cols);
+        if runs {
+            share_scales(ty, &mut bytes, cols);
         }
         let v = TensorView::new("w", ty, &[cols as u64, 2 * n as u64], &bytes).unwrap();
         let w = upload(ctx, &v).unwrap();
-        assert_eq!(w.row_scales, row_scales, "{ty:?} {cols}");
+        assert_eq!(
+            w.scale_runs.len(),
+            if runs { 3 } else { 0 },
+            "{ty:?} {cols}"
+        );
         let half = |i: usize| {
             let rb = bytes.len() / (2 * n);
             TensorView::new(

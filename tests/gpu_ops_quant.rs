@@ -18,9 +18,9 @@ async fn run(types: &[GgmlType], shapes: &[(usize, usize)]) {
         let e = matmul_cases(ty, shapes, BOUND, false).await;
         eprintln!("{ty:?}: worst matmul NMSE {e:.3e}");
         if matches!(ty, GgmlType::TQ1_0 | GgmlType::TQ2_0) {
-            // One scale a row, as BitNet's tensors have (gemv.wgsl T2R_ROW_SCALE).
+            // Runs of rows of one scale, as BitNet's tensors have (gemv.wgsl T2R_ROW_SCALE).
             let e = matmul_cases(ty, shapes, BOUND, true).await;
-            eprintln!("{ty:?} with one scale a row: worst matmul NMSE {e:.3e}");
+            eprintln!("{ty:?} in runs of one scale: worst matmul NMSE {e:.3e}");
         }
     }
 }

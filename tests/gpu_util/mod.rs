@@ -221,17 +221,21 @@ pub fn random_tensor(rng: &mut Rng, ty: GgmlType, cols: usize, rows: usize) -> V
     }
 }
 
-/// Makes every block of each row of a TQ1_0 / TQ2_0 tensor take the scale of the row's first
-/// block, as BitNet's one scale per tensor does (`GpuWeight::row_scales`).
-pub fn share_row_scales(ty: GgmlType, bytes: &mut [u8], cols: usize) {
+/// Makes every block of a TQ1_0 / TQ2_0 tensor take the scale of the first block of its third of
+/// the rows: three runs of rows of one scale, as a joined q/k/v weight of BitNet's one scale a
+/// tensor has (`GpuWeight::scale_runs`).
+pub fn share_scales(ty: GgmlType, bytes: &mut [u8], cols: usize) {
     let (bs, ts, at) = (
         ty.block_size() as usize,
         ty.type_size() as usize,
         f16_fields(ty)[0],
     );
-    for row in bytes.chunks_exact_mut(cols / bs * ts) {
-        let s = [row[at], row[at + 1]];
-        for blk in row.chunks_exact_mut(ts) {
+    let row = cols / bs * ts;
+    let rows = bytes.len() / row;
+    for run in 0..3 {
+        let (r0, r1) = (run * rows / 3, (run + 1) * rows / 3);
+        let s = [bytes[r0 * row + at], bytes[r0 * row + at + 1]];
+        for blk in bytes[r0 * row..r1 * row].chunks_exact_mut(ts) {
             blk[at..at + 2].copy_from_slice(&s);
         }
     }
@@ -276,21 +280,16 @@ pub fn reference_matmul(v: &TensorView, x: &[f32], tokens: usize) -> Vec<f32> {
 /// into row parts (a binding limit of a few rows, or of about 130 rows for shapes of 256 rows
 /// or more, so that parts are rounded down to multiples of 128 rows; that pass also without
 /// subgroup operations). matmul must be within
-/// `bound` (NMSE), embed bit-exact. `row_scales` (TQ1_0, TQ2_0): one scale a row
-/// ([`share_row_scales`]), else random scales in every block. Returns the largest matmul NMSE seen.
-pub async fn matmul_cases(
-    ty: GgmlType,
-    shapes: &[(usize, usize)],
-    bound: f64,
-    row_scales: bool,
-) -> f64 {
+/// `bound` (NMSE), embed bit-exact. `runs` (TQ1_0, TQ2_0): three runs of rows of one scale
+/// ([`share_scales`]), else random scales in every block. Returns the largest matmul NMSE seen.
+pub async fn matmul_cases(ty: GgmlType, shapes: &[(usize, usize)], bound: f64, runs: bool) -> f64 {
     let mut rng = Rng::new(ty as u64 + 100);
     let mut worst = 0f64;
     for split in [false, true] {
         for &(cols, rows) in shapes {
             let mut data = random_tensor(&mut rng, ty, cols, rows);
-            if row_scales {
-                share_row_scales(ty, &mut data, cols);
+            if runs {
+                share_scales(ty, &mut data, cols);
             }
             let ne = [cols as u64, rows as u64];
             let v = TensorView::new("w", ty, &ne, &data).unwrap();
@@ -307,11 +306,14 @@ pub async fn matmul_cases(
             };
             let ctx = ctx_with_async(&opts).await;
             let w = upload(&ctx, &v).unwrap();
-            // Random TQ block scales are one a row only where a row is one block; I2_S has unit
-            // block scales (its scale is the tensor's).
-            let one = ty == GgmlType::I2_S
-                || (matches!(ty, GgmlType::TQ1_0 | GgmlType::TQ2_0) && cols == 256);
-            assert_eq!(w.row_scales, row_scales || one, "{ty:?} {cols}x{rows}");
+            // Random TQ block scales make a run of every row, too many; I2_S has unit block
+            // scales (its scale is the tensor's).
+            assert_eq!(
+                !w.scale_runs.is_empty(),
+                runs || ty == GgmlType::I2_S,
+                "{ty:?} {cols}x{rows}: scale runs {:?}",
+                w.scale_runs
+            );
             if split && data.len() > limit {
                 assert!(w.parts.len() > 1, "{ty:?} {cols}x{rows}: split into parts");
                 if part_rows > 128 {

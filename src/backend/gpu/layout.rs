@@ -40,9 +40,12 @@ pub struct GpuWeight {
     pub row_words: usize,
     /// Multiplies every value (the I2_S tensor scale; 1 otherwise).
     pub mult: f32,
-    /// T2R whose every row has one scale in all its blocks (BitNet's per-tensor scales, I2_S):
-    /// the one-token product applies it once to a row's sums (gemv.wgsl `T2R_ROW_SCALE`).
-    pub row_scales: bool,
+    /// T2R whose blocks have one scale in each of at most [`MAX_SCALE_RUNS`] runs of rows, as
+    /// (first row, scale): BitNet's one scale a tensor (a run per tensor of a joined q/k/v or
+    /// gate/up weight), I2_S's unit block scales. The one-token product takes a row's scale
+    /// from its parameters and applies it once to the row's sums (gemv.wgsl `T2R_ROW_SCALE`).
+    /// Empty otherwise.
+    pub scale_runs: Vec<(usize, f32)>,
     pub parts: Vec<WeightPart>,
 }
 
@@ -116,6 +119,29 @@ fn pack_rows(v: &TensorView, rows: std::ops::Range<usize>, rw: usize) -> Vec<u32
     out
 }
 
+/// Most runs of rows of one scale in [`GpuWeight::scale_runs`] (a joined q/k/v weight's three).
+pub const MAX_SCALE_RUNS: usize = 3;
+
+/// [`GpuWeight::scale_runs`] of a T2R tensor.
+fn scale_runs(t: &T2r) -> Vec<(usize, f32)> {
+    let mut runs: Vec<(usize, u16)> = Vec::new();
+    for r in 0..t.rows {
+        let s = t.scale_bits(r, 0);
+        if (1..t.blocks_per_row()).any(|b| t.scale_bits(r, b) != s) {
+            return Vec::new();
+        }
+        if runs.last().is_none_or(|l| l.1 != s) {
+            if runs.len() == MAX_SCALE_RUNS {
+                return Vec::new();
+            }
+            runs.push((r, s));
+        }
+    }
+    runs.into_iter()
+        .map(|(r, s)| (r, half::f16::from_bits(s).to_f32()))
+        .collect()
+}
+
 /// Bytes of packed rows written at a time by [`upload`].
 const UPLOAD_BATCH: usize = 8 << 20;
 
@@ -133,10 +159,7 @@ pub fn upload(ctx: &GpuContext, v: &TensorView) -> Result<GpuWeight> {
         Some(t) => (t.row_words(), t.blocks_per_row(), t.tensor_mult),
         None => (row_words(ty, cols), 0, 1.0),
     };
-    let row_scales = t2r.as_ref().is_some_and(|t| {
-        (0..t.rows)
-            .all(|r| (1..t.blocks_per_row()).all(|b| t.scale_bits(r, b) == t.scale_bits(r, 0)))
-    });
+    let scale_runs = t2r.as_ref().map(scale_runs).unwrap_or_default();
     // Bytes per row in a part: codes plus (T2R) scales, counted as whole f16s.
     let row_bytes = (rw * 4 + scale_words_per_row * 2) as u64;
     let max_rows = (ctx.max_binding / row_bytes.max(1)) as usize;
@@ -207,7 +230,7 @@ pub fn upload(ctx: &GpuContext, v: &TensorView) -> Result<GpuWeight> {
         rows,
         row_words: rw,
         mult,
-        row_scales,
+        scale_runs,
         parts,
     })
 }

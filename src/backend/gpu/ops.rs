@@ -153,7 +153,7 @@ pub fn rms_norm(
 
 /// matmul.wgsl's `Params` for one weight part (`row0`: matmul's output column of the part's
 /// first row, embed's first id of the part); `extra` fills the five spare words (eps, act,
-/// w_row0, and gemv's split points).
+/// w_row0, and gemv's split points); the last five are the part's [`run_scales`].
 #[allow(clippy::too_many_arguments)]
 pub(super) fn weight_params(
     w: &GpuWeight,
@@ -165,22 +165,47 @@ pub(super) fn weight_params(
     y_cols: usize,
     extra: [u32; 5],
 ) -> Vec<u8> {
-    params(&[
-        rows as u32,
-        w.cols as u32,
-        tokens as u32,
-        w.row_words as u32,
-        groups_x,
-        row0 as u32,
-        y_cols as u32,
-        part.aux,
-        w.mult.to_bits(),
-        extra[0],
-        extra[1],
-        extra[2],
-        extra[3],
-        extra[4],
-    ])
+    params(
+        &[
+            rows as u32,
+            w.cols as u32,
+            tokens as u32,
+            w.row_words as u32,
+            groups_x,
+            row0 as u32,
+            y_cols as u32,
+            part.aux,
+            w.mult.to_bits(),
+            extra[0],
+            extra[1],
+            extra[2],
+            extra[3],
+            extra[4],
+        ]
+        .into_iter()
+        .chain(run_scales(w, part))
+        .collect::<Vec<_>>(),
+    )
+}
+
+/// gemv.wgsl's `T2R_ROW_SCALE` parameters of `part` ([`GpuWeight::scale_runs`]): the part's rows
+/// where its second and third runs start (`u32::MAX`: none), then the runs' scales.
+fn run_scales(w: &GpuWeight, part: &WeightPart) -> [u32; 5] {
+    let mut out = [u32::MAX, u32::MAX, 0, 0, 0];
+    let (start, end) = (part.row0, part.row0 + part.rows);
+    let ends = w.scale_runs.iter().skip(1).map(|r| r.0).chain([usize::MAX]);
+    let live = w
+        .scale_runs
+        .iter()
+        .zip(ends)
+        .filter(|&(r, e)| e > start && r.0 < end);
+    for (k, ((first, s), _)) in live.enumerate() {
+        if k > 0 {
+            out[k - 1] = (first - start) as u32;
+        }
+        out[2 + k] = s.to_bits();
+    }
+    out
 }
 
 /// Tokens per matmul workgroup (matmul.wgsl `TT`).
@@ -470,9 +495,9 @@ fn gemv_kernel(
         if let Some(sg) = xq_sg {
             k = k.def("XQ_SG", format!("{sg}u"));
         }
-        // The row's scale once, not each unit's (H200 decode A/B, BitNet-2B TQ2_0: no scale
-        // loads at all 636.9/634.9 -> 702.8/702.8 tok/s, the bound this takes most of).
-        if w.row_scales {
+        // A row's scale from the parameters, applied once (H200 decode A/B, BitNet-2B TQ2_0:
+        // 636.9/634.9 -> 702.8/702.8 tok/s with no scale loads at all).
+        if !w.scale_runs.is_empty() {
             k = k.def("T2R_ROW_SCALE", 1);
         }
     }
