@@ -95,6 +95,9 @@ fn abs_max4(v: vec4<f32>) -> f32 {
 const PER: u32 = 64u / XQ_SG;
 const NSUB: u32 = WG / XQ_SG;
 const NB: u32 = XQ_N / 64u;
+#ifdef NORM
+var<workgroup> xss: array<f32, NSUB>;  // each subgroup's Σ x² (the RMS factor's)
+#endif
 
 // A lane's PER (1 to 8) vec4s of a block, in variables: a private array indexed in a loop may
 // live in local memory (NVIDIA). Those past PER stay 0.
@@ -165,6 +168,13 @@ fn quantize_x(lid: u32) {
         }
         cur = nxt;
     }
+#ifdef NORM
+    // Each subgroup's Σ x² is in place with x itself: the RMS factor needs no barrier of its own.
+    let ss = subgroupAdd(ssq);
+    if (sgi == 0u) {
+        xss[sub] = ss;
+    }
+#endif
     workgroupBarrier();
 }
 #else
@@ -721,7 +731,15 @@ fn gemv(
     acc *= rs;
 #endif
 #ifdef NORM
-    let inv = 1.0 / sqrt(group_sum(vec4<f32>(ssq, 0.0, 0.0, 0.0), lid, NORM_N).x / f32(p.cols) + p.eps);
+#ifdef XQ_SG
+    var ss = 0.0;
+    for (var i = 0u; i < NSUB; i++) {
+        ss += xss[i];
+    }
+#else
+    let ss = group_sum(vec4<f32>(ssq, 0.0, 0.0, 0.0), lid, NORM_N).x;
+#endif
+    let inv = 1.0 / sqrt(ss / f32(p.cols) + p.eps);
 #else
     let inv = 1.0;
 #endif
