@@ -453,6 +453,48 @@ fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
 // low nibbles (sub-block 2c) and 64c + 32 + 16h + 4i + k in their high ones (sub-block 2c + 1).
 #ifdef TYPE_Q4_K
 const UE: u32 = 32u;
+#ifdef Q8X
+// x quantized in workgroup memory (quantize_x): the unit's low nibbles meet x words i .. i + 3
+// and its high ones i + 8 .. i + 11 as int8 (4-bit codes are non-negative bytes), one x block
+// (xd) per super-block. Σ (d·sc·q − dmin·m)·xd·xq = xd·(d·sc·Σ q·xq − dmin·m·Σ xq), as
+// ggml's vec_dot_q4_K_q8_K and the CPU engine compute it.
+struct UnitWords {
+    x: vec4<u32>, y: vec4<u32>, z: vec4<u32>, w: vec4<u32>,  // each row's four qs words
+}
+fn k4_words(row: u32, u: u32) -> vec4<u32> {
+    let q = row * p.row_words + (u / 8u) * BW + 4u + 8u * ((u % 8u) / 2u) + 4u * (u % 2u);
+    return vec4<u32>(w[q], w[q + 1u], w[q + 2u], w[q + 3u]);
+}
+fn unit_words(rows: vec4<u32>, u: u32) -> UnitWords {
+    return UnitWords(k4_words(rows.x, u), k4_words(rows.y, u), k4_words(rows.z, u), k4_words(rows.w, u));
+}
+fn k4_q8(row: u32, u: u32, q: vec4<u32>, xl: vec4<u32>, xh: vec4<u32>, sx: vec2<f32>) -> f32 {
+    let b = row * p.row_words + (u / 8u) * BW;
+    let c = (u % 8u) / 2u;
+    let dm = unpack2x16float(w[b]);
+    let s = vec3<u32>(w[b + 1u], w[b + 2u], w[b + 3u]);
+    let sm0 = dq_k4_sm(s.x, s.y, s.z, 2u * c);
+    let sm1 = dq_k4_sm(s.x, s.y, s.z, 2u * c + 1u);
+    let m = 0x0f0f0f0fu;
+    let tl = (dot4I8Packed(q.x & m, xl.x) + dot4I8Packed(q.y & m, xl.y))
+           + (dot4I8Packed(q.z & m, xl.z) + dot4I8Packed(q.w & m, xl.w));
+    let th = (dot4I8Packed((q.x >> 4u) & m, xh.x) + dot4I8Packed((q.y >> 4u) & m, xh.y))
+           + (dot4I8Packed((q.z >> 4u) & m, xh.z) + dot4I8Packed((q.w >> 4u) & m, xh.w));
+    return dm.x * (sm0.x * f32(tl) + sm1.x * f32(th)) - dm.y * (sm0.y * sx.x + sm1.y * sx.y);
+}
+fn unit_dot4w(rows: vec4<u32>, u: u32, q: UnitWords) -> vec4<f32> {
+    let i = 64u * (u / 8u) + 16u * ((u % 8u) / 2u) + 4u * (u % 2u);
+    let xl = vec4<u32>(xq[i], xq[i + 1u], xq[i + 2u], xq[i + 3u]);
+    let xh = vec4<u32>(xq[i + 8u], xq[i + 9u], xq[i + 10u], xq[i + 11u]);
+    let sx = vec2<f32>(f32((dot4I8Packed(xl.x, ONES) + dot4I8Packed(xl.y, ONES)) + (dot4I8Packed(xl.z, ONES) + dot4I8Packed(xl.w, ONES))),
+                       f32((dot4I8Packed(xh.x, ONES) + dot4I8Packed(xh.y, ONES)) + (dot4I8Packed(xh.z, ONES) + dot4I8Packed(xh.w, ONES))));
+    return xd[u / 8u] * vec4<f32>(k4_q8(rows.x, u, q.x, xl, xh, sx), k4_q8(rows.y, u, q.y, xl, xh, sx),
+                                  k4_q8(rows.z, u, q.z, xl, xh, sx), k4_q8(rows.w, u, q.w, xl, xh, sx));
+}
+fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
+    return unit_dot4w(rows, u, unit_words(rows, u));
+}
+#else
 struct XK {
     l0: vec4<f32>, l1: vec4<f32>, l2: vec4<f32>, l3: vec4<f32>,
     h0: vec4<f32>, h1: vec4<f32>, h2: vec4<f32>, h3: vec4<f32>,
@@ -494,6 +536,7 @@ fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
     xk.sh = hsum((xk.h0 + xk.h1) + (xk.h2 + xk.h3));
     return vec4<f32>(k4_dot(rows.x, u, xk), k4_dot(rows.y, u, xk), k4_dot(rows.z, u, xk), k4_dot(rows.w, u, xk));
 }
+#endif
 #endif
 
 // Q6_K: a unit is 16 elements, 128h + 4g + 32s + k (s, k = 0..3) of a super-block (unit u: block

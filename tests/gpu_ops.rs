@@ -205,7 +205,10 @@ async fn matmul_fusions(ctx: &GpuContext) {
             cpu::rms_norm(&x, Some(&nw), cols, eps, &mut xn);
             let (xb, nwb) = (upload_f32(ctx, &x), upload_f32(ctx, &nw));
             // What the kernel multiplies: x, or x quantized (one-token ternary products).
-            let (xq, xnq) = (gemv_input(&w, &x, tokens), gemv_input(&w, &xn, tokens));
+            let (xq, xnq) = (
+                gemv_input(ctx, &w, &x, tokens),
+                gemv_input(ctx, &w, &xn, tokens),
+            );
             let run = async |fuse: ops::Fuse, y: &wgpu::Buffer, y_cols: usize| {
                 let mut enc = encoder(ctx);
                 ops::matmul(ctx, &mut enc, &w, &xb, tokens, y, y_cols, 0, fuse).unwrap();

@@ -409,7 +409,7 @@ async fn split_cases(ctx: &GpuContext) {
                 ctx.submit(enc);
                 // One routed token is the GEMV's (which may quantize x).
                 let xk = if routed {
-                    gemv_input(&w, &xin, tokens)
+                    gemv_input(ctx, &w, &xin, tokens)
                 } else {
                     xin.clone()
                 };

@@ -244,9 +244,9 @@ pub fn share_scales(ty: GgmlType, bytes: &mut [u8], cols: usize) {
 /// `x` as the matmul of `w` over `tokens` rows uses it: a one-token product that quantizes x
 /// (`ops::gemv_quantizes_x`) sees x quantized per 256 values as the CPU engine's Q8_K scheme does
 /// it (`backend::cpu::q8`), dequantized here; anything else sees x itself.
-pub fn gemv_input(w: &GpuWeight, x: &[f32], tokens: usize) -> Vec<f32> {
+pub fn gemv_input(ctx: &GpuContext, w: &GpuWeight, x: &[f32], tokens: usize) -> Vec<f32> {
     use ternlm::backend::cpu::q8::{Q8Acts, Scheme};
-    if tokens != 1 || !ops::gemv_quantizes_x(w) {
+    if tokens != 1 || !ops::gemv_quantizes_x(ctx, w) {
         return x.to_vec();
     }
     let a = Q8Acts::quantize(x, w.cols, Scheme::Q8K);
@@ -342,7 +342,7 @@ pub async fn matmul_cases(ty: GgmlType, shapes: &[(usize, usize)], bound: f64, r
                 )
                 .unwrap();
                 let got = finish_async(&ctx, enc, &y, tokens * rows).await;
-                let want = reference_matmul(&v, &gemv_input(&w, &x, tokens), tokens);
+                let want = reference_matmul(&v, &gemv_input(&ctx, &w, &x, tokens), tokens);
                 let e = nmse(&case, &got, &want);
                 assert!(e <= bound, "{case}: NMSE {e:e} > {bound:e}");
                 worst = worst.max(e);

@@ -36,6 +36,11 @@ pub struct GpuOptions {
     /// Keep the KV cache in f32 on the GPU (exactness tests). The default stores it as f16
     /// pairs (`shaders/kv.wgsl`), as llama.cpp's default `type_k`/`type_v` do.
     pub kv_f32: bool,
+    /// Multiply every matrix by x in f32, as the CPU's `Kernel::Reference` (exactness tests).
+    /// By default a one-token product of ternary or Q4_K rows, or of a Q6_K LM head, takes x
+    /// as int8 per 256 values, as llama.cpp's CPU backend and the CPU engine do
+    /// ([`crate::backend::gpu::ops::gemv_quantizes_x`]).
+    pub f32_activations: bool,
 }
 
 /// What the adapter is, for logs and benchmark tables.
@@ -72,6 +77,8 @@ pub struct GpuContext {
     pub subgroup_max: u32,
     /// KV caches on this device store f16 pairs (else f32): [`GpuOptions::kv_f32`].
     pub kv_f16: bool,
+    /// One-token products may take x as int8: not [`GpuOptions::f32_activations`].
+    pub q8_activations: bool,
     /// The largest byte range one storage binding may cover (after [`GpuOptions`]), a multiple
     /// of 256.
     pub max_binding: u64,
@@ -258,6 +265,7 @@ impl GpuContext {
             subgroup_min: if subgroups { info.subgroup_min_size } else { 0 },
             subgroup_max: if subgroups { info.subgroup_max_size } else { 0 },
             kv_f16: !opts.kv_f32,
+            q8_activations: !opts.f32_activations,
             max_binding,
             pipelines: Mutex::new(FxHashMap::default()),
             bind_groups: Mutex::new(FxHashMap::default()),

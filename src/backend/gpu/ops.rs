@@ -406,13 +406,16 @@ const Q8X_HEAD_TPR: u32 = 8;
 
 /// Whether a one-token product with `w` quantizes x to int8 (gemv.wgsl's `Q8X`), per 256 values
 /// as ggml's Q8_K, and dots it with packed int8 dot products instead of converting every weight
-/// to f32: ternary rows, and Q6_K LM heads, of whole 256-value blocks up to `Q8X_MAX_COLS`.
-/// It is the scheme llama.cpp's CPU backend and the CPU engine use for both (`vec_dot_tq*_q8_K`,
-/// `vec_dot_q6_K_q8_K`; backend::cpu::q8). A head streams hundreds of MB, and int8 x took a
-/// third off its time (H200); a layer's Q6_K matrices were slower this way (Llama-1B's down).
-pub fn gemv_quantizes_x(w: &GpuWeight) -> bool {
+/// to f32: ternary and Q4_K rows, and Q6_K LM heads, of whole 256-value blocks up to
+/// `Q8X_MAX_COLS`, unless the context has [`super::GpuOptions::f32_activations`]. It is the
+/// scheme llama.cpp's CPU backend and the CPU engine use for all three (`vec_dot_tq*_q8_K`,
+/// `vec_dot_q4_K_q8_K`, `vec_dot_q6_K_q8_K`; backend::cpu::q8). A head streams hundreds of MB,
+/// and int8 x took a third off its time (H200); Llama-1B's Q4_K layers took it from 745 to 808
+/// tok/s; a layer's Q6_K matrices were slower this way (Llama-1B's down and v: 806 -> 789).
+pub fn gemv_quantizes_x(ctx: &GpuContext, w: &GpuWeight) -> bool {
     let ty = w.define();
-    (ty == "TYPE_T2R" || (ty == "TYPE_Q6_K" && w.rows > HEAD_ROWS))
+    ctx.q8_activations
+        && (ty == "TYPE_T2R" || ty == "TYPE_Q4_K" || (ty == "TYPE_Q6_K" && w.rows > HEAD_ROWS))
         && w.cols.is_multiple_of(256)
         && w.cols <= Q8X_MAX_COLS
 }
@@ -450,7 +453,7 @@ fn gemv_kernel(
     // LM head has rows enough to fill the GPU with about half a row's units per group, and
     // under Q8X (int8 x, quantized once per workgroup) with Q8X_HEAD_TPR threads per group.
     let glu = defines.get("GLU").is_some();
-    let q8x = gemv_quantizes_x(w);
+    let q8x = gemv_quantizes_x(ctx, w);
     // Q8X by subgroups (XQ_SG) in workgroups of Q8X_SG_WG threads where the limits allow
     // (workgroup memory: the group sums' vec4s, x as int8, its scales).
     let xq_sg = q8x.then(|| gemv_subgroup_quantize(ctx)).flatten();
