@@ -204,7 +204,7 @@ async fn matmul_fusions(ctx: &GpuContext) {
             let mut xn = vec![0f32; x.len()];
             cpu::rms_norm(&x, Some(&nw), cols, eps, &mut xn);
             let (xb, nwb) = (upload_f32(ctx, &x), upload_f32(ctx, &nw));
-            // What the kernel multiplies: x, or x quantized (one-token ternary products).
+            // What the kernel multiplies: x, or x quantized (ops::gemv_quantizes_x).
             let (xq, xnq) = (
                 gemv_input(ctx, &w, &x, tokens),
                 gemv_input(ctx, &w, &xn, tokens),

@@ -4,8 +4,8 @@
 //! mixes): the logits of every position of a 41-token prompt, prefilled in one chunk, in two
 //! (25 tokens, then 16 more over the cached rows) and as 25 then 16 one-token decode steps
 //! (the decode attention with RoPE and the KV write folded in), equal the CPU's with f32
-//! activations (`Kernel::Reference`) with an f32 KV cache and f32 activations on the GPU. Missing models fail the
-//! test (`scripts/fetch-models.sh`).
+//! activations (`Kernel::Reference`), the GPU's with an f32 KV cache and f32 activations
+//! (`GpuOptions::f32_activations`). Missing models fail the test (`scripts/fetch-models.sh`).
 
 mod model_util;
 

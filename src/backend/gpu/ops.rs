@@ -499,7 +499,7 @@ fn gemv_kernel(
             k = k.def("XQ_SG", format!("{sg}u"));
         }
         // A row's scale from the parameters, applied once (H200 decode A/B, BitNet-2B TQ2_0:
-        // 636.9/634.9 -> 702.8/702.8 tok/s with no scale loads at all).
+        // 623.0/628.0 -> 684.9/681.0 tok/s).
         if !w.scale_runs.is_empty() {
             k = k.def("T2R_ROW_SCALE", 1);
         }
