@@ -550,7 +550,10 @@ fn attention_decode(
         o.as_entire_binding(),
         scratch.as_entire_binding(),
     ];
-    let kernel = attention_kernel(ctx, p, plan.gq, fused.is_some());
+    let key = [p.head_dim, p.head_dim_v, plan.gq, fused.is_some() as usize].map(|v| v as u32);
+    let kernel = ctx.kernel("attention", key, || {
+        attention_kernel(ctx, p, plan.gq, fused.is_some())
+    });
     let merge_last = kernel.defines.get("MERGE_LAST").is_some();
     if let Some(f) = &fused {
         // With nothing rotated the table is never read: any buffer binds.

@@ -43,6 +43,9 @@ pub struct GpuOptions {
     pub f32_activations: bool,
 }
 
+/// [`GpuContext::kernel`]'s key: the builder's name and its own key.
+type KernelKey = (&'static str, [u32; 4]);
+
 /// What the adapter is, for logs and benchmark tables.
 #[derive(Debug, Clone)]
 pub struct AdapterSummary {
@@ -85,6 +88,8 @@ pub struct GpuContext {
     /// One pipeline per kernel, found by the kernel's hash without building a key per
     /// dispatch (kernels whose hashes collide share the bucket).
     pipelines: Mutex<FxHashMap<u64, Vec<(Kernel, wgpu::ComputePipeline)>>>,
+    /// Kernels built once per (builder, key): [`GpuContext::kernel`].
+    kernels: Mutex<FxHashMap<KernelKey, Arc<Kernel>>>,
     bind_groups: Mutex<FxHashMap<BindKey, wgpu::BindGroup>>,
     params: Mutex<ParamArena>,
     staging: Mutex<Vec<wgpu::Buffer>>,
@@ -268,6 +273,7 @@ impl GpuContext {
             q8_activations: !opts.f32_activations,
             max_binding,
             pipelines: Mutex::new(FxHashMap::default()),
+            kernels: Mutex::new(FxHashMap::default()),
             bind_groups: Mutex::new(FxHashMap::default()),
             params: Mutex::new(ParamArena::default()),
             staging: Mutex::new(Vec::new()),
@@ -382,6 +388,20 @@ impl GpuContext {
         self.queue.submit(std::iter::empty());
         #[cfg(not(target_arch = "wasm32"))]
         let _ = self.device.poll(wgpu::PollType::Poll);
+    }
+
+    /// The kernel `build` makes for `key`, built on first use, so that a dispatch only looks it
+    /// up (`site` names the builder: keys of different builders never meet).
+    pub fn kernel(
+        &self,
+        site: &'static str,
+        key: [u32; 4],
+        build: impl FnOnce() -> Kernel,
+    ) -> Arc<Kernel> {
+        let mut ks = self.kernels.lock().unwrap_or_else(|p| p.into_inner());
+        ks.entry((site, key))
+            .or_insert_with(|| Arc::new(build()))
+            .clone()
     }
 
     /// The pipeline of kernel `k`, created on first use.

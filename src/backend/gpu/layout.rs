@@ -16,9 +16,10 @@
 //! A part holds whole rows; parts start at multiples of 128 rows when the tensor is split, so
 //! T2R offsets stay 256-byte aligned.
 
-use super::context::GpuContext;
+use super::context::{GpuContext, Kernel};
 use crate::error::{GpuError, Result};
 use crate::quant::{GgmlType, T2r, TensorView};
+use std::sync::{Arc, Mutex};
 
 /// One buffer of consecutive rows.
 pub struct WeightPart {
@@ -47,12 +48,29 @@ pub struct GpuWeight {
     /// Empty otherwise.
     pub scale_runs: Vec<(usize, f32)>,
     pub parts: Vec<WeightPart>,
+    /// `ops::matmul`'s kernels for this weight, by their fusions, built once.
+    pub(super) kernels: Mutex<Vec<(u8, MatmulKernel)>>,
 }
+
+/// A matmul kernel with its workgroups' row groups (one-token products; 0 otherwise), shared
+/// by the dispatches that use it.
+pub(super) type MatmulKernel = Arc<(Kernel, u32)>;
 
 impl GpuWeight {
     /// The WGSL define selecting this weight's dequant section (`TYPE_Q4_K`, …).
     pub fn define(&self) -> &'static str {
         type_define(self.ty)
+    }
+
+    /// The kernel of fusions `key`, built by `build` the first time.
+    pub(super) fn kernel(&self, key: u8, build: impl FnOnce() -> (Kernel, u32)) -> MatmulKernel {
+        let mut ks = self.kernels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, k)) = ks.iter().find(|(k, _)| *k == key) {
+            return k.clone();
+        }
+        let k = Arc::new(build());
+        ks.push((key, k.clone()));
+        k
     }
 
     /// Bytes stored on the GPU.
@@ -232,5 +250,6 @@ pub fn upload(ctx: &GpuContext, v: &TensorView) -> Result<GpuWeight> {
         mult,
         scale_runs,
         parts,
+        kernels: Default::default(),
     })
 }

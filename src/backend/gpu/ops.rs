@@ -254,18 +254,10 @@ pub fn matmul(
     if tokens >= super::gemm::GEMM_MIN_TOKENS {
         return super::gemm::gemm(ctx, enc, w, x, tokens, y, y_cols, col0, fuse);
     }
-    let mut k = Kernel::new("matmul", "matmul")
-        .def("MATMUL", 1)
-        .def(w.define(), 1);
-    let mut extra = [0u32; 2];
-    if let Some((_, eps)) = fuse.norm {
-        k = k.def("NORM", 1);
-        extra[0] = eps.to_bits();
-    }
-    if let Some(act) = fuse.glu {
-        k = k.def("GLU", 1);
-        extra[1] = act_kind(act);
-    }
+    let extra = [
+        fuse.norm.map_or(0, |n| n.1.to_bits()),
+        fuse.glu.map_or(0, act_kind),
+    ];
     let glu = fuse.glu.is_some();
     if glu || fuse.rows.is_some() {
         let (first, count) = fuse
@@ -276,20 +268,37 @@ pub fn matmul(
             return Err(GpuError::Validation(format!("bad row range of '{}'", w.name)).into());
         }
     }
-    if fuse.residual {
-        k = k.def("RESIDUAL", 1);
-    }
-    let gemv = (tokens == 1).then(|| gemv_kernel(ctx, w, k.defines.clone()));
+    // Built once per weight and fusions: a dispatch only looks its kernel up.
+    let one = tokens == 1;
+    let (norm, residual) = (fuse.norm.is_some(), fuse.residual);
+    let key = u8::from(one) | u8::from(norm) << 1 | u8::from(glu) << 2 | u8::from(residual) << 3;
+    let kernel = w.kernel(key, || {
+        let mut k = Kernel::new("matmul", "matmul")
+            .def("MATMUL", 1)
+            .def(w.define(), 1);
+        for (on, name) in [(norm, "NORM"), (glu, "GLU"), (residual, "RESIDUAL")] {
+            if on {
+                k = k.def(name, 1);
+            }
+        }
+        if one {
+            gemv_kernel(ctx, w, k.defines)
+        } else {
+            (k, 0)
+        }
+    });
+    let (k, ng) = (&kernel.0, kernel.1);
     for part in &w.parts {
         let (w_row0, rows) = match (fuse.rows, fuse.glu) {
             (Some(r), _) => r,
             (None, Some(_)) => (0, part.rows / 2),
             (None, None) => (0, part.rows),
         };
-        let mut grid = match &gemv {
+        let mut grid = if one {
             // Row groups of 4 weight rows (GLU: 2 outputs), NG groups per workgroup.
-            Some((_, ng)) => ctx.grid((rows as u32).div_ceil(if glu { 2 } else { 4 } * ng)),
-            None => ctx.grid(rows as u32),
+            ctx.grid((rows as u32).div_ceil(if glu { 2 } else { 4 } * ng))
+        } else {
+            ctx.grid(rows as u32)
         };
         grid[2] = (tokens as u32).div_ceil(MATMUL_TT);
         let extra = [extra[0], extra[1], w_row0 as u32, 0, 0];
@@ -311,7 +320,7 @@ pub fn matmul(
         if let Some((nw, _)) = fuse.norm {
             bufs.push(nw.as_entire_binding());
         }
-        ctx.dispatch(enc, gemv.as_ref().map_or(&k, |g| &g.0), &p, &bufs, grid)?;
+        ctx.dispatch(enc, k, &p, &bufs, grid)?;
     }
     Ok(())
 }
@@ -362,11 +371,15 @@ pub fn matmul_split(
         }
         return Ok(());
     }
-    let mut k = Kernel::new("gemv", "gemv").def(w.define(), 1);
-    if norm.is_some() {
-        k = k.def("NORM", 1);
-    }
-    let (k, ng) = gemv_kernel(ctx, w, k.def("SPLIT", 1).defines);
+    // matmul's cache: its keys have bit 4 clear.
+    let kernel = w.kernel(1 << 4 | u8::from(norm.is_some()) << 1, || {
+        let mut k = Kernel::new("gemv", "gemv").def(w.define(), 1);
+        if norm.is_some() {
+            k = k.def("NORM", 1);
+        }
+        gemv_kernel(ctx, w, k.def("SPLIT", 1).defines)
+    });
+    let (k, ng) = (&kernel.0, kernel.1);
     let grid = ctx.grid((rows as u32).div_ceil(4 * ng));
     let eps = norm.map_or(0, |n| n.1.to_bits());
     let (split1, split2) = (outs[0].1 as u32, (outs[0].1 + outs[1].1) as u32);
@@ -377,7 +390,7 @@ pub fn matmul_split(
     if let Some((nw, _)) = norm {
         bufs.push(nw.as_entire_binding());
     }
-    ctx.dispatch(enc, &k, &p, &bufs, grid)
+    ctx.dispatch(enc, k, &p, &bufs, grid)
 }
 
 /// Threads per workgroup of gemv.wgsl for matrices of up to 16k rows (the LM head: 64).
