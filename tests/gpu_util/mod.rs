@@ -33,14 +33,24 @@ pub async fn ctx_async() -> GpuContext {
     ctx_with_async(&GpuOptions::default()).await
 }
 
+/// A GPU context with `opts`; the test fails when there is no adapter, and when
+/// `TERNLM_GPU_TRUSTED=1` (CI's trusted-shader run) did not make its shaders trusted.
 pub async fn ctx_with_async(opts: &GpuOptions) -> GpuContext {
-    match GpuContext::new(opts).await {
+    let ctx = match GpuContext::new(opts).await {
         Ok(c) => c,
         Err(e) => panic!(
             "no GPU adapter ({e}); natively install a Vulkan driver (CI: mesa-vulkan-drivers \
              for lavapipe); in Chromium pass --enable-unsafe-webgpu"
         ),
+    };
+    if !cfg!(target_arch = "wasm32") && std::env::var("TERNLM_GPU_TRUSTED").is_ok_and(|v| v == "1")
+    {
+        assert!(
+            ctx.shader_checks.is_some_and(|c| !c.force_loop_bounding),
+            "TERNLM_GPU_TRUSTED=1 but the shaders are checked"
+        );
     }
+    ctx
 }
 
 /// [`ctx_async`], blocking (native tests).

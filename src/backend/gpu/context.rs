@@ -36,6 +36,12 @@ pub struct GpuOptions {
     /// Keep the KV cache in f32 on the GPU (exactness tests). The default stores it as f16
     /// pairs (`shaders/kv.wgsl`), as llama.cpp's default `type_k`/`type_v` do.
     pub kv_f32: bool,
+    /// Compile the shaders as trusted code (native; also the environment variable
+    /// `TERNLM_GPU_TRUSTED=1`): [`GpuContext::shader_checks`]. Off by default until the
+    /// kernel harness has run clean this way on an NVIDIA GPU: the one run so far (H200)
+    /// passed every harness test but `tests/gpu_ops_quant.rs`, whose process died of a
+    /// segmentation fault, its cause not yet isolated (lavapipe passes everything this way).
+    pub trusted_shaders: bool,
     /// Multiply every matrix by x in f32, as the CPU's `Kernel::Reference` (exactness tests).
     /// By default a one-token product of ternary or Q4_K rows, or of a Q6_K LM head, takes x
     /// as int8 per 256 values, as llama.cpp's CPU backend and the CPU engine do
@@ -82,6 +88,16 @@ pub struct GpuContext {
     pub kv_f16: bool,
     /// One-token products may take x as int8: not [`GpuOptions::f32_activations`].
     pub q8_activations: bool,
+    /// How shaders are compiled: `None`, with every check wgpu adds (the default, and the
+    /// browser's only way); under [`GpuOptions::trusted_shaders`] (native) as trusted code:
+    /// naga's loop bounding off, on Vulkan its index clamping off too, workgroup memory not
+    /// zeroed. naga gives every loop an iteration counter and exit test, which keeps the
+    /// driver from unrolling constant-trip loops. H200, `ternlm bench --backend gpu -p 512
+    /// -n 128`, decode / prefill tok/s, checked → trusted: BitNet-2B TQ2_0 705 / 2,681 →
+    /// 780 / 5,330, Llama-3.2-1B Q4_K_M 809 / 5,500 → 932 / 10,050, SmolLM2 Q4_1 940 /
+    /// 15,780 → 1,010 / 33,570 (loop bounding off alone: 760 / 4,680, 892 / 8,950, 993 /
+    /// 28,700).
+    pub shader_checks: Option<wgpu::ShaderRuntimeChecks>,
     /// The largest byte range one storage binding may cover (after [`GpuOptions`]), a multiple
     /// of 256.
     pub max_binding: u64,
@@ -165,6 +181,25 @@ const MAX_BIND_GROUPS: usize = 16384;
 struct ParamArena {
     blocks: Vec<wgpu::Buffer>,
     bytes: Vec<u8>,
+}
+
+/// The runtime checks of trusted shaders ([`GpuOptions::trusted_shaders`], native): none but
+/// integer division's (a zero divisor stays defined). Their conditions hold for every kernel
+/// as the ops configure it (an audit of `shaders/`; the harness, `tests/gpu_ops*.rs`, runs them
+/// with `TERNLM_GPU_TRUSTED=1` in CI): each loop ends (bounded counters, no step of 0), each
+/// workgroup variable is written before it is read, each array index stays in range. Index
+/// clamping goes only on Vulkan, where wgpu enables `robustBufferAccess` (a core Vulkan 1.0
+/// feature), so a storage access outside its binding still cannot reach other memory; Metal
+/// and DX12 keep naga's clamping, which one switch gives to buffers and arrays alike.
+fn trusted_checks(opts: &GpuOptions, backend: wgpu::Backend) -> Option<wgpu::ShaderRuntimeChecks> {
+    let env = || std::env::var("TERNLM_GPU_TRUSTED").is_ok_and(|v| v == "1");
+    if cfg!(target_arch = "wasm32") || !(opts.trusted_shaders || env()) {
+        return None;
+    }
+    let mut c = wgpu::ShaderRuntimeChecks::checked();
+    c.force_loop_bounding = false;
+    c.bounds_checks = backend != wgpu::Backend::Vulkan;
+    Some(c)
 }
 
 /// Bytes per uniform slot (`minUniformBufferOffsetAlignment` is at most 256).
@@ -271,6 +306,7 @@ impl GpuContext {
             subgroup_max: if subgroups { info.subgroup_max_size } else { 0 },
             kv_f16: !opts.kv_f32,
             q8_activations: !opts.f32_activations,
+            shader_checks: trusted_checks(opts, info.backend),
             max_binding,
             pipelines: Mutex::new(FxHashMap::default()),
             kernels: Mutex::new(FxHashMap::default()),
@@ -419,12 +455,16 @@ impl GpuContext {
         }
         let src = wgsl::build(k.shader, &k.defines, self)?;
         let label = format!("{}:{}{}", k.shader, k.entry, k.defines.label());
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(&label),
-                source: wgpu::ShaderSource::Wgsl(src.into()),
-            });
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(&label),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        };
+        let module = match self.shader_checks {
+            // SAFETY: trusted_checks' conditions: the kernels' loops end, their indices stay
+            // in range, buffer accesses are bounded by the driver where naga's are off.
+            Some(checks) => unsafe { self.device.create_shader_module_trusted(desc, checks) },
+            None => self.device.create_shader_module(desc),
+        };
         let p = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -432,7 +472,10 @@ impl GpuContext {
                 layout: None,
                 module: &module,
                 entry_point: Some(k.entry),
-                compilation_options: Default::default(),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    zero_initialize_workgroup_memory: self.shader_checks.is_none(),
+                    ..Default::default()
+                },
                 cache: None,
             });
         lock().entry(h).or_default().push((k.clone(), p.clone()));
