@@ -134,3 +134,76 @@ async fn bad_streams_are_typed_errors() {
         "after the failed loads"
     );
 }
+
+/// The two files of `tiny-split` (tiny-llama-f32's tensors cut after `blk.0.ffn_up`).
+const SPLIT: [&[u8]; 2] = [
+    include_bytes!("data/models/tiny-split-00001-of-00002.gguf"),
+    include_bytes!("data/models/tiny-split-00002-of-00002.gguf"),
+];
+
+/// `files` streamed one after another (`GpuLoader::next_file` between), `chunk` bytes a push.
+async fn stream_set(files: &[&[u8]], chunk: usize) -> ternlm::Result<(Model, u64)> {
+    let mut l = GpuLoader::new(ctx_async().await, Some(files[0].len() as u64));
+    for (i, f) in files.iter().enumerate() {
+        if i > 0 {
+            l.next_file(Some(f.len() as u64))?;
+        }
+        f.chunks(chunk).try_for_each(|c| l.push(c))?;
+    }
+    let peak = l.peak_bytes();
+    Ok((l.finish()?, peak))
+}
+
+/// A split set streams file after file: the model decodes as the same tensors in one file do
+/// (tiny-llama-f32 from memory), with the same uploads, holding a tensor at a time; a set cut
+/// short, in the wrong order or with a file ended early is a typed error.
+#[gpu_test]
+async fn split_sets_stream_file_after_file() {
+    let whole = DecodeCase {
+        name: "tiny-llama-f32",
+        bytes: include_bytes!("data/models/tiny-llama-f32.gguf"),
+        prompt: DECODE_CASES[0].prompt,
+        want: DECODE_CASES[0].want,
+    };
+    let mut in_memory = Model::from_bytes(whole.bytes.to_vec()).unwrap();
+    in_memory
+        .use_gpu_async(&GpuOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("no GPU adapter: {e}"));
+    let want = greedy_ids(&in_memory, &whole).await.unwrap();
+    let total: usize = SPLIT.iter().map(|f| f.len()).sum();
+    for chunk in [4093, 1 << 20] {
+        let (m, peak) = stream_set(&SPLIT, chunk).await.unwrap();
+        let gw = m.gpu().expect("on the GPU");
+        assert_eq!(gw.weight_bytes(), in_memory.gpu().unwrap().weight_bytes());
+        assert_eq!(
+            greedy_ids(&m, &whole).await.unwrap(),
+            want,
+            "{chunk}-byte chunks"
+        );
+        if chunk < SPLIT[0].len() {
+            assert!(
+                peak < total as u64 / 4,
+                "held {peak} of {total} bytes at once"
+            );
+        }
+    }
+    let code = |r: ternlm::Result<(Model, u64)>| r.err().map(|e| e.code().to_string());
+    // the first file alone: split.count says two
+    assert_eq!(
+        code(stream_set(&SPLIT[..1], 4093).await).as_deref(),
+        Some("gguf_split")
+    );
+    // the files swapped
+    let swapped = [SPLIT[1], SPLIT[0]];
+    assert_eq!(
+        code(stream_set(&swapped, 4093).await).as_deref(),
+        Some("gguf_split")
+    );
+    // the first file ended before its last tensor
+    let short = [&SPLIT[0][..SPLIT[0].len() - 100], SPLIT[1]];
+    let mut l = GpuLoader::new(ctx_async().await, None);
+    l.push(short[0]).unwrap();
+    assert_eq!(l.next_file(None).unwrap_err().code(), "gguf_truncated");
+    assert_eq!(l.push(short[1]).unwrap_err().code(), "model_load_failed");
+}

@@ -149,12 +149,11 @@ impl Model {
     /// A model whose matrices were streamed to the GPU ([`GpuLoader`]): `host` holds the bytes of
     /// its small tensors by name, `uploads` the matrices.
     fn from_stream(
-        part: SplitPart,
+        set: SplitSet,
         host: &HashMap<String, Vec<u8>>,
         uploads: Uploads,
         ctx: GpuContext,
     ) -> Result<Model> {
-        let set = SplitSet::from_parts(vec![part])?;
         let on_gpu = |name: &str| uploads.has(name);
         let src = Source::Streamed {
             host,

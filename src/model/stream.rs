@@ -13,6 +13,12 @@
 //! gathered ([`GpuLoader::peak_bytes`]): in llama.cpp's files a layer's tensors are adjacent, so
 //! that is the largest tensor or group, not the file.
 //!
+//! A split set (`name-00001-of-0000N.gguf` …) streams file after file: [`GpuLoader::next_file`]
+//! ends one and starts the next, each with its own header. A layer's gate/up or q/k/v join only
+//! within a file (a group cut by a file boundary uploads as two weights, which the decoder
+//! handles as it does matrices of different types); [`GpuLoader::finish`] checks the set's
+//! split keys as [`SplitSet::from_parts`] does for files read whole.
+//!
 //! Which tensors are matrices is read from the names alone (the spec needs `rope_freqs`' values,
 //! which may come late): `token_embd`, `output` and `blk.N.*.weight` with two dimensions; other
 //! tensors are skipped. A matrix the architecture needs that is not among them is reported as
@@ -21,7 +27,7 @@
 use super::Model;
 use crate::backend::gpu::{GpuContext, Uploads};
 use crate::error::{GgufError, ModelError, Result};
-use crate::gguf::split::SplitPart;
+use crate::gguf::split::{SplitPart, SplitSet};
 use crate::gguf::{GgufHeader, HeaderStream, Limits, TensorChunk, TensorRouter};
 use crate::quant::TensorView;
 use std::collections::HashMap;
@@ -74,19 +80,28 @@ struct Routing {
     groups: Vec<Group>,
     /// Bytes of tensors not yet complete, by tensor index.
     partial: HashMap<usize, Vec<u8>>,
-    /// Complete 1-D tensors by name.
-    host: HashMap<String, Vec<u8>>,
-    uploads: Uploads,
     /// Tensors complete (uploaded, kept, or skipped whole).
     done: Vec<bool>,
 }
 
-/// Streams a GGUF file into a model on the GPU (see the module docs).
+/// What a load keeps across the files of a split set.
+#[derive(Default)]
+struct Loaded {
+    /// The files ended so far (their headers and lengths), in order.
+    parts: Vec<SplitPart>,
+    /// Complete 1-D tensors by name.
+    host: HashMap<String, Vec<u8>>,
+    uploads: Uploads,
+}
+
+/// Streams a GGUF file, or a split set's files one after another, into a model on the GPU (see
+/// the module docs).
 pub struct GpuLoader {
     ctx: GpuContext,
     head: Option<HeaderStream>,
     routing: Option<Routing>,
-    /// File offset of the next byte pushed.
+    loaded: Loaded,
+    /// Offset in the current file of the next byte pushed.
     pos: u64,
     /// The first error, as text: every later call fails with it.
     failed: Option<String>,
@@ -101,6 +116,7 @@ impl GpuLoader {
             ctx,
             head: Some(HeaderStream::new(file_len, Limits::default())),
             routing: None,
+            loaded: Loaded::default(),
             pos: 0,
             failed: None,
             peak: 0,
@@ -112,6 +128,22 @@ impl GpuLoader {
     pub fn push(&mut self, chunk: &[u8]) -> Result<()> {
         self.check_live()?;
         let r = self.push_inner(chunk);
+        self.fail_on(r)
+    }
+
+    /// The current file of a split set ended (every tensor it declares arrived); the bytes
+    /// pushed from now on are the next file's, from its first byte (`file_len` as for
+    /// [`GpuLoader::new`]). Errors as [`GpuLoader::push`].
+    pub fn next_file(&mut self, file_len: Option<u64>) -> Result<()> {
+        self.check_live()?;
+        let r = self.end_file();
+        self.fail_on(r)?;
+        self.head = Some(HeaderStream::new(file_len, Limits::default()));
+        self.pos = 0;
+        Ok(())
+    }
+
+    fn fail_on<T>(&mut self, r: Result<T>) -> Result<T> {
         if let Err(e) = &r {
             self.failed = Some(e.to_string());
         }
@@ -156,7 +188,7 @@ impl GpuLoader {
         let mut pieces = Vec::new();
         r.router.route(at, bytes, |c| pieces.push(c));
         for c in pieces {
-            r.take(&self.ctx, c)?;
+            r.take(&self.ctx, c, &mut self.loaded)?;
         }
         self.peak = self.peak.max(r.held());
         Ok(())
@@ -168,14 +200,29 @@ impl GpuLoader {
         self.peak
     }
 
-    /// The stream ended: the model, once every tensor it needs has arrived.
+    /// The stream ended: the model, once every tensor it needs has arrived (and, for a split
+    /// set, every file: its split keys checked).
     pub fn finish(mut self) -> Result<Model> {
         self.check_live()?;
+        self.end_file()?;
+        let Loaded {
+            parts,
+            host,
+            uploads,
+        } = self.loaded;
+        Model::from_stream(SplitSet::from_parts(parts)?, &host, uploads, self.ctx)
+    }
+
+    /// Ends the current file: its header complete and every tensor it declares arrived; its
+    /// header and length join [`Loaded::parts`].
+    fn end_file(&mut self) -> Result<()> {
         if let Some(mut head) = self.head.take() {
-            // the header was never known complete: the stream ends here (a short file)
+            // the header was never known complete: the file ends here (a short file)
             let header = head.finish()?;
+            let bytes = head.leftover().1;
+            self.pos = bytes.len() as u64;
             self.routing = Some(Routing::new(header, head.file_len()));
-            self.route(0, head.leftover().1)?;
+            self.route(0, bytes)?;
         }
         let r = self.routing.take().expect("routing after the header");
         if let Some(i) = (0..r.roles.len()).find(|&i| r.roles[i] != Role::Skip && !r.done[i]) {
@@ -189,12 +236,11 @@ impl GpuLoader {
             }
             .into());
         }
-        let file_len = r.file_len.unwrap_or(self.pos);
-        let part = SplitPart {
+        self.loaded.parts.push(SplitPart {
+            file_len: r.file_len.unwrap_or(self.pos),
             header: r.header,
-            file_len,
-        };
-        Model::from_stream(part, &r.host, r.uploads, self.ctx)
+        });
+        Ok(())
     }
 }
 
@@ -233,8 +279,6 @@ impl Routing {
             roles,
             groups,
             partial: HashMap::new(),
-            host: HashMap::new(),
-            uploads: Uploads::default(),
             done,
         }
     }
@@ -250,7 +294,7 @@ impl Routing {
         (self.partial.values().map(Vec::len).sum::<usize>() + waiting) as u64
     }
 
-    fn take(&mut self, ctx: &GpuContext, c: TensorChunk) -> Result<()> {
+    fn take(&mut self, ctx: &GpuContext, c: TensorChunk, loaded: &mut Loaded) -> Result<()> {
         let i = c.tensor;
         let role = self.roles[i];
         if role == Role::Skip {
@@ -282,7 +326,7 @@ impl Routing {
         let t = &self.header.tensors[i];
         match role {
             Role::Host => {
-                self.host.insert(t.name.clone(), bytes);
+                loaded.host.insert(t.name.clone(), bytes);
             }
             Role::Matrix(g) => {
                 let group = &mut self.groups[g];
@@ -298,7 +342,7 @@ impl Routing {
                             TensorView::new(&t.name, t.ty, &t.ne, b.as_deref().unwrap_or(&[]))
                         })
                         .collect::<Result<Vec<_>>>()?;
-                    self.uploads.add_group(ctx, &views)?;
+                    loaded.uploads.add_group(ctx, &views)?;
                     ctx.flush_writes();
                     ctx.check()?;
                 }
@@ -311,21 +355,33 @@ impl Routing {
 
 #[cfg(not(target_arch = "wasm32"))]
 impl GpuLoader {
-    /// Streams the GGUF file at `path` onto `ctx`'s device, read 8 MiB at a time (a single
-    /// file; a split set loads through [`Model::from_file`]).
+    /// Streams the GGUF file at `path` onto `ctx`'s device, read 8 MiB at a time; a split set's
+    /// files (`path` named like any of them) one after another.
     pub fn load_file(ctx: GpuContext, path: &std::path::Path) -> Result<Model> {
         use std::io::Read;
-        let io = |e| crate::Error::io(path.display().to_string(), e);
-        let mut f = std::fs::File::open(path).map_err(io)?;
-        let len = f.metadata().map_err(io)?.len();
-        let mut loader = GpuLoader::new(ctx, Some(len));
+        let paths = crate::gguf::split::split_paths(path).unwrap_or_else(|| vec![path.into()]);
+        let mut ctx = Some(ctx);
+        let mut loader: Option<GpuLoader> = None;
         let mut buf = vec![0u8; 8 << 20];
-        loop {
-            let n = f.read(&mut buf).map_err(io)?;
-            if n == 0 {
-                return loader.finish();
+        for p in &paths {
+            let io = |e| crate::Error::io(p.display().to_string(), e);
+            let mut f = std::fs::File::open(p).map_err(io)?;
+            let len = Some(f.metadata().map_err(io)?.len());
+            let l = match (&mut loader, ctx.take()) {
+                (Some(l), _) => {
+                    l.next_file(len)?;
+                    l
+                }
+                (None, c) => loader.insert(GpuLoader::new(c.expect("the context"), len)),
+            };
+            loop {
+                let n = f.read(&mut buf).map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                l.push(&buf[..n])?;
             }
-            loader.push(&buf[..n])?;
         }
+        loader.expect("at least one file").finish()
     }
 }

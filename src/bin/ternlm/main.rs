@@ -163,8 +163,8 @@ impl ModelArgs {
         })
     }
 
-    /// Loads the model on the backend asked for: `gpu` streams the file to the GPU (the host
-    /// holds a tensor at a time, not the file; a split set is read whole first) and fails when
+    /// Loads the model on the backend asked for: `gpu` streams the file (or a split set's
+    /// files) to the GPU (the host holds a tensor at a time, not the file) and fails when
     /// there is no adapter or the upload fails; `auto` does the same on a hardware GPU when
     /// one works, else loads for the CPU (saying why on stderr).
     fn load(&self) -> ternlm::Result<Model> {
@@ -174,14 +174,7 @@ impl ModelArgs {
             profile: std::env::var_os("TERNLM_GPU_PROFILE").is_some(),
             ..Default::default()
         };
-        let on_gpu = |ctx: GpuContext| -> ternlm::Result<Model> {
-            if ternlm::gguf::split::split_paths(&path).is_some() {
-                let mut m = Model::from_file(&path)?;
-                m.attach_gpu(ctx)?;
-                return Ok(m);
-            }
-            GpuLoader::load_file(ctx, &path)
-        };
+        let on_gpu = |ctx: GpuContext| GpuLoader::load_file(ctx, &path);
         let model = match self.backend {
             Backend::Cpu => Model::from_file(&path)?,
             Backend::Gpu => on_gpu(GpuContext::new_blocking(&opts)?)?,
