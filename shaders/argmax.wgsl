@@ -2,7 +2,9 @@
 // chunk of CHUNK values of a row a workgroup (each thread scanning PER values, loads in flight
 // together), which writes its (value, index) winner; `argmax_final` takes one workgroup per row
 // over its chunks' winners. Both reduce (value, index) pairs in workgroup memory. Ties go to the
-// lowest index and NaN never wins, as the CPU's `argmax`.
+// lowest index and NaN never wins, as the CPU's `argmax`. Under MERGE_LAST (natively, as in
+// attention.wgsl) the last of a row's chunk workgroups to finish, counted by an atomic, takes
+// the second pass itself: one dispatch.
 
 #include "common"
 
@@ -22,6 +24,13 @@ struct Params {
 #ifdef PART
 @group(0) @binding(1) var<storage, read> x: array<f32>;          // [rows, cols]
 @group(0) @binding(2) var<storage, read_write> win: array<u32>;  // [rows, chunks, 2]: value bits, index
+#ifdef MERGE_LAST
+@group(0) @binding(3) var<storage, read_write> ids: array<u32>;  // [rows]
+// Per row, how many of its chunks have written their winners (GpuContext::arrivals: 0 before
+// the dispatch, set back to 0 by the workgroup that merges).
+@group(0) @binding(4) var<storage, read_write> arrivals: array<atomic<u32>>;
+var<workgroup> merging: u32;
+#endif
 #else
 @group(0) @binding(1) var<storage, read> win: array<u32>;
 @group(0) @binding(2) var<storage, read_write> ids: array<u32>;  // [rows]
@@ -106,12 +115,41 @@ fn argmax_part(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
         win[2u * wi] = bitcast<u32>(best_v[0]);
         win[2u * wi + 1u] = best_i[0];
     }
+#ifdef MERGE_LAST
+    // The barrier before the arrival releases this workgroup's winner at device scope (naga:
+    // OpControlBarrier, Device memory scope, AcquireRelease), the one after it is the merger's
+    // acquire of the others'.
+    storageBarrier();
+    if (lid == 0u) {
+        merging = u32(live && atomicAdd(&arrivals[r], 1u) == p.chunks - 1u);
+    }
+    if (workgroupUniformLoad(&merging) != 0u) {
+        storageBarrier();
+        final_row(r, true, lid);
+        if (lid == 0u) {
+            atomicStore(&arrivals[r], 0u);
+        }
+    }
+#endif
 }
 #else
 @compute @workgroup_size(WG)
 fn argmax_final(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let r = flat_group(wg, p.groups_x);
-    let live = r < p.rows;
+    final_row(r, r < p.rows, lid);
+}
+#endif
+
+#ifndef PART
+#define FINAL_ROW 1
+#endif
+#ifdef MERGE_LAST
+#define FINAL_ROW 1
+#endif
+#ifdef FINAL_ROW
+// ids[r] = the winner of row r's chunk winners (`live`: r is a row; called in uniform control
+// flow by the whole workgroup).
+fn final_row(r: u32, live: bool, lid: u32) {
     var bv = 0.0;
     var bi = NONE;
     if (live) {

@@ -349,6 +349,18 @@ async fn argmax_matches_cpu() {
         if rows > 2 {
             x[2 * cols..3 * cols].fill(f32::NEG_INFINITY);
         }
+        // Rows past those: the maximum in a later chunk, tied with a chunk after it, so that
+        // every chunk's winner counts (the merge of argmax.wgsl's chunks, ops::ARGMAX_CHUNK).
+        for r in 3..rows {
+            let row = &mut x[r * cols..(r + 1) * cols];
+            let at = (r * 7919) % cols;
+            row[at] = 50.0;
+            row[cols - 1] = 50.0;
+        }
+        if rows == 1 && cols > 8192 {
+            x[cols / 2] = 12.0;
+            x[cols - 3] = 12.0;
+        }
         let ids = poisoned(&ctx, rows);
         let mut enc = encoder(&ctx);
         let scratch = poisoned(&ctx, ops::argmax_scratch(rows, cols));

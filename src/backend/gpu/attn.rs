@@ -255,7 +255,7 @@ const ATTN_SCRATCH_BUDGET: usize = 8 << 20;
 /// order between workgroups, so the browser keeps the merge dispatch), and for one query head
 /// a workgroup (H100, BitNet-2B: 15.4 → 12.6 µs at 128 keys, 78 → 68 at 2048; with four heads a
 /// workgroup the merger's serial work made 4096 keys slower, 90 → 146 µs).
-const MERGE_LAST: bool = cfg!(not(target_arch = "wasm32"));
+pub(super) const MERGE_LAST: bool = cfg!(not(target_arch = "wasm32"));
 
 /// How decode attention (attention.wgsl) runs a batch: `gq` query heads per workgroup,
 /// `n_chunks` workgroups per (token, KV head, split), the keys of each (token, head) cut into

@@ -565,8 +565,10 @@ pub fn argmax_scratch(rows: usize, cols: usize) -> usize {
 }
 
 /// `ids[r]` = the index of row `r`'s largest value of `x` (`[rows, cols]`): ties to the lowest
-/// index, NaN never chosen (all NaN: 0), as `backend::cpu::ops::argmax`. Two dispatches: the
-/// winners of chunks of each row into `scratch` ([`argmax_scratch`] words), then of the chunks.
+/// index, NaN never chosen (all NaN: 0), as `backend::cpu::ops::argmax`. The winners of chunks
+/// of each row into `scratch` ([`argmax_scratch`] words), then the winner of those: natively
+/// by the last chunk of a row to finish (argmax.wgsl `MERGE_LAST`, [`super::attn::MERGE_LAST`]),
+/// in the browser by a second dispatch.
 #[allow(clippy::too_many_arguments)]
 pub fn argmax(
     ctx: &GpuContext,
@@ -584,7 +586,12 @@ pub fn argmax(
     let grid = ctx.grid(rows as u32 * chunks);
     let p = params(&[rows as u32, cols as u32, grid[0], chunks]);
     let k = Kernel::new("argmax", "argmax_part").def("PART", 1);
-    let bufs = [x.as_entire_binding(), scratch.as_entire_binding()];
+    let mut bufs = vec![x.as_entire_binding(), scratch.as_entire_binding()];
+    if super::attn::MERGE_LAST {
+        let arrivals = ctx.arrivals(rows);
+        bufs.extend([ids.as_entire_binding(), arrivals.as_entire_binding()]);
+        return ctx.dispatch(enc, &k.def("MERGE_LAST", 1), &p, &bufs, grid);
+    }
     ctx.dispatch(enc, &k, &p, &bufs, grid)?;
     let grid = ctx.grid(rows as u32);
     let p = params(&[rows as u32, cols as u32, grid[0], chunks]);
