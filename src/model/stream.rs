@@ -360,19 +360,19 @@ impl GpuLoader {
     pub fn load_file(ctx: GpuContext, path: &std::path::Path) -> Result<Model> {
         use std::io::Read;
         let paths = crate::gguf::split::split_paths(path).unwrap_or_else(|| vec![path.into()]);
+        let mut buf = vec![0u8; 8 << 20];
         let mut ctx = Some(ctx);
         let mut loader: Option<GpuLoader> = None;
-        let mut buf = vec![0u8; 8 << 20];
         for p in &paths {
             let io = |e| crate::Error::io(p.display().to_string(), e);
             let mut f = std::fs::File::open(p).map_err(io)?;
             let len = Some(f.metadata().map_err(io)?.len());
-            let l = match (&mut loader, ctx.take()) {
-                (Some(l), _) => {
+            let l = match loader.take() {
+                Some(mut l) => {
                     l.next_file(len)?;
-                    l
+                    loader.insert(l)
                 }
-                (None, c) => loader.insert(GpuLoader::new(c.expect("the context"), len)),
+                None => loader.insert(GpuLoader::new(ctx.take().expect("one loader"), len)),
             };
             loop {
                 let n = f.read(&mut buf).map_err(io)?;
@@ -382,6 +382,8 @@ impl GpuLoader {
                 l.push(&buf[..n])?;
             }
         }
-        loader.expect("at least one file").finish()
+        loader
+            .expect("split_paths gives at least one file")
+            .finish()
     }
 }
