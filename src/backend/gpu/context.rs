@@ -92,11 +92,8 @@ pub struct GpuContext {
     /// browser's only way); under [`GpuOptions::trusted_shaders`] (native) as trusted code:
     /// naga's loop bounding off, on Vulkan its index clamping off too, workgroup memory not
     /// zeroed. naga gives every loop an iteration counter and exit test, which keeps the
-    /// driver from unrolling constant-trip loops. H200, `ternlm bench --backend gpu -p 512
-    /// -n 128`, decode / prefill tok/s, checked → trusted: BitNet-2B TQ2_0 705 / 2,681 →
-    /// 780 / 5,330, Llama-3.2-1B Q4_K_M 809 / 5,500 → 932 / 10,050, SmolLM2 Q4_1 940 /
-    /// 15,780 → 1,010 / 33,570 (loop bounding off alone: 760 / 4,680, 892 / 8,950, 993 /
-    /// 28,700).
+    /// driver from unrolling constant-trip loops: on an H200 (README, "Trusted shaders")
+    /// BitNet-2B TQ2_0 decodes at 760–783 tok/s instead of ~705, and prefill doubles.
     pub shader_checks: Option<wgpu::ShaderRuntimeChecks>,
     /// The largest byte range one storage binding may cover (after [`GpuOptions`]), a multiple
     /// of 256.
