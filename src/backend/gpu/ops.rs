@@ -567,7 +567,7 @@ pub fn argmax_scratch(rows: usize, cols: usize) -> usize {
 /// `ids[r]` = the index of row `r`'s largest value of `x` (`[rows, cols]`): ties to the lowest
 /// index, NaN never chosen (all NaN: 0), as `backend::cpu::ops::argmax`. The winners of chunks
 /// of each row into `scratch` ([`argmax_scratch`] words), then the winner of those: natively
-/// by the last chunk of a row to finish (argmax.wgsl `MERGE_LAST`, [`super::attn::MERGE_LAST`]),
+/// by the last chunk of a row to finish (argmax.wgsl `MERGE_LAST`, as attention merges splits),
 /// in the browser by a second dispatch.
 #[allow(clippy::too_many_arguments)]
 pub fn argmax(
