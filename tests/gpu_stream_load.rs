@@ -207,3 +207,110 @@ async fn split_sets_stream_file_after_file() {
     assert_eq!(l.next_file(None).unwrap_err().code(), "gguf_truncated");
     assert_eq!(l.push(short[1]).unwrap_err().code(), "model_load_failed");
 }
+
+/// `bytes` (one GGUF file) re-split into a set whose files start at the tensors `cuts` (indices
+/// into its tensor table), as llama.cpp's gguf-split writes one: the first file keeps the
+/// metadata, every file gets `split.no` / `split.count`, the first `split.tensors.count`;
+/// each file's tensors packed from its own data section at the file's alignment.
+fn resplit(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+    let f = ternlm::gguf::GgufFile::from_bytes(bytes).unwrap();
+    let h = &f.header;
+    let info = |t: &ternlm::gguf::TensorInfo, offset: u64| {
+        let mut b = (t.name.len() as u64).to_le_bytes().to_vec();
+        b.extend(t.name.as_bytes());
+        b.extend((t.ne.len() as u32).to_le_bytes());
+        t.ne.iter().for_each(|d| b.extend(d.to_le_bytes()));
+        b.extend((t.ty as u32).to_le_bytes());
+        b.extend(offset.to_le_bytes());
+        b
+    };
+    // The metadata is everything between the 24-byte preamble and the first tensor's info.
+    let first = info(&h.tensors[0], h.tensors[0].offset);
+    let kv_end = bytes
+        .windows(first.len())
+        .position(|w| w == first.as_slice())
+        .expect("the first tensor info");
+    let n_kv = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
+    let starts: Vec<usize> = [0].iter().chain(cuts).copied().collect();
+    let n = starts.len();
+    let kv = |key: &str, ty: u32, v: &[u8]| {
+        let mut b = (key.len() as u64).to_le_bytes().to_vec();
+        b.extend(key.as_bytes());
+        b.extend(ty.to_le_bytes());
+        b.extend(v);
+        b
+    };
+    (0..n)
+        .map(|i| {
+            let ts = &h.tensors[starts[i]..*starts.get(i + 1).unwrap_or(&h.tensors.len())];
+            let (meta, n_meta) = if i == 0 {
+                (&bytes[24..kv_end], n_kv)
+            } else {
+                (&[][..], 0)
+            };
+            let mut out = b"GGUF".to_vec();
+            out.extend(3u32.to_le_bytes());
+            out.extend((ts.len() as u64).to_le_bytes());
+            out.extend((n_meta + 2 + u64::from(i == 0)).to_le_bytes());
+            out.extend(meta);
+            out.extend(kv("split.no", 2, &(i as u16).to_le_bytes()));
+            out.extend(kv("split.count", 2, &(n as u16).to_le_bytes()));
+            if i == 0 {
+                out.extend(kv(
+                    "split.tensors.count",
+                    5,
+                    &(h.tensors.len() as i32).to_le_bytes(),
+                ));
+            }
+            let align = h.alignment;
+            let mut data = Vec::new();
+            for t in ts {
+                out.extend(info(t, data.len() as u64));
+                data.extend(f.tensor_data(t));
+                data.resize((data.len() as u64).next_multiple_of(align) as usize, 0);
+            }
+            out.resize((out.len() as u64).next_multiple_of(align) as usize, 0);
+            out.extend(data);
+            out
+        })
+        .collect()
+}
+
+/// A split set whose cuts fall inside a layer's q/k/v and gate/up groups (tiny-llama-f32 cut
+/// after `blk.0.attn_q` and after `blk.1.ffn_gate`): each cut group uploads as two weights (q
+/// alone and k+v, gate and up), the same bytes, and the model decodes as from memory.
+#[gpu_test]
+async fn split_sets_cut_inside_a_group() {
+    let whole = DecodeCase {
+        name: "tiny-llama-f32",
+        bytes: include_bytes!("data/models/tiny-llama-f32.gguf"),
+        prompt: DECODE_CASES[0].prompt,
+        want: DECODE_CASES[0].want,
+    };
+    let f = ternlm::gguf::GgufFile::from_bytes(whole.bytes).unwrap();
+    let at = |name: &str| {
+        f.header
+            .tensors
+            .iter()
+            .position(|t| t.name == name)
+            .unwrap()
+            + 1
+    };
+    let files = resplit(
+        whole.bytes,
+        &[at("blk.0.attn_q.weight"), at("blk.1.ffn_gate.weight")],
+    );
+    assert_eq!(files.len(), 3);
+    let mut in_memory = Model::from_bytes(whole.bytes.to_vec()).unwrap();
+    in_memory
+        .use_gpu_async(&GpuOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("no GPU adapter: {e}"));
+    let want = greedy_ids(&in_memory, &whole).await.unwrap();
+    let set: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+    let (m, _) = stream_set(&set, 3001).await.unwrap();
+    let (gw, mw) = (m.gpu().unwrap(), in_memory.gpu().unwrap());
+    assert_eq!(gw.weight_count(), mw.weight_count() + 2, "two groups cut");
+    assert_eq!(gw.weight_bytes(), mw.weight_bytes());
+    assert_eq!(greedy_ids(&m, &whole).await.unwrap(), want);
+}
