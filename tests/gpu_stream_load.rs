@@ -154,30 +154,38 @@ async fn stream_set(files: &[&[u8]], chunk: usize) -> ternlm::Result<(Model, u64
     Ok((l.finish()?, peak))
 }
 
+/// tiny-llama-f32, the split sets' tensors in one file, as a decode case (ids unchecked: the
+/// split sets are held to its own from memory).
+const WHOLE: DecodeCase = DecodeCase {
+    name: "tiny-llama-f32",
+    bytes: include_bytes!("data/models/tiny-llama-f32.gguf"),
+    prompt: DECODE_CASES[0].prompt,
+    want: DECODE_CASES[0].want,
+};
+
+/// [`WHOLE`] loaded from memory onto the GPU, and its greedy ids.
+async fn whole_on_gpu() -> (Model, Vec<u32>) {
+    let mut m = Model::from_bytes(WHOLE.bytes.to_vec()).unwrap();
+    m.use_gpu_async(&GpuOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("no GPU adapter: {e}"));
+    let want = greedy_ids(&m, &WHOLE).await.unwrap();
+    (m, want)
+}
+
 /// A split set streams file after file: the model decodes as the same tensors in one file do
 /// (tiny-llama-f32 from memory), with the same uploads, holding a tensor at a time; a set cut
 /// short, in the wrong order or with a file ended early is a typed error.
 #[gpu_test]
 async fn split_sets_stream_file_after_file() {
-    let whole = DecodeCase {
-        name: "tiny-llama-f32",
-        bytes: include_bytes!("data/models/tiny-llama-f32.gguf"),
-        prompt: DECODE_CASES[0].prompt,
-        want: DECODE_CASES[0].want,
-    };
-    let mut in_memory = Model::from_bytes(whole.bytes.to_vec()).unwrap();
-    in_memory
-        .use_gpu_async(&GpuOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("no GPU adapter: {e}"));
-    let want = greedy_ids(&in_memory, &whole).await.unwrap();
+    let (in_memory, want) = whole_on_gpu().await;
     let total: usize = SPLIT.iter().map(|f| f.len()).sum();
     for chunk in [4093, 1 << 20] {
         let (m, peak) = stream_set(&SPLIT, chunk).await.unwrap();
         let gw = m.gpu().expect("on the GPU");
         assert_eq!(gw.weight_bytes(), in_memory.gpu().unwrap().weight_bytes());
         assert_eq!(
-            greedy_ids(&m, &whole).await.unwrap(),
+            greedy_ids(&m, &WHOLE).await.unwrap(),
             want,
             "{chunk}-byte chunks"
         );
@@ -281,13 +289,7 @@ fn resplit(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
 /// alone and k+v, gate and up), the same bytes, and the model decodes as from memory.
 #[gpu_test]
 async fn split_sets_cut_inside_a_group() {
-    let whole = DecodeCase {
-        name: "tiny-llama-f32",
-        bytes: include_bytes!("data/models/tiny-llama-f32.gguf"),
-        prompt: DECODE_CASES[0].prompt,
-        want: DECODE_CASES[0].want,
-    };
-    let f = ternlm::gguf::GgufFile::from_bytes(whole.bytes).unwrap();
+    let f = ternlm::gguf::GgufFile::from_bytes(WHOLE.bytes).unwrap();
     let at = |name: &str| {
         f.header
             .tensors
@@ -297,20 +299,15 @@ async fn split_sets_cut_inside_a_group() {
             + 1
     };
     let files = resplit(
-        whole.bytes,
+        WHOLE.bytes,
         &[at("blk.0.attn_q.weight"), at("blk.1.ffn_gate.weight")],
     );
     assert_eq!(files.len(), 3);
-    let mut in_memory = Model::from_bytes(whole.bytes.to_vec()).unwrap();
-    in_memory
-        .use_gpu_async(&GpuOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("no GPU adapter: {e}"));
-    let want = greedy_ids(&in_memory, &whole).await.unwrap();
+    let (in_memory, want) = whole_on_gpu().await;
     let set: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
     let (m, _) = stream_set(&set, 3001).await.unwrap();
     let (gw, mw) = (m.gpu().unwrap(), in_memory.gpu().unwrap());
     assert_eq!(gw.weight_count(), mw.weight_count() + 2, "two groups cut");
     assert_eq!(gw.weight_bytes(), mw.weight_bytes());
-    assert_eq!(greedy_ids(&m, &whole).await.unwrap(), want);
+    assert_eq!(greedy_ids(&m, &WHOLE).await.unwrap(), want);
 }
