@@ -302,16 +302,16 @@ step_bench() {
             grep -qi nvidia <<< "$adapter" \
                 || die "ternlm ran on adapter '${adapter:-none}', not an NVIDIA GPU. $VK_HINT"
         fi
-        # The same with trusted shaders (GpuOptions::trusted_shaders, not the default yet): its
-        # own columns; a failure there is logged, not fatal.
-        log "bench: $stem: TERNLM_GPU_TRUSTED=1 ternlm bench"
+        # The same with checked shaders (GpuOptions::checked_shaders, the browser's way; natively
+        # they are trusted by default): its own columns; a failure there is logged, not fatal.
+        log "bench: $stem: TERNLM_GPU_CHECKED=1 ternlm bench"
         rc=0
-        TERNLM_GPU_TRUSTED=1 timeout "$RUN_TIMEOUT" "$tl" bench -m "$f" --backend "$TERNLM_BACKEND" \
-            -p "$N_PROMPT" -n "$N_GEN" > "$res/$stem.ternlm-trusted.json" \
-            2> "$res/$stem.ternlm-trusted.log" || rc=$?
+        TERNLM_GPU_CHECKED=1 timeout "$RUN_TIMEOUT" "$tl" bench -m "$f" --backend "$TERNLM_BACKEND" \
+            -p "$N_PROMPT" -n "$N_GEN" > "$res/$stem.ternlm-checked.json" \
+            2> "$res/$stem.ternlm-checked.log" || rc=$?
         if [ "$rc" != 0 ]; then
-            tail -10 "$res/$stem.ternlm-trusted.log" >&2
-            log "bench: $stem: the trusted run failed (exit $(exit_why "$rc"))"
+            tail -10 "$res/$stem.ternlm-checked.log" >&2
+            log "bench: $stem: the checked run failed (exit $(exit_why "$rc"))"
         fi
 
         log "bench: $stem: llama-bench -ngl $NGL -p $N_PROMPT -n $N_GEN"
@@ -387,11 +387,11 @@ for stem in stems:
     path = f"{models}/{stem}.gguf"
     size = os.path.getsize(path) / 2**20 if os.path.exists(path) else None
     prefill, decode = tl.get("prefill_tok_s"), tl.get("decode_tok_s")
-    tr = load(f"{res}/{stem}.ternlm-trusted.json") or {}
-    t_prefill, t_decode = tr.get("prefill_tok_s"), tr.get("decode_tok_s")
+    ck = load(f"{res}/{stem}.ternlm-checked.json") or {}
+    c_prefill, c_decode = ck.get("prefill_tok_s"), ck.get("decode_tok_s")
     rows.append([family, quant.upper(), fmt(size), fmt(pp), fmt(tg), fmt(prefill), fmt(decode),
-                 ratio(prefill, pp), ratio(decode, tg), fmt(t_prefill), fmt(t_decode),
-                 ratio(t_decode, tg), fmt(tl.get("dispatches_per_token"), 0),
+                 ratio(prefill, pp), ratio(decode, tg), fmt(c_prefill), fmt(c_decode),
+                 ratio(c_decode, tg), fmt(tl.get("dispatches_per_token"), 0),
                  fmt(tl.get("effective_gb_s")), placement(f"{res}/{stem}.llama-bench-placement.log")])
 
 n_p = n_g = "?"
@@ -402,7 +402,7 @@ for stem in stems:
         break
 head = ["model", "quant", "MiB", f"llama.cpp pp{n_p} t/s", f"llama.cpp tg{n_g} t/s",
         "ternlm prefill t/s", "ternlm decode t/s", "prefill ternlm/llama", "decode ternlm/llama",
-        "trusted prefill t/s", "trusted decode t/s", "trusted decode ternlm/llama",
+        "checked prefill t/s", "checked decode t/s", "checked decode ternlm/llama",
         "ternlm dispatches/token", "ternlm eff. GB/s", "llama.cpp weights MiB"]
 try:
     ternlm_rev = next(l.split(": ", 1)[1].strip() for l in open(manifest) if l.startswith("ternlm git:"))
@@ -411,7 +411,7 @@ except (OSError, StopIteration):
 print(f"llama.cpp {', '.join(sorted(commits)) or '?'} (-ngl 99) on {', '.join(sorted(gpus)) or '?'}; "
       f"ternlm {ternlm_rev} on {', '.join(sorted(adapters)) or '?'}. "
       "Synthetic models with the real shapes (scripts/make_bench_models.py). "
-      "Ratios are ternlm / llama.cpp; \"trusted\" is ternlm with TERNLM_GPU_TRUSTED=1; "
+      "Ratios are ternlm / llama.cpp; \"checked\" is ternlm with TERNLM_GPU_CHECKED=1 (the shaders compiled with the runtime checks the browser adds); "
       "the last column is where llama.cpp put the weights "
       "(its CUDA backend has no TQ1_0/TQ2_0 matmul: those run on the CPU).")
 print()

@@ -53,8 +53,8 @@ grep "x quantized by" <<<"$out"
 grep -q "no_subgroups false: x quantized by subgroups of Some(16)" <<<"$out" ||
     { echo "$out"; echo "lavapipe did not take 16-lane subgroups: XQ_SG=16 was not tested" >&2; exit 1; }
 
-step "kernel harness and GPU decode with trusted shaders (TERNLM_GPU_TRUSTED=1: no loop bounding, index clamping or zeroed workgroup memory)"
-TERNLM_GPU_TRUSTED=1 cargo test --locked --test gpu_ops --test gpu_ops_attn --test gpu_ops_attn_prefill \
+step "kernel harness and GPU decode with checked shaders (TERNLM_GPU_CHECKED=1: loop bounding, index clamping and zeroed workgroup memory, as in the browser)"
+TERNLM_GPU_CHECKED=1 cargo test --locked --test gpu_ops --test gpu_ops_attn --test gpu_ops_attn_prefill \
     --test gpu_ops_gemm --test gpu_ops_quant --test gpu_ops_topk --test gpu_decode
 
 step "web package builds from the wasm-pack.toml contract"

@@ -45,3 +45,22 @@ async fn device_loss_is_a_typed_error_and_the_cpu_takes_over() {
     m.use_gpu_async(&GpuOptions::default()).await.unwrap();
     assert_eq!(greedy_ids(&m, c).await.unwrap(), c.want, "on a new device");
 }
+
+/// Devices one after another in one process: NVIDIA's Vulkan driver (580) fails to load after
+/// about 30 unloads, which it got whenever the last `wgpu::Instance` went with its context
+/// (context.rs `instance`). Native only: the browser keeps one WebGPU instance per page.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn forty_devices_one_after_another() {
+    let c = &DECODE_CASES[1];
+    let mut m = Model::from_bytes(c.bytes.to_vec()).unwrap();
+    for i in 0..40 {
+        pollster::block_on(m.use_gpu_async(&GpuOptions::default()))
+            .unwrap_or_else(|e| panic!("device {i}: {e}"));
+        if i % 13 == 0 {
+            let ids = pollster::block_on(greedy_ids(&m, c)).unwrap();
+            assert_eq!(ids, c.want, "device {i}");
+        }
+        m.detach_gpu();
+    }
+}

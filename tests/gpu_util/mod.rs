@@ -33,8 +33,9 @@ pub async fn ctx_async() -> GpuContext {
     ctx_with_async(&GpuOptions::default()).await
 }
 
-/// A GPU context with `opts`; the test fails when there is no adapter, and when
-/// `TERNLM_GPU_TRUSTED=1` (CI's trusted-shader run) did not make its shaders trusted.
+/// A GPU context with `opts`; the test fails when there is no adapter, and natively when its
+/// shaders are not compiled as trusted code by default, or are under `TERNLM_GPU_CHECKED=1`
+/// (CI's checked-shader run).
 pub async fn ctx_with_async(opts: &GpuOptions) -> GpuContext {
     let ctx = match GpuContext::new(opts).await {
         Ok(c) => c,
@@ -43,11 +44,13 @@ pub async fn ctx_with_async(opts: &GpuOptions) -> GpuContext {
              for lavapipe); in Chromium pass --enable-unsafe-webgpu"
         ),
     };
-    if !cfg!(target_arch = "wasm32") && std::env::var("TERNLM_GPU_TRUSTED").is_ok_and(|v| v == "1")
-    {
-        assert!(
-            ctx.shader_checks.is_some_and(|c| !c.force_loop_bounding),
-            "TERNLM_GPU_TRUSTED=1 but the shaders are checked"
+    if !cfg!(target_arch = "wasm32") {
+        let checked =
+            opts.checked_shaders || std::env::var("TERNLM_GPU_CHECKED").is_ok_and(|v| v == "1");
+        assert_eq!(
+            ctx.shader_checks.is_none_or(|c| c.force_loop_bounding),
+            checked,
+            "shaders checked: want {checked}"
         );
     }
     ctx

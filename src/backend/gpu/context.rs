@@ -36,12 +36,10 @@ pub struct GpuOptions {
     /// Keep the KV cache in f32 on the GPU (exactness tests). The default stores it as f16
     /// pairs (`shaders/kv.wgsl`), as llama.cpp's default `type_k`/`type_v` do.
     pub kv_f32: bool,
-    /// Compile the shaders as trusted code (native; also the environment variable
-    /// `TERNLM_GPU_TRUSTED=1`): [`GpuContext::shader_checks`]. Off by default until the
-    /// kernel harness has run clean this way on an NVIDIA GPU: the one run so far (H200)
-    /// passed every harness test but `tests/gpu_ops_quant.rs`, whose process died of a
-    /// segmentation fault, its cause not yet isolated (lavapipe passes everything this way).
-    pub trusted_shaders: bool,
+    /// Compile the shaders with every runtime check wgpu can add, as the browser always does
+    /// (natively; also the environment variable `TERNLM_GPU_CHECKED=1`). Natively they are
+    /// compiled as trusted code by default: [`GpuContext::shader_checks`].
+    pub checked_shaders: bool,
     /// Multiply every matrix by x in f32, as the CPU's `Kernel::Reference` (exactness tests).
     /// By default a one-token product of ternary or Q4_K rows, or of a Q6_K LM head, takes x
     /// as int8 per 256 values, as llama.cpp's CPU backend and the CPU engine do
@@ -88,10 +86,9 @@ pub struct GpuContext {
     pub kv_f16: bool,
     /// One-token products may take x as int8: not [`GpuOptions::f32_activations`].
     pub q8_activations: bool,
-    /// How shaders are compiled: `None`, with every check wgpu adds (the default, and the
-    /// browser's only way); under [`GpuOptions::trusted_shaders`] (native) as trusted code:
-    /// naga's loop bounding off, on Vulkan its index clamping off too, workgroup memory not
-    /// zeroed. naga gives every loop an iteration counter and exit test, which keeps the
+    /// How shaders are compiled: natively (the default) as trusted code: naga's loop bounding
+    /// off, on Vulkan its index clamping off too, workgroup memory not zeroed; `None` with
+    /// every check wgpu adds (the browser's only way, and [`GpuOptions::checked_shaders`]). naga gives every loop an iteration counter and exit test, which keeps the
     /// driver from unrolling constant-trip loops: on an H200 (README, "Trusted shaders")
     /// BitNet-2B TQ2_0 decodes at 760–783 tok/s instead of ~705, and prefill doubles.
     pub shader_checks: Option<wgpu::ShaderRuntimeChecks>,
@@ -180,23 +177,39 @@ struct ParamArena {
     bytes: Vec<u8>,
 }
 
-/// The runtime checks of trusted shaders ([`GpuOptions::trusted_shaders`], native): none but
+/// The runtime checks of trusted shaders (native, unless [`GpuOptions::checked_shaders`]): none but
 /// integer division's (a zero divisor stays defined). Their conditions hold for every kernel
 /// as the ops configure it (an audit of `shaders/`; the harness, `tests/gpu_ops*.rs`, runs them
-/// with `TERNLM_GPU_TRUSTED=1` in CI): each loop ends (bounded counters, no step of 0), each
+/// both ways in CI): each loop ends (bounded counters, no step of 0), each
 /// workgroup variable is written before it is read, each array index stays in range. Index
 /// clamping goes only on Vulkan, where wgpu enables `robustBufferAccess` (a core Vulkan 1.0
 /// feature), so a storage access outside its binding still cannot reach other memory; Metal
 /// and DX12 keep naga's clamping, which one switch gives to buffers and arrays alike.
 fn trusted_checks(opts: &GpuOptions, backend: wgpu::Backend) -> Option<wgpu::ShaderRuntimeChecks> {
-    let env = || std::env::var("TERNLM_GPU_TRUSTED").is_ok_and(|v| v == "1");
-    if cfg!(target_arch = "wasm32") || !(opts.trusted_shaders || env()) {
+    let env = || std::env::var("TERNLM_GPU_CHECKED").is_ok_and(|v| v == "1");
+    if cfg!(target_arch = "wasm32") || opts.checked_shaders || env() {
         return None;
     }
     let mut c = wgpu::ShaderRuntimeChecks::checked();
     c.force_loop_bounding = false;
     c.bounds_checks = backend != wgpu::Backend::Vulkan;
     Some(c)
+}
+
+/// The wgpu instance. Natively it is created once and kept for the process: the Vulkan loader
+/// unloads the driver when the last instance goes, and NVIDIA's driver (580) fails to load again
+/// after about 30 such cycles in one process ("no suitable adapter"; one older driver crashed
+/// instead), so an app or test that makes contexts one after another would lose its GPU.
+fn instance() -> wgpu::Instance {
+    let new =
+        || wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static INSTANCE: std::sync::OnceLock<wgpu::Instance> = std::sync::OnceLock::new();
+        INSTANCE.get_or_init(new).clone()
+    }
+    #[cfg(target_arch = "wasm32")]
+    new()
 }
 
 /// Bytes per uniform slot (`minUniformBufferOffsetAlignment` is at most 256).
@@ -207,9 +220,7 @@ const PARAM_BLOCK_SLOTS: u64 = 256;
 impl GpuContext {
     /// Picks the high-performance adapter and creates a device with its limits.
     pub async fn new(opts: &GpuOptions) -> Result<GpuContext> {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = instance
+        let adapter = instance()
             .request_adapter(&wgpu::RequestAdapterOptions {
                 power_preference: wgpu::PowerPreference::HighPerformance,
                 force_fallback_adapter: opts.force_fallback,

@@ -591,6 +591,12 @@ fn run(cli: Cli) -> ternlm::Result<()> {
                     / n_gen.max(1) as f64;
                 let gb_s = g.weight_bytes() as f64 * n_gen as f64 / decode / 1e9;
                 report["adapter"] = g.ctx.adapter.name.clone().into();
+                report["shaders"] = if g.ctx.shader_checks.is_some() {
+                    "trusted"
+                } else {
+                    "checked"
+                }
+                .into();
                 report["weight_bytes"] = g.weight_bytes().into();
                 report["dispatches_per_token"] = per_token.into();
                 report["effective_gb_s"] = gb_s.into();
