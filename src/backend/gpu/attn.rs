@@ -237,10 +237,13 @@ const ATTN_SHORT_CACHE: usize = 2048;
 /// tokens, 32- against 64-key splits: BitNet-2B (128 dims) 521 against 512 tok/s (and 570
 /// against 544 over 128 tokens), Llama-1B (64 dims) 582 against 622 (676 against 672-674 over 128).
 const ATTN_SPLIT_ELEMS: usize = 4096;
-/// Visible keys up to which there is one split all the same: the merge dispatch a second split
-/// needs costs more than it saves (H100, `tests/gpu_bench_attn.rs`: BitNet-2B's 20/5 × 128
-/// heads at 48 keys 13.6 → 11.4 µs; Llama-1B decoding positions 0-64: 557 → 565-569 tok/s).
-const ATTN_ONE_SPLIT_MAX: usize = 64;
+/// Visible keys up to which there is one split all the same where a second split needs a merge
+/// dispatch (the browser): that costs more than it saves (H100, `tests/gpu_bench_attn.rs`:
+/// BitNet-2B's 20/5 × 128 heads at 48 keys 13.6 → 11.4 µs; Llama-1B decoding positions 0-64:
+/// 557 → 565-569 tok/s). Under [`MERGE_LAST`] splitting from the second scores pass is faster
+/// (H200, trusted shaders, BitNet-2B TQ2_0 decoding 128 tokens, alternating in one call:
+/// 775.2-779.3 → 784.0-786.3 tok/s; a limit of 128 keys: 708).
+const ATTN_ONE_SPLIT_MAX: usize = if MERGE_LAST { ATTN_BK } else { 64 };
 /// Workgroups enough to fill a GPU without split-K (132 SMs on an H100 hold a 256-thread
 /// workgroup each, twice over).
 const ATTN_ENOUGH_WG: usize = 256;
