@@ -48,7 +48,7 @@ async fn device_loss_is_a_typed_error_and_the_cpu_takes_over() {
 
 /// Devices one after another in one process: NVIDIA's Vulkan driver (580) fails to load after
 /// about 30 unloads, which it got whenever the last `wgpu::Instance` went with its context
-/// (context.rs `instance`). Native only: the browser keeps one WebGPU instance per page.
+/// (context.rs `instance`). Native only: in the browser there is no driver to load.
 #[cfg(not(target_arch = "wasm32"))]
 #[test]
 fn forty_devices_one_after_another() {

@@ -199,8 +199,9 @@ fn trusted_checks(opts: &GpuOptions, backend: wgpu::Backend) -> Option<wgpu::Sha
 
 /// The wgpu instance. Natively it is created once and kept for the process: the Vulkan loader
 /// unloads the driver when the last instance goes, and NVIDIA's driver (580) fails to load again
-/// after about 30 such cycles in one process ("no suitable adapter"; one older driver crashed
-/// instead), so an app or test that makes contexts one after another would lose its GPU.
+/// after about 30 such cycles in one process ("no suitable adapter"), so an app or test that
+/// makes contexts one after another would lose its GPU. In the browser an instance is only a
+/// handle on `navigator.gpu`.
 fn instance() -> wgpu::Instance {
     let new =
         || wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
