@@ -358,32 +358,47 @@ impl GpuLoader {
     /// Streams the GGUF file at `path` onto `ctx`'s device, read 8 MiB at a time; a split set's
     /// files (`path` named like any of them) one after another.
     pub fn load_file(ctx: GpuContext, path: &std::path::Path) -> Result<Model> {
-        use std::io::Read;
         let paths = crate::gguf::split::split_paths(path).unwrap_or_else(|| vec![path.into()]);
+        let (first, rest) = paths
+            .split_first()
+            .expect("split_paths gives at least one file");
         let mut buf = vec![0u8; 8 << 20];
-        let mut ctx = Some(ctx);
-        let mut loader: Option<GpuLoader> = None;
-        for p in &paths {
-            let io = |e| crate::Error::io(p.display().to_string(), e);
-            let mut f = std::fs::File::open(p).map_err(io)?;
-            let len = Some(f.metadata().map_err(io)?.len());
-            let l = match loader.take() {
-                Some(mut l) => {
-                    l.next_file(len)?;
-                    loader.insert(l)
-                }
-                None => loader.insert(GpuLoader::new(ctx.take().expect("one loader"), len)),
-            };
-            loop {
-                let n = f.read(&mut buf).map_err(io)?;
-                if n == 0 {
-                    break;
-                }
-                l.push(&buf[..n])?;
-            }
+        let (f, len) = open_len(first)?;
+        let mut loader = GpuLoader::new(ctx, Some(len));
+        loader.push_file(f, first, &mut buf)?;
+        for p in rest {
+            let (f, len) = open_len(p)?;
+            loader.next_file(Some(len))?;
+            loader.push_file(f, p, &mut buf)?;
         }
-        loader
-            .expect("split_paths gives at least one file")
-            .finish()
+        loader.finish()
     }
+
+    /// Pushes the rest of `f` (at `path`), `buf` at a time.
+    fn push_file(
+        &mut self,
+        mut f: std::fs::File,
+        path: &std::path::Path,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        use std::io::Read;
+        loop {
+            let n = f
+                .read(buf)
+                .map_err(|e| crate::Error::io(path.display().to_string(), e))?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.push(&buf[..n])?;
+        }
+    }
+}
+
+/// The file at `path`, open, and its length.
+#[cfg(not(target_arch = "wasm32"))]
+fn open_len(path: &std::path::Path) -> Result<(std::fs::File, u64)> {
+    let io = |e| crate::Error::io(path.display().to_string(), e);
+    let f = std::fs::File::open(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    Ok((f, len))
 }

@@ -192,12 +192,12 @@ impl GpuModel {
         })
     }
 
-    /// Bytes of weights on the GPU.
     /// GPU weights: a layer's joined gate+up or q+k+v counts once.
     pub fn weight_count(&self) -> usize {
         self.weights.len()
     }
 
+    /// Bytes of weights on the GPU.
     pub fn weight_bytes(&self) -> u64 {
         self.weights.values().map(GpuWeight::bytes).sum()
     }
