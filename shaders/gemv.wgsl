@@ -547,8 +547,11 @@ const UE: u32 = 16u;
 fn q6(lo: u32, hi: u32) -> vec4<f32> {
     return bytes4((lo & 0x0f0f0f0fu) | ((hi & 0x03030303u) << 4u));
 }
+fn i8_int(v: u32, k: u32) -> i32 {
+    return bitcast<i32>(v << (24u - 8u * k)) >> 24u;
+}
 fn i8_of(v: u32, k: u32) -> f32 {
-    return f32(bitcast<i32>(v << (24u - 8u * k)) >> 24u);
+    return f32(i8_int(v, k));
 }
 fn k6_dot(row: u32, u: u32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, sx: vec4<f32>) -> f32 {
     let b = row * p.row_words + (u / 16u) * BW;
@@ -567,7 +570,9 @@ fn k6_dot(row: u32, u: u32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec
 }
 #ifdef Q8X
 // x quantized in workgroup memory (quantize_x): sub-block s of the unit meets x word i + 8s as
-// int8 (6-bit codes are non-negative bytes). Σ sc·(q - 32)·d·xd·xq = d·xd·Σ sc·(Σ q·xq - 32·Σ xq).
+// int8 (6-bit codes are non-negative bytes). Σ sc·(q - 32)·d·xd·xq = d·xd·Σ sc·(Σ q·xq - 32·Σ xq),
+// the sum over s in integers (one conversion a row instead of eight; as llama.cpp's
+// vec_dot_q6_K_q8_K).
 struct UnitWords {
     a: vec4<u32>,
     c: vec4<u32>,
@@ -596,10 +601,10 @@ fn k6_q8(row: u32, u: u32, a: u32, c: u32, qh: u32, x: vec4<u32>, sx: vec4<i32>)
     let s01 = w[is];
     let s23 = w[is + 1u];
     let k = (u % 8u) / 4u;
-    let sc = vec4<f32>(i8_of(s01, k), i8_of(s01, k + 2u), i8_of(s23, k), i8_of(s23, k + 2u));
+    let sc = vec4<i32>(i8_int(s01, k), i8_int(s01, k + 2u), i8_int(s23, k), i8_int(s23, k + 2u));
     let t = vec4<i32>(dot4I8Packed(q6b(a, qh), x.x), dot4I8Packed(q6b(c, qh >> 2u), x.y),
                       dot4I8Packed(q6b(a >> 4u, qh >> 4u), x.z), dot4I8Packed(q6b(c >> 4u, qh >> 6u), x.w)) - sx;
-    return half_of(w[b + 52u], false) * dot(sc, vec4<f32>(t));
+    return half_of(w[b + 52u], false) * f32(dot(sc, t));
 }
 fn unit_dot4w(rows: vec4<u32>, u: u32, q: UnitWords) -> vec4<f32> {
     let i = 64u * (u / 16u) + 32u * ((u % 16u) / 8u) + u % 8u;
