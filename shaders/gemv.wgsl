@@ -16,11 +16,21 @@
 // T2R_ROW_SCALE (Q8X over a T2R weight of at most three runs of rows of one scale:
 // GpuWeight::scale_runs): a row's scale, from the parameters, multiplies its sums once, instead
 // of a scale loaded for each unit.
+// SPLITK (S, ternary Q8X, natively: ops::gemv_splits): K cut into S slices of whole 256-value
+// blocks, a workgroup per (slice, block of rows), so that every thread's code words are loaded
+// before x is quantized; each writes its row groups' sums and its slice's Σ x² to `ks`, and the
+// last of a row block's S workgroups to arrive adds them in slice order and writes the outputs
+// (decode attention's MERGE_LAST pattern, with the same arrivals counters).
 
 #include "common"
 
 const WG: u32 = WGS;
 const NG: u32 = WG / TPR;
+#ifdef GLU
+const RPG: u32 = 2u;  // outputs of a row group
+#else
+const RPG: u32 = 4u;
+#endif
 
 struct Params {
     rows: u32,       // outputs of this dispatch (GLU: gate rows)
@@ -64,6 +74,33 @@ struct Params {
 @group(0) @binding(NW_BINDING) var<storage, read> nw: array<vec4<f32>>;
 #endif
 #endif
+#ifdef SPLITK
+// The bindings after NW_BINDING's (and nw's under NORM).
+#ifdef SPLIT
+#ifdef NORM
+#define KS_BINDING 7
+#define KA_BINDING 8
+#else
+#define KS_BINDING 6
+#define KA_BINDING 7
+#endif
+#else
+#ifdef NORM
+#define KS_BINDING 5
+#define KA_BINDING 6
+#else
+#define KS_BINDING 4
+#define KA_BINDING 5
+#endif
+#endif
+// Per (row block, slice): NG row groups' vec4 sums, then the slice's Σ x² (in .x).
+@group(0) @binding(KS_BINDING) var<storage, read_write> ks: array<vec4<f32>>;
+@group(0) @binding(KA_BINDING) var<storage, read_write> arrivals: array<atomic<u32>>;
+var<workgroup> merging: u32;
+#endif
+// This workgroup's slice of K (SPLITK): its first x vec4 and first unit (code word) of a row.
+var<private> x_base: u32 = 0u;
+var<private> u_base: u32 = 0u;
 
 #include "dequant"
 
@@ -198,7 +235,7 @@ fn block_max_tree(m: f32, lid: u32) -> f32 {
 // Fills xq and xd from x (x vec4 c → xq[c]); under NORM ssq gets this thread's Σ x². The 64
 // vec4 of a 256-value block are 64 consecutive threads' (WG is a multiple of 64).
 fn quantize_x(lid: u32) {
-    let n4 = p.cols / 4u;
+    let n4 = XQ_N;
     for (var base = 0u; base < n4; base += WG) {
         let c = base + lid;
         var v = vec4<f32>(0.0);
@@ -269,11 +306,11 @@ fn xv(i: u32) -> vec4<f32> {
 #else
 fn xv(i: u32) -> vec4<f32> {
 #ifdef NORM
-    let v = x[i];
+    let v = x[x_base + i];
     ssq += dot(v, v);
-    return v * nw[i];
+    return v * nw[x_base + i];
 #else
-    return x[i];
+    return x[x_base + i];
 #endif
 }
 #endif
@@ -635,7 +672,7 @@ fn unit_dot4(rows: vec4<u32>, u: u32) -> vec4<f32> {
 #ifdef TYPE_T2R
 // The f16 scale of the 256 columns of `row` that unit u lies in (the scales region at p.aux).
 fn t2r_scale(row: u32, u: u32) -> f32 {
-    let si = row * (p.row_words / 16u) + u / 16u;
+    let si = row * (p.row_words / 16u) + (u_base + u) / 16u;
     return half_of(w[p.aux + si / 2u], (si % 2u) != 0u);
 }
 #ifdef Q8X
@@ -662,7 +699,8 @@ fn run_scale(r: u32) -> f32 {
 alias UnitWords = vec4<u32>;
 fn unit_words(rows: vec4<u32>, u: u32) -> UnitWords {
     let rw = p.row_words;
-    return vec4<u32>(w[rows.x * rw + u], w[rows.y * rw + u], w[rows.z * rw + u], w[rows.w * rw + u]);
+    let c = u_base + u;
+    return vec4<u32>(w[rows.x * rw + c], w[rows.y * rw + c], w[rows.z * rw + c], w[rows.w * rw + c]);
 }
 // Unit u of the four rows, given their code words q.
 fn unit_dot4w(rows: vec4<u32>, u: u32, q: UnitWords) -> vec4<f32> {
@@ -715,7 +753,19 @@ fn gemv(
     sgi = sg_id;
 #endif
     let t = lid % TPR;
-    let rg = flat_group(wg, p.groups_x) * NG + lid / TPR;
+    var blk = flat_group(wg, p.groups_x);
+#ifdef SPLITK
+    // The workgroup's slice of K and block of rows (NG row groups of 4 rows, or 2 under GLU).
+    let n_blk = (p.rows + RPG * NG - 1u) / (RPG * NG);
+    let slice = blk / n_blk;
+    if (slice >= SPLITK) {
+        return;
+    }
+    blk %= n_blk;
+    x_base = slice * XQ_N;
+    u_base = slice * (4u * XQ_N / UE);
+#endif
+    let rg = blk * NG + lid / TPR;
 #ifdef GLU
     const NOUT: u32 = 2u;
     let o = 2u * rg;
@@ -727,7 +777,11 @@ fn gemv(
     let o = 4u * rg;
     let rows = min(vec4<u32>(o, o + 1u, o + 2u, o + 3u), vec4<u32>(p.rows - 1u)) + p.w_row0;
 #endif
+#ifdef SPLITK
+    let n_units = 4u * XQ_N / UE;
+#else
     let n_units = (p.cols + UE - 1u) / UE;
+#endif
     var u = t;
     var acc = vec4<f32>(0.0);
 #ifdef T2R_ROW_SCALE
@@ -785,13 +839,54 @@ fn gemv(
         ss += xss[i];
     }
 #else
-    let ss = group_sum(vec4<f32>(ssq, 0.0, 0.0, 0.0), lid, NORM_N).x;
+    var ss = group_sum(vec4<f32>(ssq, 0.0, 0.0, 0.0), lid, NORM_N).x;
 #endif
+#endif
+#ifdef SPLITK
+    // This slice's sums and Σ x² out; the row block's last workgroup adds every slice's. The
+    // barrier before the arrival releases them at device scope, the one after it acquires the
+    // others' (naga: OpControlBarrier with Device memory scope, as attention.wgsl MERGE_LAST).
+    var a = group_sum(acc, lid, TPR);
+    let g = lid / TPR;
+    if (t == 0u) {
+        ks[(blk * SPLITK + slice) * (NG + 1u) + g] = a;
+    }
+#ifdef NORM
+    if (lid == 0u) {
+        ks[(blk * SPLITK + slice) * (NG + 1u) + NG] = vec4<f32>(ss, 0.0, 0.0, 0.0);
+    }
+#endif
+    storageBarrier();
+    if (lid == 0u) {
+        merging = u32(atomicAdd(&arrivals[blk], 1u) == SPLITK - 1u);
+    }
+    if (workgroupUniformLoad(&merging) == 0u) {
+        return;
+    }
+    storageBarrier();
+    a = vec4<f32>(0.0);
+#ifdef NORM
+    ss = 0.0;
+#endif
+    for (var k = 0u; k < SPLITK; k++) {
+        let b = (blk * SPLITK + k) * (NG + 1u);
+        a += ks[b + g];
+#ifdef NORM
+        ss += ks[b + NG].x;
+#endif
+    }
+    if (lid == 0u) {
+        atomicStore(&arrivals[blk], 0u);
+    }
+#else
+    let a = group_sum(acc, lid, TPR);
+#endif
+#ifdef NORM
     let inv = 1.0 / sqrt(ss / f32(p.cols) + p.eps);
 #else
     let inv = 1.0;
 #endif
-    let s = group_sum(acc, lid, TPR) * (p.mult * inv);
+    let s = a * (p.mult * inv);
     if (t < NOUT && o + t < p.rows) {
         var v = s[t];
 #ifdef GLU

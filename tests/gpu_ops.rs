@@ -174,6 +174,8 @@ async fn matmul_fusions(ctx: &GpuContext) {
         (GgmlType::Q6_K, 256, 9, false),
         (GgmlType::TQ2_0, 512, 7, false),
         (GgmlType::TQ2_0, 2560, 6, true),
+        // BitNet-2B's down K: cut into slices natively (gemv.wgsl SPLITK: 3, under GLU 9).
+        (GgmlType::TQ2_0, 6912, 5, true),
     ] {
         let mut bytes = random_tensor(&mut rng, ty, cols, 2 * n);
         if runs {

@@ -294,9 +294,11 @@ pub fn matmul(
             (None, Some(_)) => (0, part.rows / 2),
             (None, None) => (0, part.rows),
         };
+        let splits = gemv_splits_of(k);
+        let n_blk = (rows as u32).div_ceil(if glu { 2 } else { 4 } * ng.max(1));
         let mut grid = if one {
             // Row groups of 4 weight rows (GLU: 2 outputs), NG groups per workgroup.
-            ctx.grid((rows as u32).div_ceil(if glu { 2 } else { 4 } * ng))
+            ctx.grid(n_blk * splits)
         } else {
             ctx.grid(rows as u32)
         };
@@ -320,9 +322,36 @@ pub fn matmul(
         if let Some((nw, _)) = fuse.norm {
             bufs.push(nw.as_entire_binding());
         }
+        let ks = split_k_buffers(ctx, splits, n_blk, ng);
+        if let Some((scratch, arrivals)) = &ks {
+            bufs.push(scratch.as_entire_binding());
+            bufs.push(arrivals.as_entire_binding());
+        }
         ctx.dispatch(enc, k, &p, &bufs, grid)?;
     }
     Ok(())
+}
+
+/// gemv.wgsl's SPLITK slices of a kernel (1: K in one piece).
+fn gemv_splits_of(k: &Kernel) -> u32 {
+    k.defines
+        .get("SPLITK")
+        .and_then(|v| v.trim_end_matches('u').parse().ok())
+        .unwrap_or(1)
+}
+
+/// The partial sums' scratch (`n_blk` row blocks of `ng` groups, per slice) and the arrival
+/// counters of a SPLITK dispatch; `None` with one slice.
+fn split_k_buffers(
+    ctx: &GpuContext,
+    splits: u32,
+    n_blk: u32,
+    ng: u32,
+) -> Option<(wgpu::Buffer, wgpu::Buffer)> {
+    (splits > 1).then(|| {
+        let bytes = 16 * (n_blk * splits * (ng + 1)) as u64;
+        (ctx.scratch(bytes), ctx.arrivals(n_blk as usize))
+    })
 }
 
 /// The rows a q/k/v split of `w` from row `first` covers, checked against the weight (one part).
@@ -380,7 +409,9 @@ pub fn matmul_split(
         gemv_kernel(ctx, w, k.def("SPLIT", 1).defines)
     });
     let (k, ng) = (&kernel.0, kernel.1);
-    let grid = ctx.grid((rows as u32).div_ceil(4 * ng));
+    let splits = gemv_splits_of(k);
+    let n_blk = (rows as u32).div_ceil(4 * ng);
+    let grid = ctx.grid(n_blk * splits);
     let eps = norm.map_or(0, |n| n.1.to_bits());
     let (split1, split2) = (outs[0].1 as u32, (outs[0].1 + outs[1].1) as u32);
     let extra = [eps, 0, first as u32, split1, split2];
@@ -389,6 +420,11 @@ pub fn matmul_split(
     bufs.extend(outs.iter().map(|o| o.0.as_entire_binding()));
     if let Some((nw, _)) = norm {
         bufs.push(nw.as_entire_binding());
+    }
+    let ks = split_k_buffers(ctx, splits, n_blk, ng);
+    if let Some((scratch, arrivals)) = &ks {
+        bufs.push(scratch.as_entire_binding());
+        bufs.push(arrivals.as_entire_binding());
     }
     ctx.dispatch(enc, k, &p, &bufs, grid)
 }
@@ -440,6 +476,24 @@ pub fn gemv_subgroup_quantize(ctx: &GpuContext) -> Option<u32> {
     let sg = ctx.subgroup_min;
     (ctx.subgroups && sg == ctx.subgroup_max && (8..=64).contains(&sg) && sg.is_power_of_two())
         .then_some(sg)
+}
+
+/// How many slices of K a one-token ternary product (`Q8X`) is cut into (gemv.wgsl `SPLITK`):
+/// where a thread of a `tpr`-thread row group would take more than five of the row's `units`
+/// code words, one after another, the fewest whole-block slices that leave it at most three, all
+/// loaded before x is quantized; natively only, where the last workgroup of a row block merges
+/// them (attn::MERGE_LAST). H200, BitNet-2B TQ2_0 decode (its down: 6,912 columns, 3 slices,
+/// 240 workgroups instead of 80), old and new alternating in one call: 787.1 / 785.8 / 784.6 /
+/// 785.3 → 790.1 / 792.0 / 785.3 / 792.7 tok/s. Also cutting q/k/v and out (three units a
+/// thread, 2 slices) or gate·up (five, 2 slices, 432 workgroups) was slower: ~752 and ~743.
+fn gemv_splits(w: &GpuWeight, units: u32, tpr: u32) -> u32 {
+    let blocks = (w.cols / 256) as u32;
+    if !super::attn::MERGE_LAST || w.define() != "TYPE_T2R" || units.div_ceil(tpr) <= 5 {
+        return 1;
+    }
+    (1..=blocks)
+        .find(|&s| blocks.is_multiple_of(s) && (units / s).div_ceil(tpr) <= 3)
+        .unwrap_or(1)
 }
 
 /// gemv.wgsl for `w` with `defines` (the type and fusions of matmul) and its row groups per
@@ -501,11 +555,17 @@ fn gemv_kernel(
         k = k.def("XSCALAR", 1);
     }
     if q8x {
-        k = k.def("Q8X", 1).def("XQ_N", format!("{}u", w.cols / 4));
+        let splits = if head { 1 } else { gemv_splits(w, units, tpr) };
+        k = k
+            .def("Q8X", 1)
+            .def("XQ_N", format!("{}u", w.cols / 4 / splits as usize));
+        if splits > 1 {
+            k = k.def("SPLITK", format!("{splits}u"));
+        }
         // A third unit loaded ahead where that completes the row (H200 decode A/B, BitNet-2B:
         // q/k/v and out, 580.6/580.4 -> 583.3/583.8 tok/s; also for gate·up's 5 and down's 7
         // units a thread, or all of them ahead: no gain).
-        if units.div_ceil(tpr) == 3 {
+        if (units / splits).div_ceil(tpr) == 3 {
             k = k.def("PRE3", 1);
         }
         if let Some(sg) = xq_sg {
