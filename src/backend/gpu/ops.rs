@@ -323,10 +323,7 @@ pub fn matmul(
             bufs.push(nw.as_entire_binding());
         }
         let ks = split_k_buffers(ctx, splits, n_blk, ng);
-        if let Some((scratch, arrivals)) = &ks {
-            bufs.push(scratch.as_entire_binding());
-            bufs.push(arrivals.as_entire_binding());
-        }
+        bufs.extend(ks.iter().flatten().map(|b| b.as_entire_binding()));
         ctx.dispatch(enc, k, &p, &bufs, grid)?;
     }
     Ok(())
@@ -341,16 +338,16 @@ fn gemv_splits_of(k: &Kernel) -> u32 {
 }
 
 /// The partial sums' scratch (`n_blk` row blocks of `ng` groups, per slice) and the arrival
-/// counters of a SPLITK dispatch; `None` with one slice.
+/// counters of a SPLITK dispatch, its last two bindings; `None` with one slice.
 fn split_k_buffers(
     ctx: &GpuContext,
     splits: u32,
     n_blk: u32,
     ng: u32,
-) -> Option<(wgpu::Buffer, wgpu::Buffer)> {
+) -> Option<[wgpu::Buffer; 2]> {
     (splits > 1).then(|| {
         let bytes = 16 * (n_blk * splits * (ng + 1)) as u64;
-        (ctx.scratch(bytes), ctx.arrivals(n_blk as usize))
+        [ctx.scratch(bytes), ctx.arrivals(n_blk as usize)]
     })
 }
 
@@ -422,10 +419,7 @@ pub fn matmul_split(
         bufs.push(nw.as_entire_binding());
     }
     let ks = split_k_buffers(ctx, splits, n_blk, ng);
-    if let Some((scratch, arrivals)) = &ks {
-        bufs.push(scratch.as_entire_binding());
-        bufs.push(arrivals.as_entire_binding());
-    }
+    bufs.extend(ks.iter().flatten().map(|b| b.as_entire_binding()));
     ctx.dispatch(enc, k, &p, &bufs, grid)
 }
 
