@@ -120,9 +120,20 @@ fn bench_prints_json_on_each_backend() {
         assert_eq!(j["backend"], backend);
         assert_eq!(j["n_prompt"], 16);
         assert_eq!(j["n_gen"], 4);
-        assert!(
-            j["prefill_tok_s"].as_f64().unwrap() > 0.0 && j["decode_tok_s"].as_f64().unwrap() > 0.0
-        );
+        // Each rate the mean of llama-bench's default 5 runs' rates, which are listed.
+        assert_eq!(j["reps"], 5);
+        for test in ["prefill", "decode"] {
+            let runs: Vec<f64> = serde_json::from_value(j[format!("{test}_tok_s_runs")].clone())
+                .unwrap_or_else(|e| panic!("{test} runs: {e} in {j}"));
+            assert_eq!(runs.len(), 5, "{j}");
+            assert!(runs.iter().all(|&r| r > 0.0), "{j}");
+            let mean = runs.iter().sum::<f64>() / 5.0;
+            let rate = j[format!("{test}_tok_s")].as_f64().unwrap();
+            assert!(
+                (rate - mean).abs() <= 1e-9 * mean,
+                "{test}: {rate} vs {mean}"
+            );
+        }
         if backend == "gpu" {
             assert!(j["dispatches_per_token"].as_f64().unwrap() > 0.0, "{j}");
             assert!(j["effective_gb_s"].as_f64().unwrap() > 0.0, "{j}");
@@ -133,6 +144,8 @@ fn bench_prints_json_on_each_backend() {
     // falls back to the CPU and says why.
     let no_gpu = [("WGPU_BACKEND", "metal")];
     let args = ["bench", "-m", m, "-p", "4", "-n", "1"];
+    let (ok, _, err) = run(&[&args[..], &["-r", "0"]].concat(), &dir);
+    assert!(!ok && err.contains("-r"), "{err}");
     let (ok, _, err) = run_env(&[&args[..], &["--backend", "gpu"]].concat(), &dir, &no_gpu);
     assert!(!ok);
     assert!(err.contains("[gpu_no_adapter]"), "{err}");

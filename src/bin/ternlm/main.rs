@@ -236,9 +236,6 @@ fn dispatch_cost(ctx: &GpuContext) -> Result<f64, Error> {
     Ok((b - a) / 200.0)
 }
 
-/// Timed prefills of `bench` (after the warm-up), averaged.
-const PREFILL_REPS: usize = 3;
-
 fn bench_tokens(n: usize, n_vocab: usize) -> Vec<u32> {
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     (0..n)
@@ -362,6 +359,9 @@ enum Command {
         /// Generated tokens.
         #[arg(short = 'n', long, default_value_t = 128)]
         n_gen: usize,
+        /// Timed runs of each test after the warm-up, averaged (llama-bench's `-r`, 5 there too).
+        #[arg(short = 'r', long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+        reps: u32,
     },
     /// Tokenizer construction time and encode throughput on a text file, as JSON.
     BenchTokenizer {
@@ -537,6 +537,7 @@ fn run(cli: Cli) -> ternlm::Result<()> {
             model,
             n_prompt,
             n_gen,
+            reps,
         } => {
             let t_load = Instant::now();
             let m = model.load()?;
@@ -545,14 +546,10 @@ fn run(cli: Cli) -> ternlm::Result<()> {
             let prompt = bench_tokens(n_prompt.max(1), n_vocab);
             let capacity = (n_prompt + n_gen).max(prompt.len() + 2);
             let mut cache = m.new_cache(capacity);
-            // Warm-up (pipelines compiled, buffers allocated), as llama-bench does, on a cache of
-            // the timed runs' capacity: kernels specialized on it compile here, not in a timed
-            // prefill (a fresh machine has no driver shader cache).
-            {
-                let mut c = m.new_cache(capacity);
-                let id = m.forward_argmax(&mut c, &prompt)?;
-                m.greedy(&mut c, id, 2, |_| true)?;
-            }
+            // Warm-up (pipelines compiled, buffers and bind groups made), as llama-bench warms up
+            // on the context it then times: a prefill and two decode steps on the timed cache.
+            let id = m.forward_argmax(&mut cache, &prompt)?;
+            m.greedy(&mut cache, id, 2, |_| true)?;
             // Per-kernel GPU time (with TERNLM_GPU_PROFILE), per prefill or per decode step.
             let profile = |per: f64| -> serde_json::Value {
                 let p = m.gpu().map(|g| g.ctx.profile()).unwrap_or_default();
@@ -561,34 +558,44 @@ fn run(cli: Cli) -> ternlm::Result<()> {
                     .collect()
             };
             profile(1.0);
-            // Greedy: on the GPU only the argmax id comes back each step. The mean of
-            // PREFILL_REPS runs, as llama-bench averages its repetitions.
-            let mut prefill = 0.0;
-            for _ in 0..PREFILL_REPS {
+            // Greedy: on the GPU only the argmax id comes back each step. Each test `reps` times
+            // from an empty cache, its rate the mean of the runs' rates (llama-bench's avg_ts).
+            let reps = reps as usize;
+            let mut prefill_s = Vec::with_capacity(reps);
+            for _ in 0..reps {
                 cache.clear();
                 let t0 = Instant::now();
                 m.forward_argmax(&mut cache, &prompt)?;
-                prefill += t0.elapsed().as_secs_f64() / PREFILL_REPS as f64;
+                prefill_s.push(t0.elapsed().as_secs_f64());
             }
-            let prefill_profile = profile(PREFILL_REPS as f64);
-            // Decode from an empty cache, as llama-bench's tg test does.
-            cache.clear();
+            let prefill_profile = profile(reps as f64);
             let dispatches_before_decode = m.gpu().map_or(0, |g| g.ctx.dispatch_count());
             let waited_before_decode = m.gpu().map_or(0.0, |g| g.ctx.waited_s());
-            // Pipelined on the GPU (Model::greedy): a step is recorded while the last one runs.
-            let t1 = Instant::now();
-            m.greedy(&mut cache, prompt[0], n_gen, |_| true)?;
-            let decode = t1.elapsed().as_secs_f64();
+            let mut decode_s = Vec::with_capacity(reps);
+            for _ in 0..reps {
+                // Decode from an empty cache, as llama-bench's tg test does; pipelined on the
+                // GPU (Model::greedy: a step is recorded while the last one runs).
+                cache.clear();
+                let t1 = Instant::now();
+                m.greedy(&mut cache, prompt[0], n_gen, |_| true)?;
+                decode_s.push(t1.elapsed().as_secs_f64());
+            }
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            let rates = |n: usize, v: &[f64]| v.iter().map(|t| n as f64 / t).collect::<Vec<_>>();
+            let (prefill_rates, decode_rates) =
+                (rates(prompt.len(), &prefill_s), rates(n_gen, &decode_s));
+            let (prefill, decode) = (mean(&prefill_s), mean(&decode_s));
+            let steps = (n_gen * reps).max(1) as f64;
             let mut report = serde_json::json!({
                 "model": model.path()?.display().to_string(), "backend": backend_name(&m), "threads": m.threads(),
                 "n_prompt": prompt.len(), "n_gen": n_gen,
-                "prefill_tok_s": prompt.len() as f64 / prefill, "decode_tok_s": n_gen as f64 / decode,
+                "reps": reps, "prefill_tok_s": mean(&prefill_rates), "decode_tok_s": mean(&decode_rates),
+                "prefill_tok_s_runs": prefill_rates, "decode_tok_s_runs": decode_rates,
                 "prefill_ms": prefill * 1e3, "decode_ms": decode * 1e3, "load_ms": load_ms,
             });
             if let Some(g) = m.gpu() {
                 // Dispatches of the decode steps only; every step reads every weight once.
-                let per_token = (g.ctx.dispatch_count() - dispatches_before_decode) as f64
-                    / n_gen.max(1) as f64;
+                let per_token = (g.ctx.dispatch_count() - dispatches_before_decode) as f64 / steps;
                 let gb_s = g.weight_bytes() as f64 * n_gen as f64 / decode / 1e9;
                 report["adapter"] = g.ctx.adapter.name.clone().into();
                 report["shaders"] = if g.ctx.shader_checks.is_some() {
@@ -601,10 +608,10 @@ fn run(cli: Cli) -> ternlm::Result<()> {
                 report["dispatches_per_token"] = per_token.into();
                 report["effective_gb_s"] = gb_s.into();
                 // Per decode step: waiting for the GPU, and the rest (recording, host work).
-                let wait = (g.ctx.waited_s() - waited_before_decode) / n_gen.max(1) as f64;
+                let wait = (g.ctx.waited_s() - waited_before_decode) / steps;
                 report["gpu_wait_ms_per_token"] = (wait * 1e3).into();
                 report["host_ms_per_token"] = ((decode / n_gen.max(1) as f64 - wait) * 1e3).into();
-                let decode_profile = profile(n_gen.max(1) as f64);
+                let decode_profile = profile(steps);
                 report["dispatch_us"] = (dispatch_cost(&g.ctx)? * 1e6).into();
                 if decode_profile.as_array().is_some_and(|a| !a.is_empty()) {
                     // [kernel, GPU ms, dispatches]: for the whole prefill, per decode step.
