@@ -310,8 +310,17 @@ fn dq(row: u32, g: u32) -> array<f32, 16> {
 #ifdef TYPE_Q6_K
 const G: u32 = 16u;
 const BW: u32 = 53u;  // 210-byte block padded to 212
+// Word 0 of block j of `row` (of this part): rows one after another, or under TILE128 (LM heads:
+// GpuWeight::tiled) block by block in tiles of 128 rows: block j of the tile's rows, then j + 1.
+fn k6_block(row: u32, j: u32) -> u32 {
+#ifdef TILE128
+    return (row & ~127u) * p.row_words + (j * 128u + (row & 127u)) * BW;
+#else
+    return row * p.row_words + j * BW;
+#endif
+}
 fn dq(row: u32, g: u32) -> array<f32, 16> {
-    let b = row * p.row_words + (g / 16u) * BW;
+    let b = k6_block(row, g / 16u);
     // Element 16j = 128h + 32u + 16m; j is the scale index (8h + 2u + m).
     // Low 4 bits: nibble u / 2 of ql[64h + 32·(u % 2) + l]; high 2: bits 2u of qh[32h + l].
     // ql[128] @0 (words 0..31), qh[64] @128 (words 32..47), scales[16] @192 (words 48..51),

@@ -591,7 +591,7 @@ fn i8_of(v: u32, k: u32) -> f32 {
     return f32(i8_int(v, k));
 }
 fn k6_dot(row: u32, u: u32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, sx: vec4<f32>) -> f32 {
-    let b = row * p.row_words + (u / 16u) * BW;
+    let b = k6_block(row, u / 16u);
     let h = (u % 16u) / 8u;
     let g = u % 8u;
     let a = w[b + 16u * h + g];
@@ -619,7 +619,8 @@ struct UnitWords {
 // where they are used, which keeps the prefetched units' registers few.
 fn unit_words(rows: vec4<u32>, u: u32) -> UnitWords {
     let h = (u % 16u) / 8u;
-    let b = rows * p.row_words + vec4<u32>((u / 16u) * BW);
+    let j = u / 16u;
+    let b = vec4<u32>(k6_block(rows.x, j), k6_block(rows.y, j), k6_block(rows.z, j), k6_block(rows.w, j));
     let ia = 16u * h + u % 8u;
     let ic = ia + 8u;
     let iq = 32u + 8u * h + u % 8u;
@@ -633,7 +634,7 @@ fn q6b(lo: u32, hi: u32) -> u32 {
     return (lo & 0x0f0f0f0fu) | ((hi & 0x03030303u) << 4u);
 }
 fn k6_q8(row: u32, u: u32, a: u32, c: u32, qh: u32, x: vec4<u32>, sx: vec4<i32>) -> f32 {
-    let b = row * p.row_words + (u / 16u) * BW;
+    let b = k6_block(row, u / 16u);
     let is = b + 48u + 2u * ((u % 16u) / 8u);
     let s01 = w[is];
     let s23 = w[is + 1u];

@@ -145,6 +145,9 @@ async fn gemm_k_quants() {
         ),
     )
     .await;
+    // An LM head's row count: Q6_K stored in tiles of 128 rows (GpuWeight::tiled), the last
+    // one part-filled (natively; the browser's matmul_k_quants has such a head).
+    types(&[Q6_K], pick(&[(256, 16411)], &[])).await;
 }
 
 #[gpu_test]

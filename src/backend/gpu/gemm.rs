@@ -52,7 +52,7 @@ pub fn gemm(
     col0: usize,
     fuse: Fuse,
 ) -> Result<()> {
-    let mut k = Kernel::new("gemm", "gemm").def(w.define(), 1);
+    let mut k = w.layout_defs(Kernel::new("gemm", "gemm"));
     let mut eps = 0u32;
     let mut act = 0u32;
     if let Some((_, e)) = fuse.norm {
@@ -154,9 +154,7 @@ pub fn gemm_split(
     norm: Option<(&wgpu::Buffer, f32)>,
 ) -> Result<()> {
     let rows = ops::split_rows(w, first, &outs)?;
-    let mut k = Kernel::new("gemm", "gemm")
-        .def(w.define(), 1)
-        .def("SPLIT", 1);
+    let mut k = w.layout_defs(Kernel::new("gemm", "gemm")).def("SPLIT", 1);
     if norm.is_some() {
         k = k.def("NORM", 1);
     }
@@ -211,9 +209,7 @@ fn gemm_k_split(
         return Ok(false);
     };
     let scratch = ctx.scratch(scratch_bytes(splits));
-    let mut ks = Kernel::new("gemm", "gemm")
-        .def(w.define(), 1)
-        .def("KSPLIT", 1);
+    let mut ks = w.layout_defs(Kernel::new("gemm", "gemm")).def("KSPLIT", 1);
     let mut kr = reduce(Kernel::new("gemm_reduce", "gemm_reduce"));
     if norm.is_some() {
         ks = ks.def("NORM", 1);

@@ -47,6 +47,11 @@ pub struct GpuWeight {
     /// from its parameters and applies it once to the row's sums (gemv.wgsl `T2R_ROW_SCALE`).
     /// Empty otherwise.
     pub scale_runs: Vec<(usize, f32)>,
+    /// Q6_K rows of an LM head (more than [`HEAD_ROWS`]) stored block by block in tiles of
+    /// [`TILE`] rows (dequant.wgsl `TILE128`): block j of a tile's rows, one after another, then
+    /// block j + 1, so that a workgroup of a tile's rows reads one run at each step of K. Each
+    /// part holds whole tiles (its last one padded with zero rows).
+    pub tiled: bool,
     pub parts: Vec<WeightPart>,
     /// `ops::matmul`'s kernels for this weight, by their fusions, built once.
     pub(super) kernels: Mutex<Vec<(u8, MatmulKernel)>>,
@@ -60,6 +65,16 @@ impl GpuWeight {
     /// The WGSL define selecting this weight's dequant section (`TYPE_Q4_K`, …).
     pub fn define(&self) -> &'static str {
         type_define(self.ty)
+    }
+
+    /// `k` with the defines of this weight's layout: its type's, and `TILE128` where tiled.
+    pub fn layout_defs(&self, k: Kernel) -> Kernel {
+        let k = k.def(self.define(), 1);
+        if self.tiled {
+            k.def("TILE128", 1)
+        } else {
+            k
+        }
     }
 
     /// The kernel of fusions `key`, built by `build` the first time.
@@ -160,6 +175,26 @@ fn scale_runs(t: &T2r) -> Vec<(usize, f32)> {
         .collect()
 }
 
+/// Matrices of more rows than this are LM heads (a decode layer's have fewer).
+pub const HEAD_ROWS: usize = 16384;
+
+/// Rows of a tile of a [`GpuWeight::tiled`] weight.
+pub const TILE: usize = 128;
+
+/// Row-major packed `rows` (words of `rw` a row, blocks of `bw`) in [`GpuWeight::tiled`]
+/// order: whole tiles, the last one padded with zero rows.
+fn tile_rows(words: &[u32], rows: usize, rw: usize, bw: usize) -> Vec<u32> {
+    let mut out = vec![0u32; rows.next_multiple_of(TILE) * rw];
+    for r in 0..rows {
+        let (t, i) = (r / TILE * TILE * rw, r % TILE);
+        for j in 0..rw / bw {
+            let src = &words[r * rw + j * bw..][..bw];
+            out[t + (j * TILE + i) * bw..][..bw].copy_from_slice(src);
+        }
+    }
+    out
+}
+
 /// Bytes of packed rows written at a time by [`upload`].
 const UPLOAD_BATCH: usize = 8 << 20;
 
@@ -189,7 +224,8 @@ pub fn upload(ctx: &GpuContext, v: &TensorView) -> Result<GpuWeight> {
         }
         .into());
     }
-    let per_part = if max_rows >= rows {
+    let tiled = ty == GgmlType::Q6_K && rows > HEAD_ROWS && max_rows >= TILE;
+    let per_part = if max_rows >= rows.next_multiple_of(if tiled { TILE } else { 1 }) {
         rows
     } else if max_rows >= 128 {
         max_rows / 128 * 128
@@ -219,11 +255,20 @@ pub fn upload(ctx: &GpuContext, v: &TensorView) -> Result<GpuWeight> {
                 // packed and written a batch of rows at a time (UPLOAD_BATCH bytes, or half a
                 // binding, so that tests with a small binding limit write parts in pieces): no
                 // copy of the whole part
-                let buf = ctx.storage(v.name(), (n * rw * 4) as u64);
+                let stored = if tiled { n.next_multiple_of(TILE) } else { n };
+                let buf = ctx.storage(v.name(), (stored * rw * 4) as u64);
                 let batch_bytes = UPLOAD_BATCH.min(ctx.max_binding as usize / 2);
-                let batch = (batch_bytes / (rw * 4)).max(1);
+                let mut batch = (batch_bytes / (rw * 4)).max(1);
+                if tiled {
+                    batch = batch.next_multiple_of(TILE);
+                }
                 for r in (row0..row0 + n).step_by(batch) {
-                    let words = pack_rows(v, r..(r + batch).min(row0 + n), rw);
+                    let rows = r..(r + batch).min(row0 + n);
+                    let mut words = pack_rows(v, rows.clone(), rw);
+                    if tiled {
+                        let bw = (ty.type_size() as usize).div_ceil(4);
+                        words = tile_rows(&words, rows.len(), rw, bw);
+                    }
                     ctx.write(
                         &buf,
                         ((r - row0) * rw * 4) as u64,
@@ -249,6 +294,7 @@ pub fn upload(ctx: &GpuContext, v: &TensorView) -> Result<GpuWeight> {
         row_words: rw,
         mult,
         scale_runs,
+        tiled,
         parts,
         kernels: Default::default(),
     })

@@ -4,7 +4,7 @@
 //! backend-check harness (`tests/gpu_ops.rs`).
 
 use super::context::{GpuContext, Kernel, Recorder};
-use super::layout::{GpuWeight, WeightPart};
+use super::layout::{GpuWeight, WeightPart, HEAD_ROWS};
 use crate::error::{GpuError, Result};
 use crate::model::arch::Activation;
 
@@ -273,9 +273,7 @@ pub fn matmul(
     let (norm, residual) = (fuse.norm.is_some(), fuse.residual);
     let key = u8::from(one) | u8::from(norm) << 1 | u8::from(glu) << 2 | u8::from(residual) << 3;
     let kernel = w.kernel(key, || {
-        let mut k = Kernel::new("matmul", "matmul")
-            .def("MATMUL", 1)
-            .def(w.define(), 1);
+        let mut k = w.layout_defs(Kernel::new("matmul", "matmul").def("MATMUL", 1));
         for (on, name) in [(norm, "NORM"), (glu, "GLU"), (residual, "RESIDUAL")] {
             if on {
                 k = k.def(name, 1);
@@ -399,7 +397,7 @@ pub fn matmul_split(
     }
     // matmul's cache: its keys have bit 4 clear.
     let kernel = w.kernel(1 << 4 | u8::from(norm.is_some()) << 1, || {
-        let mut k = Kernel::new("gemv", "gemv").def(w.define(), 1);
+        let mut k = w.layout_defs(Kernel::new("gemv", "gemv"));
         if norm.is_some() {
             k = k.def("NORM", 1);
         }
@@ -436,9 +434,6 @@ const Q8X_SG_WG: u32 = 512;
 
 /// The longest rows gemv.wgsl quantizes x for (its packed copy lives in workgroup memory).
 const Q8X_MAX_COLS: usize = 8192;
-
-/// Matrices of more rows than this are LM heads to gemv_kernel (a decode layer's have fewer).
-const HEAD_ROWS: usize = 16384;
 
 /// `Q8X` LM heads: workgroup size and threads per row group (H200, tests/gpu_bench_gemv.rs,
 /// Q6_K heads of BitNet-2B / Llama-1B: 137 / 102 µs with f32 x in 64-thread workgroups, 98 / 78
@@ -583,9 +578,7 @@ pub fn embed(
     tokens: usize,
     y: &wgpu::Buffer,
 ) -> Result<()> {
-    let k = Kernel::new("matmul", "embed")
-        .def("EMBED", 1)
-        .def(w.define(), 1);
+    let k = w.layout_defs(Kernel::new("matmul", "embed").def("EMBED", 1));
     // Workgroups a token (matmul.wgsl: WG threads, a dequant group each), in the w_row0 field.
     let per_token = w.cols.div_ceil(dequant_group(w) * MATMUL_WG);
     let grid = ctx.grid((tokens * per_token) as u32);
