@@ -57,9 +57,9 @@ pub struct GpuWeight {
     pub(super) kernels: Mutex<Vec<(u8, MatmulKernel)>>,
 }
 
-/// A matmul kernel with its workgroups' row groups (one-token products; 0 otherwise), shared
-/// by the dispatches that use it.
-pub(super) type MatmulKernel = Arc<(Kernel, u32)>;
+/// A matmul kernel with its workgroups' row groups (one-token products; 0 otherwise) and its
+/// slices of K (gemv.wgsl `SPLITK`; 1: none), shared by the dispatches that use it.
+pub(super) type MatmulKernel = Arc<(Kernel, u32, u32)>;
 
 impl GpuWeight {
     /// The WGSL define selecting this weight's dequant section (`TYPE_Q4_K`, …).
@@ -78,7 +78,11 @@ impl GpuWeight {
     }
 
     /// The kernel of fusions `key`, built by `build` the first time.
-    pub(super) fn kernel(&self, key: u8, build: impl FnOnce() -> (Kernel, u32)) -> MatmulKernel {
+    pub(super) fn kernel(
+        &self,
+        key: u8,
+        build: impl FnOnce() -> (Kernel, u32, u32),
+    ) -> MatmulKernel {
         let mut ks = self.kernels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, k)) = ks.iter().find(|(k, _)| *k == key) {
             return k.clone();
@@ -128,23 +132,38 @@ fn row_words(ty: GgmlType, cols: usize) -> usize {
     }
 }
 
-/// Rows `rows` of a non-ternary tensor in the GPU layout.
-fn pack_rows(v: &TensorView, rows: std::ops::Range<usize>, rw: usize) -> Vec<u32> {
+/// Rows `rows` of a non-ternary tensor in the GPU layout: one after another, or `tiled`
+/// ([`GpuWeight::tiled`]: `rows` starts a tile; whole tiles, the last one padded with zero rows).
+fn pack_rows(v: &TensorView, rows: std::ops::Range<usize>, rw: usize, tiled: bool) -> Vec<u32> {
     let ty = v.ty();
-    let mut out = vec![0u32; rows.len() * rw];
+    let stored = if tiled {
+        rows.len().next_multiple_of(TILE)
+    } else {
+        rows.len()
+    };
+    let mut out = vec![0u32; stored * rw];
     let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
     for (i, r) in rows.enumerate() {
         let src = v.row_bytes(r);
-        let dst = &mut bytes[i * rw * 4..(i + 1) * rw * 4];
         match ty {
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => dst[..src.len()].copy_from_slice(src),
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+                bytes[i * rw * 4..][..src.len()].copy_from_slice(src)
+            }
             _ => {
                 let (bs, ps) = (
                     ty.type_size() as usize,
                     (ty.type_size() as usize).next_multiple_of(4),
                 );
+                // Byte offset of block b of row i: in its row, or in its tile's run of block b.
+                let at = |b: usize| {
+                    if tiled {
+                        i / TILE * TILE * rw * 4 + (b * TILE + i % TILE) * ps
+                    } else {
+                        i * rw * 4 + b * ps
+                    }
+                };
                 for (b, blk) in src.chunks_exact(bs).enumerate() {
-                    dst[b * ps..b * ps + bs].copy_from_slice(blk);
+                    bytes[at(b)..][..bs].copy_from_slice(blk);
                 }
             }
         }
@@ -180,20 +199,6 @@ pub const HEAD_ROWS: usize = 16384;
 
 /// Rows of a tile of a [`GpuWeight::tiled`] weight.
 pub const TILE: usize = 128;
-
-/// Row-major packed `rows` (words of `rw` a row, blocks of `bw`) in [`GpuWeight::tiled`]
-/// order: whole tiles, the last one padded with zero rows.
-fn tile_rows(words: &[u32], rows: usize, rw: usize, bw: usize) -> Vec<u32> {
-    let mut out = vec![0u32; rows.next_multiple_of(TILE) * rw];
-    for r in 0..rows {
-        let (t, i) = (r / TILE * TILE * rw, r % TILE);
-        for j in 0..rw / bw {
-            let src = &words[r * rw + j * bw..][..bw];
-            out[t + (j * TILE + i) * bw..][..bw].copy_from_slice(src);
-        }
-    }
-    out
-}
 
 /// Bytes of packed rows written at a time by [`upload`].
 const UPLOAD_BATCH: usize = 8 << 20;
@@ -263,12 +268,7 @@ pub fn upload(ctx: &GpuContext, v: &TensorView) -> Result<GpuWeight> {
                     batch = batch.next_multiple_of(TILE);
                 }
                 for r in (row0..row0 + n).step_by(batch) {
-                    let rows = r..(r + batch).min(row0 + n);
-                    let mut words = pack_rows(v, rows.clone(), rw);
-                    if tiled {
-                        let bw = (ty.type_size() as usize).div_ceil(4);
-                        words = tile_rows(&words, rows.len(), rw, bw);
-                    }
+                    let words = pack_rows(v, r..(r + batch).min(row0 + n), rw, tiled);
                     ctx.write(
                         &buf,
                         ((r - row0) * rw * 4) as u64,

@@ -282,17 +282,16 @@ pub fn matmul(
         if one {
             gemv_kernel(ctx, w, k.defines)
         } else {
-            (k, 0)
+            (k, 0, 1)
         }
     });
-    let (k, ng) = (&kernel.0, kernel.1);
+    let (k, ng, splits) = (&kernel.0, kernel.1, kernel.2);
     for part in &w.parts {
         let (w_row0, rows) = match (fuse.rows, fuse.glu) {
             (Some(r), _) => r,
             (None, Some(_)) => (0, part.rows / 2),
             (None, None) => (0, part.rows),
         };
-        let splits = gemv_splits_of(k);
         let n_blk = (rows as u32).div_ceil(if glu { 2 } else { 4 } * ng.max(1));
         let mut grid = if one {
             // Row groups of 4 weight rows (GLU: 2 outputs), NG groups per workgroup.
@@ -325,14 +324,6 @@ pub fn matmul(
         ctx.dispatch(enc, k, &p, &bufs, grid)?;
     }
     Ok(())
-}
-
-/// gemv.wgsl's SPLITK slices of a kernel (1: K in one piece).
-fn gemv_splits_of(k: &Kernel) -> u32 {
-    k.defines
-        .get("SPLITK")
-        .and_then(|v| v.trim_end_matches('u').parse().ok())
-        .unwrap_or(1)
 }
 
 /// The partial sums' scratch (`n_blk` row blocks of `ng` groups, per slice) and the arrival
@@ -403,8 +394,7 @@ pub fn matmul_split(
         }
         gemv_kernel(ctx, w, k.def("SPLIT", 1).defines)
     });
-    let (k, ng) = (&kernel.0, kernel.1);
-    let splits = gemv_splits_of(k);
+    let (k, ng, splits) = (&kernel.0, kernel.1, kernel.2);
     let n_blk = (rows as u32).div_ceil(4 * ng);
     let grid = ctx.grid(n_blk * splits);
     let eps = norm.map_or(0, |n| n.1.to_bits());
@@ -485,15 +475,15 @@ fn gemv_splits(w: &GpuWeight, units: u32, tpr: u32) -> u32 {
         .unwrap_or(1)
 }
 
-/// gemv.wgsl for `w` with `defines` (the type and fusions of matmul) and its row groups per
-/// workgroup: the type's unit (elements per thread step, the shader's `UE`) and section, the
+/// gemv.wgsl for `w` with `defines` (the type and fusions of matmul), its row groups per
+/// workgroup and its slices of K (`SPLITK`): the type's unit (elements per thread step, the shader's `UE`) and section, the
 /// workgroup size (`WGS`) and threads per row group (`TPR`), and `Q8X` where
 /// [`gemv_quantizes_x`].
 fn gemv_kernel(
     ctx: &GpuContext,
     w: &GpuWeight,
     defines: crate::backend::gpu::wgsl::Defines,
-) -> (Kernel, u32) {
+) -> (Kernel, u32, u32) {
     use crate::quant::GgmlType as T;
     let (unit, section) = match w.ty {
         T::F32 | T::F16 | T::BF16 => (4, Some("GENERIC4")),
@@ -543,8 +533,12 @@ fn gemv_kernel(
     if unit == 4 {
         k = k.def("XSCALAR", 1);
     }
+    let splits = if q8x && !head {
+        gemv_splits(w, units, tpr)
+    } else {
+        1
+    };
     if q8x {
-        let splits = if head { 1 } else { gemv_splits(w, units, tpr) };
         k = k
             .def("Q8X", 1)
             .def("XQ_N", format!("{}u", w.cols / 4 / splits as usize));
@@ -566,7 +560,7 @@ fn gemv_kernel(
             k = k.def("T2R_ROW_SCALE", 1);
         }
     }
-    (k, wg / tpr)
+    (k, wg / tpr, splits)
 }
 
 /// `y[t] = W[ids[t]]` (`ids` a buffer of `tokens` u32, each < `w.rows`).
